@@ -1,0 +1,248 @@
+"""The Lab: one nnsight-traced Qwen model plus its per-layer SAEs, and the calls a notebook makes on them."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from . import models
+from .activations import FeatureActs
+from .registry import default_group
+from .sae import SAE
+from .sae_suite import SAESuite
+from .steering import Steer, SteerSpec, apply_steering, by_layer, parse_steer
+
+_DANGLING = r".*was never reached.*"  # nnsight's note when an open generation loop outlives the run
+
+
+class Lab:
+    """A traced model and its SAEs. ``lab.model`` is the nnsight wrapper for your own traces,
+    ``lab.layers[n]`` the envoy of decoder block n (its output is Qwen-Scope layer n)."""
+
+    def __init__(self, model, saes: SAESuite | None = None, name: str | None = None):
+        self.model = model
+        self.tokenizer = model.tokenizer
+        self.hf_model = model._module
+        self.layers_path, modules = models.find_layers(self.hf_model)
+        envoy = model
+        for part in self.layers_path.split("."):
+            envoy = getattr(envoy, part)
+        self.layers = envoy
+        self.n_layers = len(modules)
+        self.d_model = int(models.text_config(self.hf_model).hidden_size)
+        self.architecture = type(self.hf_model).__name__
+        self.name = name or getattr(self.hf_model.config, "_name_or_path", None) or self.architecture
+        self.saes = saes
+        if saes is not None and saes.d_model is not None and saes.d_model != self.d_model:
+            raise ValueError(f"SAEs '{saes.name}' expect d_model={saes.d_model} but {self.name} has "
+                             f"hidden_size={self.d_model}: they were trained on another model")
+        self._token_strings: dict[int, str] = {}
+
+    def __repr__(self) -> str:
+        saes = f"{self.saes.name!r}" if self.saes is not None else None
+        return (f"Lab({self.name!r}, {self.architecture}, layers={self.n_layers}, d_model={self.d_model}, "
+                f"device={self.device}, saes={saes})")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(cls, model=None, tokenizer=None, saes=None, device: str | None = None, dtype=None,
+             k: int | None = None, sae_dtype=torch.float32, cache_bytes: int | None = None) -> "Lab":
+        """Build a Lab from a hub id, a local checkpoint folder, or a built transformers model (+ tokenizer).
+
+        ``saes``: a Qwen-Scope hub id, a local folder or file of SAEs, a ``{layer: SAE}`` dict, or None (a
+        registered Qwen-Scope backbone then gets its k=50 group; nothing is downloaded until a layer is used).
+        """
+        from nnsight import TransformersModel
+
+        dtype = models.resolve_dtype(dtype)
+        name = None
+        if model is None:
+            raise ValueError("Lab.load needs a model: a hub id such as 'Qwen/Qwen3-1.7B-Base', a local "
+                             "checkpoint folder, or a built transformers model with tokenizer=")
+        if isinstance(model, TransformersModel):
+            wrapped = model
+        elif isinstance(model, torch.nn.Module):
+            if tokenizer is None:
+                raise ValueError("a built model needs its tokenizer: Lab.load(model, tokenizer=tok)")
+            if device is not None or dtype is not None:
+                model = model.to(device=device, dtype=dtype)
+            wrapped = models.wrap(model.eval(), tokenizer)
+        elif isinstance(model, (str, Path)):
+            name = str(model)
+            folder = models.local_model_folder(model)
+            hf_model, loaded_tok = models.load_pretrained(folder, device or models.default_device(), dtype)
+            wrapped = models.wrap(hf_model, tokenizer or loaded_tok)
+        else:
+            raise TypeError(f"model must be a hub id, a folder, or a transformers model, not {type(model).__name__}")
+
+        if saes is None and name is not None and default_group(name) is not None:
+            saes = default_group(name).repo_id
+        sae_device = device or next(wrapped._module.parameters()).device
+        suite = None if saes is None else SAESuite.open(saes, k=k, device=sae_device, dtype=sae_dtype,
+                                                        cache_bytes=cache_bytes)
+        return cls(wrapped, suite, name=name)
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    def sae(self, layer: int) -> SAE:
+        """Layer n's SAE, loaded on first use (only that layer's file is read or downloaded)."""
+        self._check_layer(layer)
+        if self.saes is None:
+            raise ValueError("this Lab has no SAEs: Lab.load(model, saes=<hub id, folder or {layer: SAE}>)")
+        sae = self.saes[layer]
+        if sae.d_model != self.d_model:
+            raise ValueError(f"layer {layer} SAE has d_model={sae.d_model} (W_enc {tuple(sae.W_enc.shape)}) but "
+                             f"{self.name} has hidden_size={self.d_model}")
+        return sae
+
+    def _check_layer(self, layer) -> None:
+        if not isinstance(layer, (int,)) or isinstance(layer, bool) or not 0 <= layer < self.n_layers:
+            raise ValueError(f"layer must be an int in 0..{self.n_layers - 1}, got {layer!r}")
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        """Each token id decoded on its own (cached): what a heatmap or table shows."""
+        out = []
+        for i in ids:
+            s = self._token_strings.get(i)
+            if s is None:
+                s = self._token_strings[i] = self.tokenizer.decode([i])
+            out.append(s)
+        return out
+
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        """Left-padded batch encoding on the model's device; empty texts are refused with their index."""
+        texts = as_texts(texts)
+        enc = self.tokenizer(list(texts), padding=True, return_tensors="pt",
+                             truncation=max_length is not None, max_length=max_length)
+        lengths = enc["attention_mask"].sum(-1)
+        if (lengths == 0).any():
+            raise ValueError(f"text {int((lengths == 0).nonzero()[0])} has no tokens")
+        return {key: value.to(self.device) for key, value in enc.items()}
+
+    # ------------------------------------------------------------------ activations
+    @torch.no_grad()
+    def residuals(self, enc: dict, layers: Sequence[int], steer: list[Steer] | None = None,
+                  run_to_end: bool = False) -> dict[int, torch.Tensor]:
+        """Block outputs ``[batch, seq, d_model]`` at ``layers`` (after any steering edit), in one traced forward
+        that stops after the last layer needed."""
+        layers = sorted(set(layers))
+        for layer in layers:
+            self._check_layer(layer)
+        edits = dict(by_layer(steer or []))
+        for layer in edits:
+            self._check_layer(layer)
+        last = max(layers + list(edits))
+        where = enc["attention_mask"].bool()
+        saved: dict[int, torch.Tensor] = {}
+        with self.model.trace(dict(enc)) as tracer:
+            for layer in range(last + 1):
+                if layer in edits:
+                    envoy = self.layers[layer]
+                    envoy.output = apply_steering(envoy.output, self.sae(layer), edits[layer], where)
+                if layer in layers:
+                    saved[layer] = self.layers[layer].output
+            if not run_to_end:
+                tracer.stop()
+        return saved
+
+    def encode(self, texts: str | Sequence[str], layer: int, batch_size: int = 8, skip_first: bool = False,
+               skip_special: bool = True, max_length: int | None = None) -> FeatureActs:
+        """Sparse SAE features of every token. Batched (longest first, so padding is small), pads never stored.
+
+        ``skip_first`` masks position 0 (the attention sink); ``skip_special`` masks special tokens."""
+        texts = as_texts(texts)
+        sae = self.sae(layer)
+        special = torch.tensor(sorted(self.tokenizer.all_special_ids or []), dtype=torch.long)
+        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=max_length is not None,
+                                                      max_length=max_length)["input_ids"]]
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        parts: dict[int, tuple] = {}
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            enc = self.tokenize([texts[i] for i in chunk], max_length=max_length)
+            h = self.residuals(enc, [layer])[layer]
+            real = enc["attention_mask"].bool()
+            values, indices = sae.encode_sparse(h[real])
+            row_lengths = real.sum(-1).tolist()
+            ids = enc["input_ids"][real].cpu()
+            for i, v, ix, tok in zip(chunk, values.cpu().split(row_lengths), indices.cpu().split(row_lengths),
+                                     ids.split(row_lengths)):
+                parts[i] = (v.float(), ix, tok)
+        token_ids = [parts[i][2].tolist() for i in range(len(texts))]
+        ids_flat = torch.cat([parts[i][2] for i in range(len(texts))])
+        mask = torch.ones(len(ids_flat), dtype=torch.bool)
+        if skip_special and len(special):
+            mask &= ~torch.isin(ids_flat, special)
+        if skip_first:
+            firsts = torch.tensor([0] + lengths_cumsum(token_ids)[:-1])
+            mask[firsts] = False
+        return FeatureActs(
+            texts=list(texts), layer=layer, d_sae=sae.d_sae, token_ids=token_ids,
+            tokens=[self.token_strings(ids) for ids in token_ids],
+            values=torch.cat([parts[i][0] for i in range(len(texts))]),
+            indices=torch.cat([parts[i][1] for i in range(len(texts))]), mask=mask)
+
+    # ------------------------------------------------------------------ workflows on the core
+    def reconstruct(self, texts: str | Sequence[str], layer: int | Sequence[int], batch_size: int = 4,
+                    skip_first: bool = True, max_length: int | None = None) -> pd.DataFrame:
+        """How well the SAE stands in for the layer: FVU, cosine, L0 and the CE loss clean vs SAE spliced in."""
+        from .reconstruction import reconstruction_report
+
+        return reconstruction_report(self, as_texts(texts), layer, batch_size=batch_size,
+                                     skip_first=skip_first, max_length=max_length)
+
+    def generate(self, prompt: str | Sequence[str], layer: int | None = None, steer: SteerSpec = None,
+                 positions="all", mode: str = "add", max_new_tokens: int = 32, baseline: bool = True,
+                 do_sample: bool = False, seed: int | None = None, chat: bool = False, **generate_kwargs):
+        """Generate with SAE features steered at every step; baseline and steered come from one batched run.
+
+        ``steer={feature: alpha}`` at ``layer``, or ``{(layer, feature): alpha}`` / a list of ``Steer`` for
+        several layers. ``positions``: "all" (prompt and generated tokens, the default), "prompt", "generated",
+        or a list of prompt positions. ``mode``: "add", "clamp" or "ablate". Greedy unless ``do_sample``."""
+        from .generation import generate
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_DANGLING)
+            return generate(self, prompt, parse_steer(steer, layer, mode), positions=positions,
+                            max_new_tokens=max_new_tokens, baseline=baseline, do_sample=do_sample, seed=seed,
+                            chat=chat, **generate_kwargs)
+
+    def info(self) -> pd.DataFrame:
+        """Model and SAE facts as a two-column table."""
+        facts = {"model": self.name, "class": self.architecture, "layers": self.n_layers,
+                 "d_model": self.d_model, "layers_path": self.layers_path, "device": str(self.device),
+                 "dtype": str(next(self.hf_model.parameters()).dtype), "vocab": len(self.tokenizer)}
+        if self.saes is not None:
+            facts.update({"saes": self.saes.name, "sae_layers": f"{self.saes.layers[0]}..{self.saes.layers[-1]}",
+                          "d_sae": self.saes.d_sae, "k": self.saes.k, "cached_layers": self.saes.cached_layers})
+        return pd.DataFrame({"field": list(facts), "value": [str(v) for v in facts.values()]})
+
+
+def as_texts(texts) -> list[str]:
+    """A str becomes a one-text batch; an empty batch or a non-str item is refused."""
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no texts given")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i} is {type(text).__name__}, not str")
+        if not text:
+            raise ValueError(f"text {i} is empty")
+    return texts
+
+
+def lengths_cumsum(token_ids: list[list[int]]) -> list[int]:
+    total, out = 0, []
+    for ids in token_ids:
+        total += len(ids)
+        out.append(total)
+    return out

@@ -1,0 +1,105 @@
+"""Building the transformers model + tokenizer for a Lab and finding its decoder layers, whatever the architecture.
+
+Qwen-Scope covers dense Qwen3, Qwen3-MoE and the hybrid Qwen3.5 families. Their text decoders live at
+``model.layers`` (``*ForCausalLM``) or ``model.language_model.layers`` (the vision-language
+``*ForConditionalGeneration`` checkpoints Qwen3.5 ships as).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from . import hub
+
+QWEN_SCOPE_ARCHITECTURES = {
+    "Qwen3ForCausalLM", "Qwen3MoeForCausalLM",
+    "Qwen3_5ForCausalLM", "Qwen3_5ForConditionalGeneration",
+    "Qwen3_5MoeForCausalLM", "Qwen3_5MoeForConditionalGeneration",
+}
+LAYER_PATHS = ("model.layers", "model.language_model.layers", "language_model.model.layers", "transformer.h")
+_MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+
+
+def resolve_dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).replace("torch.", "")
+    aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+    value = getattr(torch, aliases.get(name, name), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}: use 'float32', 'bfloat16' or 'float16'")
+    return value
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def local_model_folder(model: str | Path) -> Path:
+    """A folder holding config + weights: the path itself, or the hub snapshot (fetched only if missing)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} has no config.json: not a transformers checkpoint folder")
+        return path
+    if "/" not in str(model) or str(model).count("/") > 1:
+        raise FileNotFoundError(f"'{model}' is neither an existing folder nor a hub id like 'Qwen/Qwen3-1.7B-Base'")
+    return hub.fetch_snapshot(str(model), allow_patterns=_MODEL_FILES)
+
+
+@contextmanager
+def _quiet_transformers():
+    """The text-generation pipeline warns that vision-language classes are 'not supported'; they work fine."""
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def load_pretrained(folder: Path, device: str, dtype: torch.dtype | None):
+    """The checkpoint's own class (from config.architectures) so VL Qwen3.5 checkpoints load with all weights."""
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(folder)
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    cls = cls or AutoModelForCausalLM
+    model = cls.from_pretrained(folder, dtype=dtype or "auto", device_map=device)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model.eval(), tokenizer
+
+
+def find_layers(module: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
+    """(dotted path, ModuleList) of the decoder blocks; raises if the architecture hides them elsewhere."""
+    for path in LAYER_PATHS:
+        node = module
+        try:
+            for part in path.split("."):
+                node = getattr(node, part)
+        except AttributeError:
+            continue
+        if isinstance(node, torch.nn.ModuleList) and len(node) > 0:
+            return path, node
+    raise ValueError(f"cannot find the decoder layers of {type(module).__name__}: looked at {', '.join(LAYER_PATHS)}")
+
+
+def text_config(model: torch.nn.Module):
+    """The config holding hidden_size / num_hidden_layers (the text sub-config for VL checkpoints)."""
+    config = model.config
+    return getattr(config, "text_config", None) or config
+
+
+def wrap(model: torch.nn.Module, tokenizer):
+    """The nnsight 0.8 wrapper on an already built model: offline, milliseconds; pads on the left."""
+    from nnsight import TransformersModel
+
+    with _quiet_transformers():
+        return TransformersModel(model, tokenizer=tokenizer)

@@ -1,0 +1,102 @@
+"""The 14 Qwen-Scope SAE groups as data, so users can browse them and code can resolve hub ids offline."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+_NAME_PATTERN = re.compile(r"SAE-Res-(?P<backbone>.+)-W(?P<width>\d+)K-L0_(?P<k>\d+)$")
+
+
+@dataclass(frozen=True)
+class SAEGroup:
+    """One Qwen-Scope release: TopK SAEs on the residual stream (block outputs) of every layer of a backbone."""
+
+    repo_id: str
+    backbone: str          # HF id of the model the SAEs were trained on
+    architecture: str      # transformers model_type of the backbone
+    model_class: str       # transformers class of the released checkpoint
+    n_layers: int
+    d_model: int
+    d_sae: int
+    k: int
+
+    @property
+    def filenames(self) -> list[str]:
+        return [layer_filename(n) for n in range(self.n_layers)]
+
+    @property
+    def bytes_per_layer(self) -> int:
+        """float32 W_enc + W_dec + biases, as stored in each ``layer{n}.sae.pt``."""
+        return 4 * (2 * self.d_sae * self.d_model + self.d_sae + self.d_model)
+
+
+def layer_filename(layer: int) -> str:
+    return f"layer{layer}.sae.pt"
+
+
+def _group(backbone: str, arch: str, cls: str, n_layers: int, d_model: int, width: int, k: int) -> SAEGroup:
+    name = backbone.split("/", 1)[1]
+    return SAEGroup(
+        repo_id=f"Qwen/SAE-Res-{name}-W{width // 1024}K-L0_{k}",
+        backbone=backbone, architecture=arch, model_class=cls,
+        n_layers=n_layers, d_model=d_model, d_sae=width, k=k,
+    )
+
+
+_BACKBONES = [
+    # backbone, model_type, released class, layers, d_model, (width, k) x 2
+    ("Qwen/Qwen3-1.7B-Base", "qwen3", "Qwen3ForCausalLM", 28, 2048, [(32768, 50), (32768, 100)]),
+    ("Qwen/Qwen3-8B-Base", "qwen3", "Qwen3ForCausalLM", 36, 4096, [(65536, 50), (65536, 100)]),
+    ("Qwen/Qwen3-30B-A3B-Base", "qwen3_moe", "Qwen3MoeForCausalLM", 48, 2048, [(32768, 50), (131072, 100)]),
+    ("Qwen/Qwen3.5-2B-Base", "qwen3_5", "Qwen3_5ForConditionalGeneration", 24, 2048, [(32768, 50), (32768, 100)]),
+    ("Qwen/Qwen3.5-9B-Base", "qwen3_5", "Qwen3_5ForConditionalGeneration", 32, 4096, [(65536, 50), (65536, 100)]),
+    ("Qwen/Qwen3.5-27B", "qwen3_5", "Qwen3_5ForConditionalGeneration", 64, 5120, [(81920, 50), (81920, 100)]),
+    ("Qwen/Qwen3.5-35B-A3B-Base", "qwen3_5_moe", "Qwen3_5MoeForConditionalGeneration", 40, 2048,
+     [(32768, 50), (131072, 100)]),
+]
+
+GROUPS: tuple[SAEGroup, ...] = tuple(
+    _group(b, a, c, n, d, w, k) for b, a, c, n, d, widths in _BACKBONES for w, k in widths
+)
+_BY_REPO = {g.repo_id.lower(): g for g in GROUPS}
+
+
+def parse_group_name(name: str) -> tuple[str, int, int] | None:
+    """``...SAE-Res-{backbone}-W{N}K-L0_{k}`` -> (backbone name, d_sae, k); None if the name is not in that pattern.
+
+    Works on hub ids and on local folder names that keep the hub name (how ``hf download`` lays them out).
+    """
+    match = _NAME_PATTERN.search(str(name).rstrip("/").split("/")[-1])
+    if match is None:
+        return None
+    return match["backbone"], int(match["width"]) * 1024, int(match["k"])
+
+
+def find_group(repo_id: str) -> SAEGroup | None:
+    """The registered group for a hub id (case-insensitive), or None."""
+    return _BY_REPO.get(str(repo_id).lower())
+
+
+def groups_for_backbone(backbone: str) -> list[SAEGroup]:
+    key = str(backbone).rstrip("/").split("/")[-1].lower()
+    return [g for g in GROUPS if g.backbone.split("/")[-1].lower() == key]
+
+
+def default_group(backbone: str) -> SAEGroup | None:
+    """The k=50 group of a backbone: the sparser, cheaper and more interpretable of the two."""
+    groups = sorted(groups_for_backbone(backbone), key=lambda g: (g.k, g.d_sae))
+    return groups[0] if groups else None
+
+
+def registry_frame() -> pd.DataFrame:
+    """All groups as a table, with the size of one layer file and of the whole group."""
+    rows = []
+    for g in GROUPS:
+        row = asdict(g)
+        row["layer_file_gb"] = round(g.bytes_per_layer / 1e9, 2)
+        row["group_gb"] = round(g.bytes_per_layer * g.n_layers / 1e9, 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
