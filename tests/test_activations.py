@@ -1,0 +1,60 @@
+"""FeatureActs: ragged storage without pads, masks for sinks and special tokens, tables a user reads."""
+
+import torch
+
+from conftest import TEXTS
+
+
+def test_to_frame_rows_and_positions(lab):
+    acts = lab.encode(TEXTS, layer=1, batch_size=2)
+    frame = acts.to_frame()
+    assert list(frame.columns) == ["text", "position", "token", "feature", "activation", "rank"]
+    lengths = [len(ids) for ids in acts.token_ids]
+    assert acts.n_tokens == sum(lengths)  # no pad rows stored
+    for i, n in enumerate(lengths):
+        rows = frame[frame.text == i]
+        assert sorted(rows.position.unique()) == list(range(n))  # 0 = first real token, despite left padding
+    assert (frame.activation > 0).all()
+    assert frame.groupby(["text", "position"]).size().max() <= lab.sae(1).k
+    first = frame[(frame.text == 0) & (frame.position == 0)]
+    assert set(first.token) == {acts.tokens[0][0]} == {"The"}
+
+
+def test_dense_and_feature_views_agree(lab):
+    acts = lab.encode(TEXTS, layer=2)
+    dense = acts.dense()
+    assert dense.shape == (4, max(len(t) for t in acts.token_ids), lab.sae(2).d_sae)
+    f = int(acts.indices[0, 0])
+    per_text = acts.feature(f)
+    for i in range(len(TEXTS)):
+        n = len(acts.token_ids[i])
+        assert torch.equal(per_text[i], dense[i, :n, f])
+        assert torch.equal(dense[i, :n], acts.dense(i))
+        assert (dense[i, n:] == 0).all()
+
+
+def test_skip_first_and_special_tokens(lab):
+    chat = lab.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    acts = lab.encode([chat, "plain words here"], layer=1, skip_first=True)
+    frame = acts.to_frame()
+    assert 0 not in set(frame[frame.text == 1].position)
+    special = set(lab.tokenizer.all_special_tokens)
+    assert not set(frame.token) & special
+    kept = lab.encode([chat], layer=1, skip_special=False).to_frame()
+    assert set(kept.token) & special
+
+
+def test_feature_stats_and_top_features(lab):
+    acts = lab.encode(TEXTS, layer=1)
+    stats = acts.feature_stats()
+    assert stats.max_activation.is_monotonic_decreasing
+    assert stats["count"].sum() == int((acts.values > 0).sum())
+    top = acts.top_features(3, max_firing_rate=0.5)
+    assert len(top) == 3 and (top.firing_rate <= 0.5).all()
+
+
+def test_encode_is_independent_of_batching(lab):
+    a = lab.encode(TEXTS, layer=3, batch_size=1)
+    b = lab.encode(TEXTS, layer=3, batch_size=4)
+    assert a.token_ids == b.token_ids
+    assert torch.allclose(a.dense(), b.dense(), atol=1e-5)
