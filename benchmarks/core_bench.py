@@ -34,6 +34,18 @@ import torch
 THREADS = 2
 
 
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Fraction of all CPUs busy over a short window (Linux /proc/stat): other jobs skew 2-thread timings."""
+    try:
+        read = lambda: [int(v) for v in open("/proc/stat").readline().split()[1:9]]
+        a = read()
+        time.sleep(seconds)
+        d = [y - x for x, y in zip(a, read())]
+        return 1 - (d[3] + d[4]) / max(1, sum(d))
+    except OSError:
+        return float("nan")
+
+
 def medians(*fns, repeats: int, warmup: int = 1) -> list[float]:
     """Median seconds of each fn over repeats, after warmup calls. Round-robin (a, b, a, b, ...) so that any
     background load hits every method alike and the ratios stay fair."""
@@ -244,10 +256,10 @@ def main() -> None:
     else:
         d_sae, d_model, k, n_tok_sae, rep, rep_load = 32768, 2048, 50, 512, 5, 3
         model_sizes = dict(hidden=512, n_layers=8, d_sae=8192, n_texts=8, n_tok=128)
-    start = time.perf_counter()
+    start, busy = time.perf_counter(), cpu_busy()
     print(f"qscope_lab core bench{' (--quick)' if args.quick else ''}: torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
-    if os.getloadavg()[0] > 0.7:
+          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, CPU busy before start {busy:.0%}")
+    if busy > 0.15:
         print("  warning: other processes are busy; with 2 threads on a shared 2-core machine timings can be 5x off")
     with tempfile.TemporaryDirectory(prefix="qscope_bench_") as tmp:
         path = os.path.join(tmp, "layer12.sae.pt")
@@ -274,7 +286,7 @@ def main() -> None:
     print(f"  ratio [3] lab.encode / plain early-stop forward {traced['early']:6.2f}   (target <= 1.20)")
     print(f"  ratio [3] lab.generate no steer / plain generate {traced['gen0']:5.2f}")
     print(f"  ratio [3] lab.generate steered / plain generate  {traced['gen']:5.2f}")
-    print(f"total {time.perf_counter() - start:.0f} s, load average at the end {os.getloadavg()[0]:.2f}")
+    print(f"total {time.perf_counter() - start:.0f} s, CPU busy after {cpu_busy():.0%}")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def generate(lab, prompt, steers: list[Steer], positions="all", max_new_tokens: 
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
     for s in steers:
-        lab.sae(s.layer)._check_feature(s.feature)
+        lab.sae(s.layer).check_feature(s.feature)
     prompts = _prompt_texts(lab, prompt, chat)
     with_baseline = baseline and bool(steers)
     rows = prompts + prompts if with_baseline else prompts

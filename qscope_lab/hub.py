@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from functools import lru_cache
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,15 +22,29 @@ def _offline_flag() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-@lru_cache(maxsize=1)
+_PROBE_TTL_S = 30.0
+_probe: dict[str, tuple[float, bool]] = {}  # endpoint -> (when probed, reachable)
+
+
 def _endpoint_reachable(timeout: float = 3.0) -> bool:
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    """One TCP connect to the endpoint, remembered for 30 s so a notebook does not re-probe per layer."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    when, ok = _probe.get(endpoint, (float("-inf"), False))
+    if time.monotonic() - when < _PROBE_TTL_S:
+        return ok
+    url = urlparse(endpoint)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
+            ok = True
     except OSError:
-        return False
+        ok = False
+    _probe[endpoint] = (time.monotonic(), ok)
+    return ok
+
+
+def forget_probe() -> None:
+    _probe.clear()
 
 
 def hub_available() -> bool:

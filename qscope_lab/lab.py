@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -102,9 +103,10 @@ class Lab:
                              f"{self.name} has hidden_size={self.d_model}")
         return sae
 
-    def _check_layer(self, layer) -> None:
-        if not isinstance(layer, (int,)) or isinstance(layer, bool) or not 0 <= layer < self.n_layers:
+    def _check_layer(self, layer) -> int:
+        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 0 <= layer < self.n_layers:
             raise ValueError(f"layer must be an int in 0..{self.n_layers - 1}, got {layer!r}")
+        return int(layer)
 
     def token_strings(self, ids: Sequence[int]) -> list[str]:
         """Each token id decoded on its own (cached): what a heatmap or table shows."""

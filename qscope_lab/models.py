@@ -46,8 +46,9 @@ def local_model_folder(model: str | Path) -> Path:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} has no config.json: not a transformers checkpoint folder")
         return path
-    if "/" not in str(model) or str(model).count("/") > 1:
-        raise FileNotFoundError(f"'{model}' is neither an existing folder nor a hub id like 'Qwen/Qwen3-1.7B-Base'")
+    text = str(model)
+    if text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise FileNotFoundError(f"no checkpoint folder at '{model}' (and it is not a hub id like 'Qwen/Qwen3-8B-Base')")
     return hub.fetch_snapshot(str(model), allow_patterns=_MODEL_FILES)
 
 

@@ -40,7 +40,7 @@ def _batch_stats(lab, enc: dict, layer: int, skip_first: bool) -> dict[str, floa
         x = h[counted].to(sae.dtype)
         x_hat = sae.decode_sparse(values, indices)
         spliced, zero = h.clone(), h.clone()
-        spliced[counted] = x_hat.to(h.dtype)
+        spliced[counted] = x_hat.to(device=h.device, dtype=h.dtype)
         zero[counted] = 0
         with_error = spliced + (h - spliced)
         lab.layers[layer].output = torch.cat([h, spliced, with_error, zero])

@@ -89,10 +89,10 @@ class SAE(nn.Module):
 
     def direction(self, feature: int) -> torch.Tensor:
         """The raw decoder column ``W_dec[:, f]``: what steering adds, per unit of alpha."""
-        self._check_feature(feature)
+        self.check_feature(feature)
         return self.W_dec[:, feature]
 
-    def _check_feature(self, feature: int) -> None:
+    def check_feature(self, feature: int) -> None:
         if not 0 <= int(feature) < self.d_sae:
             raise IndexError(f"feature {feature} is out of range: this SAE has {self.d_sae} features (0..{self.d_sae - 1})")
 

@@ -184,6 +184,9 @@ class SAESuite:
             raise FileNotFoundError(f"{path} contains no SAE files (layer{{n}}.sae.pt, layer{{n}}.sae.safetensors "
                                     f"or SAELens folders)")
         k = k or k_from_name(path)
+        if k is None and any(f.suffix == ".pt" for f in files.values()):
+            raise ValueError(f"{path} holds Qwen-Scope .pt files, which carry no config: pass k= (50 or 100), or "
+                             f"keep the hub folder name (e.g. 'SAE-Res-Qwen3-1.7B-Base-W32K-L0_50')")
         parsed = parse_group_name(path.name)
         return cls(lambda layer: load_sae_file(files[layer], k=k, device=device, dtype=dtype), list(files),
                    path.name, k=k, d_sae=parsed[1] if parsed else None, cache_bytes=cache_bytes)

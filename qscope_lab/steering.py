@@ -91,7 +91,7 @@ def apply_steering(h: torch.Tensor, sae, steers: list[Steer], where: torch.Tenso
         return h
     out = h.clone()
     sub = h[rows]
-    delta = steering_delta(sub, sae, steers).to(h.dtype)
+    delta = steering_delta(sub, sae, steers).to(device=h.device, dtype=h.dtype)
     keep = where[rows].unsqueeze(-1).expand_as(sub)
     out[rows] = torch.where(keep, sub + delta, sub)
     return out

@@ -21,9 +21,9 @@ def hf_cache(tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    hub._endpoint_reachable.cache_clear()
+    hub.forget_probe()
     yield cache
-    hub._endpoint_reachable.cache_clear()
+    hub.forget_probe()
 
 
 def cache_snapshot(cache, repo: str, kind: str = "models"):

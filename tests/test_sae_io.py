@@ -134,6 +134,10 @@ def test_folder_errors_are_clear(tmp_path):
         SAE.load(tmp_path / GROUP_DIR)
     with pytest.raises(FileNotFoundError, match="no SAE for layer 5"):
         SAE.load(tmp_path / GROUP_DIR, layer=5)
+    write_qwen_scope(tmp_path / "unnamed", layers=[0])
+    with pytest.raises(ValueError, match="carry no config: pass k="):
+        SAESuite.open(tmp_path / "unnamed")
+    assert SAESuite.open(tmp_path / "unnamed", k=12)[0].k == 12
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="contains no SAE files"):
         SAESuite.open(tmp_path / "empty")
