@@ -3,10 +3,11 @@
 1. Loading one full-size Qwen-Scope layer file (32768 x 2048 fp32, ~537 MB, written here in the exact hub
    format). ``SAE.load`` memory-maps the file and keeps the Qwen-Scope orientation; the SAELens way is
    ``torch.load`` + ``.T.contiguous()`` of both matrices (two full copies). Each method runs in a fresh
-   subprocess so ``ru_maxrss`` is that method's own peak; "net" subtracts a child that only imports
-   torch + qscope_lab. mmap defers reading, so load + one 64-token encode is reported too: that is where the
-   mapped W_enc pages get touched (and counted in RSS). The page cache is warm for every method (the file
-   was just written and we cannot drop caches), so this measures CPU + memory work, not disk.
+   subprocess and peak RSS is read from the child's ``VmHWM`` (``ru_maxrss`` is unusable here: Linux carries
+   the parent's peak, ~1 GB after writing the checkpoint, over fork + exec); "net" subtracts a child that
+   only imports torch + qscope_lab. mmap defers reading, so load + one 64-token encode is reported too: that
+   is where the mapped W_enc pages get touched (and counted in RSS). The page cache is warm for every method
+   (the file was just written and we cannot drop caches), so this measures CPU + memory work, not disk.
 2. Encode / decode throughput of ``SAE.encode_sparse`` / ``encode`` / ``decode_sparse`` against the model
    card's reference code (dense matmul, topk, scatter, dense decode), same weights, same inputs, with the
    max abs difference of the results.
@@ -14,7 +15,7 @@
    ``register_forward_hook`` (full forward, and one that raises to stop after the layer), and steered
    ``Lab.generate`` against plain ``model.generate``, on a small random Qwen3 with the real Qwen3 tokenizer.
 
-Run: ``python benchmarks/core_bench.py`` (about 4-6 min on 2 CPU cores) or ``--quick`` for a smoke run.
+Run: ``python benchmarks/core_bench.py`` (about 2 min on 2 idle CPU cores) or ``--quick`` for a smoke run.
 """
 
 from __future__ import annotations
@@ -70,13 +71,20 @@ def child(method: str, path: str, k: int, d_model: int) -> None:
 
     torch.set_num_threads(THREADS)
     x = torch.randn(64, d_model, generator=torch.Generator().manual_seed(1))
-    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+
+    def peak() -> float:  # MiB. VmHWM, not ru_maxrss: on Linux ru_maxrss keeps the *parent's* peak across exec
+        try:
+            return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
+        except (OSError, StopIteration):
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    (x @ x.T).topk(8, dim=-1)  # warm the BLAS / topk kernels in every child, baseline included
     out = {"rss_base": peak()}
     t0 = time.perf_counter()
     if method == "ours":
         sae = qscope_lab.SAE.load(path, k=k)
         out["load_s"], out["rss_load"] = time.perf_counter() - t0, peak()
-        values, indices = sae.encode_sparse(x)
+        _ = sae.encode_sparse(x)
     elif method == "plain":
         sd = torch.load(path, map_location="cpu")
         W_enc, W_dec = sd["W_enc"].T.contiguous(), sd["W_dec"].T.contiguous()  # SAELens' qwen_scope loader
@@ -84,7 +92,7 @@ def child(method: str, path: str, k: int, d_model: int) -> None:
         out["load_s"], out["rss_load"] = time.perf_counter() - t0, peak()
         pre = x @ W_enc + b_enc  # SAELens orientation W_enc (d_in, d_sae)
         top = pre.relu().topk(k, dim=-1)
-        acts = torch.zeros_like(pre).scatter_(-1, top.indices, top.values)
+        _ = torch.zeros_like(pre).scatter_(-1, top.indices, top.values)
     out["load_enc_s"], out["rss_enc"] = time.perf_counter() - t0, peak()
     print(json.dumps(out))
 
@@ -111,7 +119,8 @@ def bench_load(path: str, k: int, d_model: int, repeats: int) -> dict:
         for stage, t_key, r_key in (("load", "load_s", "rss_load"), ("load+encode64", "load_enc_s", "rss_enc")):
             t, r = med(m, t_key), med(m, r_key)
             res[(m, stage)] = (t, r, r - base)
-            print(f"  {label if stage == 'load' else '  ... + one 64-token encode':<44}{t:>9.3f}{r:>10.0f}{r - base:>9.0f}")
+            name = label if stage == "load" else "  ... + one 64-token encode"
+            print(f"  {name:<44}{t:>9.3f}{r:>10.0f}{r - base:>9.0f}")
     return res
 
 
@@ -202,8 +211,7 @@ def bench_traced(hidden: int, n_layers: int, d_sae: int, n_texts: int, n_tok: in
 
     ours = lambda: lab.encode(texts, layer=layer, batch_size=n_texts)
     n_real = int(tok(texts, padding=True, return_tensors="pt")["attention_mask"].sum())
-    t0 = time.perf_counter()
-    acts = ours()
+    t0, acts = time.perf_counter(), ours()
     first_call = time.perf_counter() - t0
     diff = (acts.values - plain(True)[0]).abs().max().item()
     t_full, t_early, t_ours = medians(lambda: plain(False), lambda: plain(True), ours, repeats=repeats)
@@ -214,12 +222,10 @@ def bench_traced(hidden: int, n_layers: int, d_sae: int, n_texts: int, n_tok: in
                      ("plain  same, hook raises to stop after the layer", t_early),
                      ("ours   lab.encode(texts, layer, batch_size)", t_ours)):
         print(f"  {label:<56}{t:>8.3f}{n_real / t:>9.0f}")
-    print(f"  ours first call (cold caches): {first_call:.3f} s; "
-          f"max |diff| of values vs plain early stop: {diff:.2e}")
+    print(f"  ours first call (cold caches): {first_call:.3f} s; max |diff| of values vs plain early stop: {diff:.2e}")
     handle.remove()
 
-    prompt = texts[0][:200]
-    new = 32
+    prompt, new = texts[0][:200], 32
     enc = tok(prompt, return_tensors="pt")
     gen_plain = lambda: model.generate(**enc, max_new_tokens=new, min_new_tokens=new, do_sample=False,
                                        pad_token_id=tok.pad_token_id)
@@ -240,7 +246,7 @@ def bench_traced(hidden: int, n_layers: int, d_sae: int, n_texts: int, n_tok: in
 # ---------------------------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run of a few seconds")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of about 30 s")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -277,9 +283,9 @@ def main() -> None:
 
     print("\nsummary (ours / plain; < 1 means ours is faster or smaller)")
     for stage in ("load", "load+encode64"):
-        (t_o, _, net_o), (t_p, _, net_p) = load[("ours", stage)], load[("plain", stage)]
-        print(f"  ratio [1] {stage:<14} time {t_o / t_p:6.2f}   peak RSS net {net_o / max(net_p, 1):6.2f} "
-              f"({net_o:.0f} vs {net_p:.0f} MiB)")
+        (t_o, raw_o, net_o), (t_p, raw_p, net_p) = load[("ours", stage)], load[("plain", stage)]
+        print(f"  ratio [1] {stage:<14} time {t_o / t_p:6.3f}   peak RSS raw {raw_o / raw_p:5.2f}, "
+              f"net {net_o / max(net_p, 1):5.2f} ({net_o:.0f} vs {net_p:.0f} MiB)")
     for op, r in thr.items():
         print(f"  ratio [2] {op:<28} time {r:6.2f}")
     print(f"  ratio [3] lab.encode / plain full forward       {traced['full']:6.2f}")

