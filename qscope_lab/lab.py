@@ -59,11 +59,15 @@ class Lab:
         """
         from nnsight import TransformersModel
 
+        from . import embedded
+
         dtype = models.resolve_dtype(dtype)
         name = None
-        if model is None:
-            raise ValueError("Lab.load needs a model: a hub id such as 'Qwen/Qwen3-1.7B-Base', a local "
-                             "checkpoint folder, or a built transformers model with tokenizer=")
+        if model is None:  # the embedded default: offline, CPU, seconds
+            embedded.require()
+            model, name = embedded.MODEL_DIR, embedded.NAME
+            if saes is None and embedded.SAE_DIR.is_dir():
+                saes = embedded.SAE_DIR
         if isinstance(model, TransformersModel):
             wrapped = model
         elif isinstance(model, torch.nn.Module):
@@ -73,7 +77,7 @@ class Lab:
                 model = model.to(device=device, dtype=dtype)
             wrapped = models.wrap(model.eval(), tokenizer)
         elif isinstance(model, (str, Path)):
-            name = str(model)
+            name = name or str(model)
             folder = models.local_model_folder(model)
             hf_model, loaded_tok = models.load_pretrained(folder, device or models.default_device(), dtype)
             wrapped = models.wrap(hf_model, tokenizer or loaded_tok)

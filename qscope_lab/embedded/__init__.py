@@ -1,0 +1,25 @@
+"""The embedded default: a tiny Qwen3ForCausalLM with its own TopK SAE suite, trained by this project.
+
+It ships inside the package (model/ and saes/ beside this file; recipes/embedded/ rebuilds it), so
+``Lab.load()`` works offline, on a CPU, in seconds. MODEL_CARD.md beside this file gives the recipe and quality.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).parent
+MODEL_DIR = HERE / "model"
+SAE_DIR = HERE / "saes"
+NAME = "qscope-embedded"
+
+
+def available() -> bool:
+    return (MODEL_DIR / "config.json").is_file() and (MODEL_DIR / "model.safetensors").is_file()
+
+
+def require() -> None:
+    if not available():
+        raise FileNotFoundError(
+            f"the embedded default model is missing from {MODEL_DIR}; rebuild it with the recipes in "
+            f"recipes/embedded/ or pass a model to Lab.load")

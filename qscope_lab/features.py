@@ -1,0 +1,95 @@
+"""Finding features: contrastive search, token-class precision / recall, top activating contexts.
+
+These are how the steering workflow and the model card find features to use (REFERENCE section 2: features
+are found contrastively or from their top-activating contexts). All of them read ``FeatureActs`` sparsely, so
+memory grows with tokens x k, never tokens x d_sae.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from .activations import FeatureActs
+
+
+def texts_firing(acts: FeatureActs) -> torch.Tensor:
+    """[d_sae] number of texts in which each feature fires (> 0) at any counted position."""
+    keep = acts.mask.unsqueeze(-1) & (acts.values > 0)
+    rows, ranks = keep.nonzero(as_tuple=True)
+    pairs = torch.unique(acts.text_index[rows] * acts.d_sae + acts.indices[rows, ranks])
+    return torch.bincount(pairs % acts.d_sae, minlength=acts.d_sae)
+
+
+def token_means(acts: FeatureActs) -> torch.Tensor:
+    """[d_sae] mean activation per counted token (zeros included)."""
+    values = acts.values * acts.mask.unsqueeze(-1)
+    total = torch.zeros(acts.d_sae).index_add_(0, acts.indices.flatten(), values.flatten().float())
+    return total / max(int(acts.mask.sum()), 1)
+
+
+def contrast(lab, positive: Sequence[str], negative: Sequence[str], layer: int, top: int = 20,
+             skip_first: bool = True, batch_size: int = 8) -> pd.DataFrame:
+    """Features that fire in more positive than negative texts: delta = P(fires | pos) - P(fires | neg)."""
+    pos = lab.encode(list(positive), layer, batch_size=batch_size, skip_first=skip_first)
+    neg = lab.encode(list(negative), layer, batch_size=batch_size, skip_first=skip_first)
+    pos_rate = texts_firing(pos).float() / len(pos)
+    neg_rate = texts_firing(neg).float() / len(neg)
+    pos_mean, neg_mean = token_means(pos), token_means(neg)
+    delta = pos_rate - neg_rate
+    order = torch.argsort(delta + 1e-6 * (pos_mean - neg_mean), descending=True)[:top]
+    return pd.DataFrame({"feature": order.numpy(), "pos_rate": pos_rate[order].numpy(),
+                         "neg_rate": neg_rate[order].numpy(), "delta": delta[order].numpy(),
+                         "pos_mean": pos_mean[order].numpy(), "neg_mean": neg_mean[order].numpy()})
+
+
+def token_class_table(acts: FeatureActs, in_class: Callable[[str], bool], min_count: int = 20) -> pd.DataFrame:
+    """Per feature, how well its firing marks a token class (e.g. Han characters, digits).
+
+    precision = P(token in class | feature fires), recall = P(feature fires | token in class), over counted
+    positions; features firing fewer than ``min_count`` times are left out."""
+    tokens = [tok for toks in acts.tokens for tok in toks]
+    label = torch.tensor([bool(in_class(tok)) for tok in tokens]) & acts.mask
+    keep = acts.mask.unsqueeze(-1) & (acts.values > 0)
+    rows, ranks = keep.nonzero(as_tuple=True)
+    features = acts.indices[rows, ranks]
+    fires = torch.bincount(features, minlength=acts.d_sae)
+    hits = torch.bincount(features[label[rows]], minlength=acts.d_sae)
+    n_class = max(int(label.sum()), 1)
+    idx = (fires >= min_count).nonzero().squeeze(-1)
+    frame = pd.DataFrame({"feature": idx.numpy(), "fires": fires[idx].numpy(),
+                          "precision": (hits[idx].float() / fires[idx].float()).numpy(),
+                          "recall": (hits[idx].float() / n_class).numpy()})
+    frame["f1"] = 2 * frame.precision * frame.recall / (frame.precision + frame.recall).clip(lower=1e-12)
+    return frame.sort_values("f1", ascending=False, ignore_index=True)
+
+
+def top_contexts(acts: FeatureActs, feature: int, n: int = 10, window: int = 8) -> pd.DataFrame:
+    """The n strongest activations of ``feature`` with ``window`` tokens either side; the token in [[ ]]."""
+    per_text = acts.feature(feature)
+    scores = torch.cat(per_text)
+    n = min(n, int((scores > 0).sum()))
+    best = torch.topk(scores, n).indices if n else torch.zeros(0, dtype=torch.long)
+    rows = []
+    for row in best.tolist():
+        text = int(acts.text_index[row])
+        pos = int(acts.position[row])
+        toks = acts.tokens[text]
+        left = "".join(toks[max(0, pos - window):pos])
+        right = "".join(toks[pos + 1:pos + 1 + window])
+        rows.append({"text": text, "position": pos, "token": toks[pos], "activation": float(scores[row]),
+                     "context": f"{left}[[{toks[pos]}]]{right}"})
+    return pd.DataFrame(rows, columns=["text", "position", "token", "activation", "context"])
+
+
+def is_han(token: str) -> bool:
+    """True if the token contains a CJK unified ideograph and no Latin letter."""
+    return any("\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" for ch in token) and not any(
+        ch.isascii() and ch.isalpha() for ch in token)
+
+
+def is_digit(token: str) -> bool:
+    stripped = token.strip()
+    return bool(stripped) and stripped.isdigit()

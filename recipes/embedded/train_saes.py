@@ -1,0 +1,81 @@
+"""Train the embedded model's SAE suite: one TopK SAE per layer, saved in the Qwen-Scope convention.
+
+    python recipes/embedded/train_saes.py --model build/pretrain/model --corpus build/corpus \
+        --out qscope_lab/embedded/saes
+
+Width 16 x d_model = 2048 (Qwen-Scope's narrowest groups are 16 x 2048 = 32K) and k = 16 (see --sweep-k and
+MODEL_CARD.md for why). Activations of all layers come from the same forward passes over an en / zh / code
+mix of training documents; each SAE is trained by ``qscope_lab.sae_training`` (the public API) and stored as
+``layer{n}.sae.safetensors`` in bfloat16 with its training facts in the file's metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import torch
+
+MIX = {"en": 0.40, "zh": 0.35, "code": 0.25}
+
+
+def mixed_texts(corpus: Path, split: str, n: int, seed: int = 0, chars: int = 1200) -> list[str]:
+    """n documents (first ``chars`` characters each) drawn in the pre-training mix of languages."""
+    by_lang: dict[str, list[str]] = {}
+    with open(corpus / "docs.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            doc = json.loads(line)
+            if doc["split"] == split and len(doc["text"]) > 40:
+                by_lang.setdefault(doc["lang"], []).append(doc["text"][:chars])
+    rng = random.Random(seed)
+    out = []
+    for lang, share in MIX.items():
+        docs = by_lang[lang]
+        rng.shuffle(docs)
+        out += docs[:int(n * share)]
+    rng.shuffle(out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="build/pretrain/model")
+    parser.add_argument("--corpus", default="build/corpus")
+    parser.add_argument("--out", default="qscope_lab/embedded/saes")
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--tokens", type=int, default=2_000_000)
+    parser.add_argument("--activation-tokens", type=int, default=400_000)
+    parser.add_argument("--sweep-k", action="store_true", help="only compare k = 8, 16, 32 at the middle layer")
+    args = parser.parse_args()
+
+    from qscope_lab import Lab
+    from qscope_lab.sae_training import TrainConfig, collect_activations, train_sae_on_activations
+
+    torch.set_num_threads(2)
+    lab = Lab.load(args.model, device="cpu")
+    texts = mixed_texts(Path(args.corpus), "train", 6000)
+    layers = [lab.n_layers // 2] if args.sweep_k else list(range(lab.n_layers))
+    acts = collect_activations(lab, texts, layers, max_tokens=args.activation_tokens)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for layer in layers:
+        for k in ([8, 16, 32] if args.sweep_k else [args.k]):
+            config = TrainConfig(d_sae=args.width, k=k, tokens=args.tokens, seed=layer,
+                                 extra={"trained_on": "qscope-embedded corpus (en/zh/code mix)"})
+            sae, log = train_sae_on_activations(acts[layer], config, layer=layer)
+            print(json.dumps({"layer": layer, "k": k, "heldout_fve": sae.meta["heldout_fve"],
+                              "dead_fraction": sae.meta["dead_fraction"], "seconds": float(log.seconds.iloc[-1])}),
+                  flush=True)
+            if not args.sweep_k:
+                sae.save(out / f"layer{layer}.sae.safetensors", dtype=torch.bfloat16,
+                         model="qscope-embedded", width=args.width)
+                curves = out.parent / "training"
+                curves.mkdir(parents=True, exist_ok=True)
+                log.to_csv(curves / f"sae_layer{layer}.csv", index=False)
+
+
+if __name__ == "__main__":
+    main()
