@@ -45,13 +45,20 @@ def contrast(lab, positive: Sequence[str], negative: Sequence[str], layer: int, 
                          "pos_mean": pos_mean[order].numpy(), "neg_mean": neg_mean[order].numpy()})
 
 
-def token_class_table(acts: FeatureActs, in_class: Callable[[str], bool], min_count: int = 20) -> pd.DataFrame:
-    """Per feature, how well its firing marks a token class (e.g. Han characters, digits).
+def token_class_table(acts: FeatureActs, in_class: Callable[[str], bool] | torch.Tensor,
+                      min_count: int = 20) -> pd.DataFrame:
+    """Per feature, how well its firing marks a class of tokens: a predicate on the token string (Han
+    characters, digits) or a bool label per token row (e.g. "inside Python code").
 
     precision = P(token in class | feature fires), recall = P(feature fires | token in class), over counted
     positions; features firing fewer than ``min_count`` times are left out."""
-    tokens = [tok for toks in acts.tokens for tok in toks]
-    label = torch.tensor([bool(in_class(tok)) for tok in tokens]) & acts.mask
+    if callable(in_class):
+        label = torch.tensor([bool(in_class(tok)) for toks in acts.tokens for tok in toks])
+    else:
+        label = torch.as_tensor(in_class, dtype=torch.bool)
+        if label.shape != acts.mask.shape:
+            raise ValueError(f"labels have shape {tuple(label.shape)}, need one per token ({acts.n_tokens})")
+    label = label & acts.mask
     keep = acts.mask.unsqueeze(-1) & (acts.values > 0)
     rows, ranks = keep.nonzero(as_tuple=True)
     features = acts.indices[rows, ranks]
