@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test bench clean
+.PHONY: setup test bench lab quickstart clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -15,6 +15,12 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+lab: setup  ## the main command: set up, then JupyterLab on the quickstart notebook
+	HF_HUB_OFFLINE=1 $(BIN)/jupyter lab notebooks/quickstart.ipynb
+
+quickstart: setup  ## the same notebook, headless (what CI runs)
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/run_notebook.py notebooks/quickstart.ipynb
 
 bench: setup
 	$(BIN)/python benchmarks/core_bench.py

@@ -100,3 +100,10 @@ def is_han(token: str) -> bool:
 def is_digit(token: str) -> bool:
     stripped = token.strip()
     return bool(stripped) and stripped.isdigit()
+
+
+def han_share(text: str) -> float:
+    """Share of non-space characters that are CJK ideographs or CJK / full-width punctuation."""
+    chars = [c for c in text if not c.isspace()]
+    han = [c for c in chars if "\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" or "\uff00" <= c <= "\uffef"]
+    return len(han) / max(len(chars), 1)

@@ -6,7 +6,8 @@ import torch
 
 from conftest import TEXTS
 
-from qscope_lab.features import contrast, is_digit, is_han, texts_firing, token_class_table, top_contexts
+from qscope_lab.features import (contrast, han_share, is_digit, is_han, texts_firing, token_class_table,
+                                 top_contexts)
 
 
 def test_texts_firing_matches_dense(lab):
@@ -48,3 +49,4 @@ def test_top_contexts_mark_the_token(lab):
 def test_token_classes():
     assert is_han("猫") and is_han("坐在") and not is_han("cat") and not is_han("3")
     assert is_digit(" 42") and not is_digit("4a") and not is_digit(" ")
+    assert han_share("猫坐。") == 1.0 and han_share("cat 猫") == 0.25 and han_share("") == 0.0

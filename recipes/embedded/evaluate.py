@@ -1,0 +1,135 @@
+"""Measure the shipped embedded model + SAEs, with the library's own tools; writes evaluation.json.
+
+    python recipes/embedded/evaluate.py --corpus build/corpus --out qscope_lab/embedded/evaluation.json
+
+- per layer and language (held-out documents): FVE of the SAE, and the CE increase with the SAE spliced in;
+- interpretable features: best Han-script, digit and Python-code-context latents (precision / recall over
+  held-out tokens) with their top activating contexts;
+- steering: a Chinese feature (found contrastively) added to English prompts over an alpha sweep, and
+  subtracted from Chinese prompts: share of Han characters in 32 greedy tokens;
+- cold start of ``Lab.load()`` in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+EN_PROMPTS = ["The weather today is", "My favourite book is about", "In the morning I usually",
+              "The history of the city"]
+ZH_PROMPTS = ["今天的天气", "我最喜欢的书是", "这家酒店的服务", "中国的历史"]
+ALPHAS = [0, 2, 4, 8, 16, 32]
+
+
+def lang_docs(corpus: Path, lang: str, n: int, chars: int = 1200) -> list[str]:
+    docs = []
+    with open(corpus / "docs.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            doc = json.loads(line)
+            if doc["split"] == "heldout" and doc["lang"] == lang and len(doc["text"]) > 40:
+                docs.append(doc["text"][:chars])
+    return docs[:n]
+
+
+def sae_quality(lab, corpus: Path) -> list[dict]:
+    from qscope_lab.sae_training import collect_activations, fraction_of_variance_explained
+
+    rows = []
+    for lang in ("en", "zh", "code"):
+        texts = lang_docs(corpus, lang, 120)
+        acts = collect_activations(lab, texts, list(range(lab.n_layers)), max_tokens=60_000)
+        report = lab.reconstruct(texts[:60], layer=list(range(lab.n_layers)), batch_size=8, max_length=256)
+        for layer in range(lab.n_layers):
+            r = report[report.layer == layer].iloc[0]
+            rows.append({"layer": layer, "language": lang, "tokens": int(acts[layer].shape[0]),
+                         "fve": round(fraction_of_variance_explained(lab.sae(layer), acts[layer]), 4),
+                         "ce_clean": round(r.ce_clean, 4), "ce_spliced": round(r.ce_spliced, 4),
+                         "ce_delta": round(r.ce_delta, 4), "l0": round(r.l0, 2)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def interpretable(lab, corpus: Path) -> dict:
+    from qscope_lab.features import is_digit, is_han, token_class_table, top_contexts
+
+    texts, labels_code = [], []
+    for lang in ("en", "zh", "code"):
+        docs = lang_docs(corpus, lang, 80, chars=800)
+        texts += docs
+        labels_code += [lang == "code"] * len(docs)
+    out = {}
+    for layer in range(lab.n_layers):
+        acts = lab.encode(texts, layer, skip_first=True, max_length=256)
+        code_label = torch.tensor([labels_code[t] for t in acts.text_index.tolist()])
+        for name, cls in (("han", is_han), ("digit", is_digit), ("code", code_label)):
+            table = token_class_table(acts, cls, min_count=30)
+            best = table.sort_values(["precision", "recall"], ascending=False)
+            best = best[best.precision >= 0.9].sort_values("recall", ascending=False)
+            row = (best if len(best) else table).iloc[0]
+            entry = {"layer": layer, "feature": int(row.feature), "precision": round(float(row.precision), 4),
+                     "recall": round(float(row.recall), 4), "fires": int(row.fires),
+                     "top_contexts": top_contexts(acts, int(row.feature), n=5, window=6).context.tolist()}
+            if name not in out or (entry["precision"] >= 0.9, entry["recall"]) > (
+                    out[name]["precision"] >= 0.9, out[name]["recall"]):
+                out[name] = entry
+        print(layer, {k: (v["layer"], v["feature"], v["precision"], v["recall"]) for k, v in out.items()}, flush=True)
+    return out
+
+
+def steering(lab, corpus: Path, layer: int) -> dict:
+    from qscope_lab.features import contrast, han_share
+
+    zh, en = lang_docs(corpus, "zh", 60, 300), lang_docs(corpus, "en", 60, 300)
+    table = contrast(lab, zh, en, layer=layer, top=5)
+    feature = int(table.feature[0])
+    sweep = []
+    for alpha in ALPHAS:
+        gen = lab.generate(EN_PROMPTS, layer=layer, steer={feature: float(alpha)}, max_new_tokens=32,
+                           min_new_tokens=32, baseline=False)
+        sweep.append({"alpha": alpha, "prompts": "en", "han_share": round(sum(map(han_share, gen.steered)) / 4, 3),
+                      "example": gen.steered[0][:60]})
+        print(sweep[-1], flush=True)
+    for alpha in [0] + [-a for a in ALPHAS[1:]]:
+        gen = lab.generate(ZH_PROMPTS, layer=layer, steer={feature: float(alpha)}, max_new_tokens=32,
+                           min_new_tokens=32, baseline=False)
+        sweep.append({"alpha": alpha, "prompts": "zh", "han_share": round(sum(map(han_share, gen.steered)) / 4, 3),
+                      "example": gen.steered[0][:60]})
+        print(sweep[-1], flush=True)
+    return {"layer": layer, "feature": feature, "contrast": table.round(4).to_dict("records"), "sweep": sweep}
+
+
+def cold_start() -> float:
+    code = ("import time; t = time.perf_counter(); from qscope_lab import Lab; lab = Lab.load(); "
+            "lab.sae(0); print(time.perf_counter() - t)")
+    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                  env={**os.environ, "HF_HUB_OFFLINE": "1"}).stdout.split()[-1])
+             for _ in range(3)]
+    return round(sorted(times)[1], 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", default="build/corpus")
+    parser.add_argument("--out", default="qscope_lab/embedded/evaluation.json")
+    parser.add_argument("--steer-layer", type=int, default=2)
+    args = parser.parse_args()
+
+    from qscope_lab import Lab
+
+    torch.set_num_threads(2)
+    lab = Lab.load()
+    corpus = Path(args.corpus)
+    result = {"cold_start_s": cold_start(), "sae_quality": sae_quality(lab, corpus),
+              "features": interpretable(lab, corpus), "steering": steering(lab, corpus, args.steer_layer)}
+    Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
