@@ -157,6 +157,15 @@ def collect(x: Path) -> dict[str, tuple[str, list[str]]]:
     }
 
 
+def iter_docs(corpus: Path, split: str | None = None, lang: str | None = None):
+    """The documents of docs.jsonl (dicts: source, lang, split, text), optionally of one split / language."""
+    with open(Path(corpus) / "docs.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            doc = json.loads(line)
+            if (split is None or doc["split"] == split) and (lang is None or doc["lang"] == lang):
+                yield doc
+
+
 def is_heldout(text: str) -> bool:
     return int(hashlib.sha1(text.encode()).hexdigest(), 16) % 100 < HELDOUT_PERCENT
 

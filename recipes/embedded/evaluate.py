@@ -20,20 +20,16 @@ import sys
 from pathlib import Path
 
 import torch
+from corpus import iter_docs
 
 EN_PROMPTS = ["The weather today is", "My favourite book is about", "In the morning I usually",
               "The history of the city"]
 ZH_PROMPTS = ["今天的天气", "我最喜欢的书是", "这家酒店的服务", "中国的历史"]
-ALPHAS = [0, 2, 4, 8, 16, 32]
+ALPHAS = [0, 2, 4, 8, 16, 32, 64]
 
 
 def lang_docs(corpus: Path, lang: str, n: int, chars: int = 1200) -> list[str]:
-    docs = []
-    with open(corpus / "docs.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            doc = json.loads(line)
-            if doc["split"] == "heldout" and doc["lang"] == lang and len(doc["text"]) > 40:
-                docs.append(doc["text"][:chars])
+    docs = [doc["text"][:chars] for doc in iter_docs(corpus, "heldout", lang) if len(doc["text"]) > 40]
     return docs[:n]
 
 

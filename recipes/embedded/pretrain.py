@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from corpus import iter_docs
 
 MIX = {"en": 0.40, "zh": 0.35, "code": 0.25}
 SEQ = 256
@@ -41,10 +42,8 @@ def tokenize_corpus(corpus: Path, tokenizer, cache: Path) -> dict[tuple[str, str
         meta = json.loads(index.read_text())
         return {tuple(k.split("|")): np.load(cache / f"{k.replace('|', '_')}.npy") for k in meta}, meta
     docs: dict[tuple, list[str]] = {}
-    with open(corpus / "docs.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            d = json.loads(line)
-            docs.setdefault((d["lang"], d["source"], d["split"]), []).append(d["text"])
+    for d in iter_docs(corpus):
+        docs.setdefault((d["lang"], d["source"], d["split"]), []).append(d["text"])
     eos = tokenizer.eos_token_id
     streams, meta = {}, {}
     for key, texts in docs.items():

@@ -15,6 +15,8 @@ import json
 import random
 from pathlib import Path
 
+from corpus import iter_docs
+
 QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
               r"\s*[\r\n]+|\s+(?!\S)|\s+")
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -33,11 +35,8 @@ def qwen3_chat_template() -> str:
 
 def training_sample(corpus: Path, seed: int = 0) -> list[str]:
     by_lang: dict[str, list[str]] = {}
-    with open(corpus / "docs.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            doc = json.loads(line)
-            if doc["split"] == "train":
-                by_lang.setdefault(doc["lang"], []).append(doc["text"])
+    for doc in iter_docs(corpus, "train"):
+        by_lang.setdefault(doc["lang"], []).append(doc["text"])
     rng = random.Random(seed)
     sample = []
     for lang, docs in sorted(by_lang.items()):

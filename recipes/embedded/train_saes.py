@@ -17,6 +17,7 @@ import random
 from pathlib import Path
 
 import torch
+from corpus import iter_docs
 
 MIX = {"en": 0.40, "zh": 0.35, "code": 0.25}
 
@@ -24,11 +25,9 @@ MIX = {"en": 0.40, "zh": 0.35, "code": 0.25}
 def mixed_texts(corpus: Path, split: str, n: int, seed: int = 0, chars: int = 1200) -> list[str]:
     """n documents (first ``chars`` characters each) drawn in the pre-training mix of languages."""
     by_lang: dict[str, list[str]] = {}
-    with open(corpus / "docs.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            doc = json.loads(line)
-            if doc["split"] == split and len(doc["text"]) > 40:
-                by_lang.setdefault(doc["lang"], []).append(doc["text"][:chars])
+    for doc in iter_docs(corpus, split):
+        if len(doc["text"]) > 40:
+            by_lang.setdefault(doc["lang"], []).append(doc["text"][:chars])
     rng = random.Random(seed)
     out = []
     for lang, share in MIX.items():
