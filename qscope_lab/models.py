@@ -73,7 +73,9 @@ def load_pretrained(folder: Path, device: str, dtype: torch.dtype | None):
     arch = (getattr(config, "architectures", None) or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
     cls = cls or AutoModelForCausalLM
-    model = cls.from_pretrained(folder, dtype=dtype or "auto", device_map=device)
+    # device_map places big checkpoints straight onto the GPU(s); on CPU it only adds accelerate's overhead
+    placement = {} if str(device) == "cpu" else {"device_map": device}
+    model = cls.from_pretrained(folder, dtype=dtype or "auto", **placement)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return model.eval(), tokenizer
 
