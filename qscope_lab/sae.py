@@ -171,14 +171,15 @@ class SAE(nn.Module):
 
         return load_sae(source, layer=layer, k=k, device=device, dtype=dtype)
 
-    def save(self, path, format: str = "qscope", dtype: torch.dtype | None = None):
-        """Write this SAE as ``format="qscope"`` (safetensors + metadata) or ``"qwen-scope"`` (the hub ``.pt``)."""
+    def save(self, path, format: str = "qscope", dtype: torch.dtype | None = None, **meta):
+        """Write this SAE as ``format="qscope"`` (safetensors; ``meta`` joins ``self.meta`` in its metadata) or
+        ``"qwen-scope"`` (the hub's ``.pt``, which has no room for metadata)."""
         from .sae_io import save_qscope, save_qwen_scope
 
         if format == "qwen-scope":
             return save_qwen_scope(self, path)
         if format == "qscope":
-            return save_qscope(self, path, dtype=dtype)
+            return save_qscope(self, path, dtype=dtype, **meta)
         raise ValueError(f"unknown format {format!r}: use 'qscope' or 'qwen-scope'")
 
     @classmethod

@@ -3,7 +3,7 @@
     python recipes/embedded/train_saes.py --model build/pretrain/model --corpus build/corpus \
         --out qscope_lab/embedded/saes
 
-Width 16 x d_model = 2048 (Qwen-Scope's narrowest groups are 16 x 2048 = 32K) and k = 16 (see --sweep-k and
+Width 16 x d_model = 2048 (Qwen-Scope's narrowest groups are 16 x 2048 = 32K) and k = 32 (see --sweep-k and
 MODEL_CARD.md for why). Activations of all layers come from the same forward passes over an en / zh / code
 mix of training documents; each SAE is trained by ``qscope_lab.sae_training`` (the public API) and stored as
 ``layer{n}.sae.safetensors`` in bfloat16 with its training facts in the file's metadata.
@@ -43,9 +43,9 @@ def main() -> None:
     parser.add_argument("--model", default="build/pretrain/model")
     parser.add_argument("--corpus", default="build/corpus")
     parser.add_argument("--out", default="qscope_lab/embedded/saes")
-    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--width", type=int, default=2048)
-    parser.add_argument("--tokens", type=int, default=2_000_000)
+    parser.add_argument("--tokens", type=int, default=5_000_000)
     parser.add_argument("--activation-tokens", type=int, default=400_000)
     parser.add_argument("--sweep-k", action="store_true", help="only compare k = 8, 16, 32 at the middle layer")
     args = parser.parse_args()

@@ -1,0 +1,68 @@
+"""The embedded default: offline, small, and its SAEs faithful with features that mean something."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from qscope_lab import Lab, embedded
+from qscope_lab.features import han_share, is_han
+
+EVAL = json.loads((embedded.HERE / "evaluation.json").read_text())
+EN = ["The weather today is fine and the children are playing outside in the garden.",
+      "He opened the letter and read it twice before he said a word."]
+ZH = ["今天天气很好，孩子们在花园里玩。", "这家酒店的服务非常好，房间也很干净。"]
+CODE = ["def mean(values):\n    total = sum(values)\n    return total / len(values)\n"]
+
+
+@pytest.fixture(scope="module")
+def default_lab():
+    return Lab.load()
+
+
+def test_loads_offline_with_an_sae_at_every_layer(default_lab, monkeypatch):
+    lab = default_lab
+    assert lab.name == "qscope-embedded" and lab.architecture == "Qwen3ForCausalLM"
+    assert type(lab.tokenizer).__name__ == "Qwen2Tokenizer"
+    assert lab.saes.layers == list(range(lab.n_layers))
+    sae = lab.sae(0)
+    assert (sae.d_sae, sae.k, sae.dtype) == (16 * lab.d_model, 32, torch.float32)
+    chat = lab.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert chat.startswith("<|im_start|>user\nhi<|im_end|>")
+
+
+def test_shipped_files_fit_the_budget():
+    total = sum(p.stat().st_size for p in embedded.HERE.rglob("*") if p.is_file())
+    assert total < 20 * 1024 * 1024, total
+
+
+def test_reconstruction_is_faithful(default_lab):
+    report = default_lab.reconstruct(EN + ZH + CODE, layer=list(range(default_lab.n_layers)))
+    assert (report.fvu < 0.2).all(), report
+    assert (report.ce_delta < 0.2).all(), report
+    for row in EVAL["sae_quality"]:  # the model card's held-out numbers, per layer and language
+        assert row["fve"] >= 0.88, row
+        assert row["ce_delta"] <= 0.20, row  # the target is 0.10: met at layer 0 only so far (MODEL_CARD.md)
+    for name in ("han", "digit", "code"):
+        assert EVAL["features"][name]["precision"] >= 0.9, name
+
+
+def test_han_feature_fires_on_chinese_only(default_lab):
+    han = EVAL["features"]["han"]
+    zh = ZH + ["我昨天看完了这本书，今天又买了一本。", "他们已经走了，我们也该回家了。"]
+    acts = default_lab.encode(EN + zh, layer=han["layer"], skip_first=True)
+    per_text = acts.feature(han["feature"])
+    tokens = [t for toks in acts.tokens for t in toks]
+    fired = torch.cat(per_text) > 0
+    precision = sum(is_han(tokens[i]) for i in fired.nonzero().flatten().tolist()) / max(int(fired.sum()), 1)
+    assert precision >= 0.9 and int(fired.sum()) >= 3
+    assert all((v == 0).all() for v in per_text[:len(EN)])
+
+
+def test_chinese_feature_steers_english_into_chinese(default_lab):
+    steer = EVAL["steering"]
+    best = max((r for r in steer["sweep"] if r["prompts"] == "en"), key=lambda r: r["han_share"])
+    gen = default_lab.generate("The weather today is", layer=steer["layer"],
+                               steer={steer["feature"]: float(best["alpha"])}, max_new_tokens=32, min_new_tokens=32)
+    assert han_share(gen.steered[0]) > 0.5 > han_share(gen.baseline[0])
