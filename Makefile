@@ -17,7 +17,7 @@ test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 lab: setup  ## the main command: set up, then JupyterLab on the quickstart notebook
-	HF_HUB_OFFLINE=1 $(BIN)/jupyter lab notebooks/quickstart.ipynb
+	HF_HUB_OFFLINE=1 $(BIN)/jupyter lab notebooks/quickstart.ipynb $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 quickstart: setup  ## the same notebook, headless (what CI runs)
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/run_notebook.py notebooks/quickstart.ipynb
