@@ -107,6 +107,12 @@ def is_saelens_folder(path: Path) -> bool:
     return path.is_dir() and (path / "cfg.json").is_file() and (path / "sae_weights.safetensors").is_file()
 
 
+def saelens_layer(folder: str | Path) -> int | None:
+    """The layer a SAELens folder hooks (from cfg.json's hook_name), without reading its weights."""
+    match = _SAELENS_HOOK.search(str(json.loads((Path(folder) / "cfg.json").read_text()).get("hook_name", "")))
+    return int(match[1]) if match else None
+
+
 def load_saelens(folder: str | Path, device=None, dtype=None) -> SAE:
     from safetensors.torch import load_file
 

@@ -16,7 +16,8 @@ import torch
 from . import hub
 from .registry import find_group, layer_filename, parse_group_name
 from .sae import SAE
-from .sae_io import is_saelens_folder, k_from_name, layer_of, load_qscope, load_qwen_scope, load_saelens
+from .sae_io import (is_saelens_folder, k_from_name, layer_of, load_qscope, load_qwen_scope, load_saelens,
+                     saelens_layer)
 
 DEFAULT_CACHE_BYTES = 4 * 1024**3
 
@@ -44,7 +45,7 @@ def scan_folder(folder: Path) -> dict[int, Path]:
     for child in sorted(folder.iterdir()):
         layer = layer_of(child)
         if layer is None and is_saelens_folder(child):
-            layer = load_saelens(child).layer  # cheap: safetensors are memory-mapped
+            layer = saelens_layer(child)
         if layer is not None:
             if layer in found and found[layer].suffix == ".pt":
                 continue  # prefer the Qwen-Scope original when both are present

@@ -141,3 +141,17 @@ def test_folder_errors_are_clear(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="contains no SAE files"):
         SAESuite.open(tmp_path / "empty")
+
+
+def test_suite_of_saelens_folders_finds_layers_from_their_configs(tmp_path):
+    for layer in (1, 3):
+        sae = SAE.random(16, 32, 4, seed=layer)
+        folder = tmp_path / "release" / f"blocks.{layer}.hook_resid_post"
+        folder.mkdir(parents=True)
+        save_file({"W_enc": sae.W_enc.T.contiguous(), "W_dec": sae.W_dec.T.contiguous(), "b_enc": sae.b_enc,
+                   "b_dec": sae.b_dec}, str(folder / "sae_weights.safetensors"))
+        (folder / "cfg.json").write_text(json.dumps({"architecture": "topk", "k": 4,
+                                                     "hook_name": f"blocks.{layer}.hook_resid_post"}))
+    suite = SAESuite.open(tmp_path / "release")
+    assert suite.layers == [1, 3] and suite.loads == 0
+    assert torch.allclose(suite[3].W_dec, SAE.random(16, 32, 4, seed=3).W_dec)
