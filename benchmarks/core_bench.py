@@ -87,8 +87,8 @@ def child(method: str, path: str, k: int, d_model: int) -> None:
         _ = sae.encode_sparse(x)
     elif method == "plain":
         sd = torch.load(path, map_location="cpu")
-        W_enc, W_dec = sd["W_enc"].T.contiguous(), sd["W_dec"].T.contiguous()  # SAELens' qwen_scope loader
-        b_enc, b_dec = sd["b_enc"], sd["b_dec"]
+        W_enc, W_dec = sd["W_enc"].T.contiguous(), sd["W_dec"].T.contiguous()  # noqa: F841  (SAELens copies both)
+        b_enc, b_dec = sd["b_enc"], sd["b_dec"]  # noqa: F841
         out["load_s"], out["rss_load"] = time.perf_counter() - t0, peak()
         pre = x @ W_enc + b_enc  # SAELens orientation W_enc (d_in, d_sae)
         top = pre.relu().topk(k, dim=-1)

@@ -11,7 +11,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Mapping
 
-import torch
 
 from . import hub
 from .registry import find_group, layer_filename, parse_group_name

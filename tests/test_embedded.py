@@ -1,7 +1,6 @@
 """The embedded default: offline, small, and its SAEs faithful with features that mean something."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

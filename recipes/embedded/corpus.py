@@ -16,7 +16,6 @@ documents held out (split="heldout", chosen by a hash of the text, so the split 
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import html
 import json
