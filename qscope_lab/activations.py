@@ -12,6 +12,17 @@ import pandas as pd
 import torch
 
 
+def counted_positions(attention_mask: torch.Tensor, skip_first: bool) -> torch.Tensor:
+    """[batch, seq] bool: real (non-pad) positions, without each row's first one (the attention sink) if
+    ``skip_first``. Works under left padding, where the first real token is not in column 0."""
+    real = attention_mask.bool()
+    if not skip_first:
+        return real
+    counted = real.clone()
+    counted[torch.arange(real.shape[0]), real.float().argmax(dim=-1)] = False
+    return counted
+
+
 @dataclass
 class FeatureActs:
     texts: list[str]

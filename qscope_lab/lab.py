@@ -126,12 +126,17 @@ class Lab:
 
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Left-padded batch encoding on the model's device; empty texts are refused with their index."""
-        texts = as_texts(texts)
-        enc = self.tokenizer(list(texts), padding=True, return_tensors="pt",
-                             truncation=max_length is not None, max_length=max_length)
-        lengths = enc["attention_mask"].sum(-1)
-        if (lengths == 0).any():
-            raise ValueError(f"text {int((lengths == 0).nonzero()[0])} has no tokens")
+        return self._pad(self._token_ids(as_texts(texts), max_length))
+
+    def _token_ids(self, texts: list[str], max_length: int | None) -> list[list[int]]:
+        return self.tokenizer(list(texts), truncation=max_length is not None, max_length=max_length)["input_ids"]
+
+    def _pad(self, ids: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Left-pad token id lists into a batch on the model's device."""
+        empty = [i for i, row in enumerate(ids) if not row]
+        if empty:
+            raise ValueError(f"text {empty[0]} has no tokens")
+        enc = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         return {key: value.to(self.device) for key, value in enc.items()}
 
     # ------------------------------------------------------------------ activations
@@ -168,29 +173,23 @@ class Lab:
         texts = as_texts(texts)
         sae = self.sae(layer)
         special = torch.tensor(sorted(self.tokenizer.all_special_ids or []), dtype=torch.long)
-        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=max_length is not None,
-                                                      max_length=max_length)["input_ids"]]
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        token_ids = self._token_ids(texts, max_length)  # tokenized once; batches are padded from these
+        order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
         parts: dict[int, tuple] = {}
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            enc = self.tokenize([texts[i] for i in chunk], max_length=max_length)
+            enc = self._pad([token_ids[i] for i in chunk])
             h = self.residuals(enc, [layer])[layer]
-            real = enc["attention_mask"].bool()
-            values, indices = sae.encode_sparse(h[real])
-            row_lengths = real.sum(-1).tolist()
-            ids = enc["input_ids"][real].cpu()
-            for i, v, ix, tok in zip(chunk, values.cpu().split(row_lengths), indices.cpu().split(row_lengths),
-                                     ids.split(row_lengths)):
-                parts[i] = (v.float(), ix, tok)
-        token_ids = [parts[i][2].tolist() for i in range(len(texts))]
-        ids_flat = torch.cat([parts[i][2] for i in range(len(texts))])
+            values, indices = sae.encode_sparse(h[enc["attention_mask"].bool()])
+            row_lengths = [len(token_ids[i]) for i in chunk]
+            for i, v, ix in zip(chunk, values.cpu().split(row_lengths), indices.cpu().split(row_lengths)):
+                parts[i] = (v.float(), ix)
+        ids_flat = torch.tensor([t for ids in token_ids for t in ids], dtype=torch.long)
         mask = torch.ones(len(ids_flat), dtype=torch.bool)
         if skip_special and len(special):
             mask &= ~torch.isin(ids_flat, special)
         if skip_first:
-            firsts = torch.tensor([0] + lengths_cumsum(token_ids)[:-1])
-            mask[firsts] = False
+            mask[torch.tensor([0] + [len(ids) for ids in token_ids[:-1]]).cumsum(0)] = False
         return FeatureActs(
             texts=list(texts), layer=layer, d_sae=sae.d_sae, token_ids=token_ids,
             tokens=[self.token_strings(ids) for ids in token_ids],
@@ -247,10 +246,3 @@ def as_texts(texts) -> list[str]:
             raise ValueError(f"text {i} is empty")
     return texts
 
-
-def lengths_cumsum(token_ids: list[list[int]]) -> list[int]:
-    total, out = 0, []
-    for ids in token_ids:
-        total += len(ids)
-        out.append(total)
-    return out

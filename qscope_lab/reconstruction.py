@@ -12,6 +12,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .activations import counted_positions
+
 VARIANTS = ("clean", "spliced", "with_error", "zero")
 
 
@@ -27,10 +29,7 @@ def _next_token_ce(logits: torch.Tensor, ids: torch.Tensor, real: torch.Tensor) 
 def _batch_stats(lab, enc: dict, layer: int, skip_first: bool) -> dict[str, float]:
     sae = lab.sae(layer)
     real = enc["attention_mask"].bool()
-    counted = real.clone()
-    if skip_first:
-        first = real.float().argmax(dim=-1)  # left padding: first real column of each row
-        counted[torch.arange(real.shape[0]), first] = False
+    counted = counted_positions(real, skip_first)
     batch = {key: torch.cat([value] * len(VARIANTS)) for key, value in enc.items()}
     n = real.shape[0]
     stats: dict[str, float] = {}

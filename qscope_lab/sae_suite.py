@@ -11,7 +11,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Mapping
 
-
 from . import hub
 from .registry import find_group, layer_filename, parse_group_name
 from .sae import SAE

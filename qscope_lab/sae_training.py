@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .activations import counted_positions
 from .sae import SAE
 
 
@@ -47,9 +48,7 @@ def collect_activations(lab, texts: list[str], layers, max_tokens: int, batch_si
     for start in range(0, len(texts), batch_size):
         enc = lab.tokenize(texts[start:start + batch_size], max_length=max_length)
         hidden = lab.residuals(enc, layers)
-        keep = enc["attention_mask"].bool()
-        if skip_first:
-            keep[torch.arange(keep.shape[0]), keep.float().argmax(-1)] = False  # attention sink (left padding)
+        keep = counted_positions(enc["attention_mask"], skip_first)
         if len(special):
             keep &= ~torch.isin(enc["input_ids"], special.to(keep.device))
         for layer in layers:
