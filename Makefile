@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test bench lab quickstart clean
+.PHONY: setup browser test bench lab quickstart clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -12,6 +12,10 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints-cpu.txt -e ".[dev]"
 	touch $(STAMP)
+
+browser:  ## Debian's chromium for the real-browser widget tests (Playwright drives it; it cannot download one here)
+	@command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -107,3 +107,56 @@ def han_share(text: str) -> float:
     chars = [c for c in text if not c.isspace()]
     han = [c for c in chars if "\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" or "\uff00" <= c <= "\uffef"]
     return len(han) / max(len(chars), 1)
+
+
+def logit_table(lab, layer: int, feature: int, n: int = 10) -> pd.DataFrame:
+    """Which tokens the feature's decoder direction promotes and suppresses: ``W_dec[:, f] @ W_U`` (the
+    dashboards' logit table, no final norm), top and bottom ``n``."""
+    sae = lab.sae(layer)
+    sae.check_feature(feature)
+    unembed = lab.hf_model.get_output_embeddings().weight
+    logits = unembed.detach().float() @ sae.direction(feature).float().to(unembed.device)
+    rows = []
+    for side, largest in (("top", True), ("bottom", False)):
+        best = torch.topk(logits, min(n, logits.numel()), largest=largest)
+        for rank, (value, tok) in enumerate(zip(best.values.tolist(), best.indices.tolist())):
+            rows.append({"side": side, "rank": rank, "token_id": tok, "token": lab.token_strings([tok])[0],
+                         "logit": value})
+    return pd.DataFrame(rows)
+
+
+def shared_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def compare_texts(lab, text_a: str, text_b: str, layers: Sequence[int] | int | None = None, top: int = 10,
+                  skip_first: bool = True, skip_shared_prefix: bool = False) -> pd.DataFrame:
+    """Per layer, the features whose firing rate (share of counted tokens where they fire) differs most between
+    two texts: ``diff = rate_a - rate_b``, ranked by ``|diff|``, ``top`` per layer. ``skip_shared_prefix``
+    leaves out the tokens both texts start with (compare the continuations only, as the official demo does)."""
+    layers = range(lab.n_layers) if layers is None else ([layers] if isinstance(layers, int) else layers)
+    frames = []
+    for layer in layers:
+        acts = lab.encode([text_a, text_b], layer, skip_first=skip_first)
+        mask = acts.mask.clone()
+        if skip_shared_prefix:
+            n = shared_prefix_length(*acts.token_ids)
+            for i in range(2):
+                mask[acts.rows(i).start:acts.rows(i).start + n] = False
+        stats = []
+        for i in range(2):
+            rows = acts.rows(i)
+            fired = acts.indices[rows][(acts.values[rows] > 0) & mask[rows].unsqueeze(-1)]
+            n_counted = max(int(mask[rows].sum()), 1)
+            stats.append(torch.bincount(fired, minlength=acts.d_sae).float() / n_counted)
+        diff = stats[0] - stats[1]
+        order = torch.argsort(diff.abs(), descending=True)[:top]
+        order = order[diff[order] != 0]
+        frames.append(pd.DataFrame({"layer": layer, "feature": order.numpy(), "rate_a": stats[0][order].numpy(),
+                                    "rate_b": stats[1][order].numpy(), "diff": diff[order].numpy()}))
+    return pd.concat(frames, ignore_index=True)

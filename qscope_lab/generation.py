@@ -137,3 +137,24 @@ def generate(lab, prompt, steers: list[Steer], positions="all", max_new_tokens: 
         base, base_ids = steered, steered_ids
     return Generation(prompts=prompts, steered=steered, baseline=base, steered_ids=steered_ids,
                       baseline_ids=base_ids, steers=steers, positions=positions)
+
+
+def sweep(lab, prompt: str, layer: int, feature: int, alphas=(-16, -8, -4, 0, 4, 8, 16), positions="all",
+          mode: str = "add", max_new_tokens: int = 32, metric=None) -> pd.DataFrame:
+    """One greedy completion per alpha (feature ``feature`` at ``layer``), the unsteered one computed once:
+    alpha, text, same (as unsteered), first_difference, and ``metric(text)`` when given (e.g. ``han_share``)."""
+    base = generate(lab, prompt, [], positions=positions, max_new_tokens=max_new_tokens)
+    rows = []
+    for alpha in alphas:
+        if alpha == 0:
+            out = base
+        else:
+            out = generate(lab, prompt, [Steer(layer, feature, float(alpha), mode)], positions=positions,
+                           max_new_tokens=max_new_tokens, baseline=False)
+            out.baseline, out.baseline_ids = base.steered, base.steered_ids
+        row = {"alpha": alpha, "text": out.text, "same": out.text == base.text,
+               "first_difference": out.first_difference()}
+        if metric is not None:
+            row[getattr(metric, "__name__", "metric")] = metric(out.text)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -221,6 +221,15 @@ class Lab:
                             max_new_tokens=max_new_tokens, baseline=baseline, do_sample=do_sample, seed=seed,
                             chat=chat, **generate_kwargs)
 
+    def sweep(self, prompt: str, layer: int, feature: int, alphas=(-16, -8, -4, 0, 4, 8, 16), **options):
+        """Steering sweep: one greedy completion per alpha as a table (options: positions, mode,
+        max_new_tokens, metric, e.g. ``metric=han_share``)."""
+        from .generation import sweep
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_DANGLING)
+            return sweep(self, prompt, layer, feature, alphas, **options)
+
     def info(self) -> pd.DataFrame:
         """Model and SAE facts as a two-column table."""
         facts = {"model": self.name, "class": self.architecture, "layers": self.n_layers,

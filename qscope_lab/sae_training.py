@@ -28,6 +28,7 @@ class TrainConfig:
     tokens: int = 1_000_000          # training tokens seen (activations are reused for several epochs if fewer)
     batch_tokens: int = 4096
     lr: float = 2e-3                 # measured best of {5e-4, 2e-3} on the embedded model (FVE 0.95 vs 0.90)
+    lr_decay_fraction: float = 0.2   # the last 20% of steps decay the lr linearly to 0 (as SAELens, Gao et al.)
     k_aux: int | None = None          # default d_model // 2
     aux_coef: float = 1 / 32
     dead_after_tokens: int = 200_000
@@ -92,6 +93,9 @@ def train_sae_on_activations(acts: torch.Tensor, config: TrainConfig, layer: int
               {"W_dec": W_dec, "W_enc": W_enc, "b_enc": b_enc, "b_dec": b_dec}.items()}
     opt = torch.optim.Adam(params.values(), lr=config.lr, betas=(0.9, 0.999))
     steps = max(1, config.tokens // config.batch_tokens)
+    decay_from = int(steps * (1 - config.lr_decay_fraction))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 1.0 if s < decay_from else max(0.0, (steps - s) / max(1, steps - decay_from)))
     since_fired = torch.zeros(config.d_sae)
     records = []
     bar = _progress(steps, progress, f"SAE layer {layer}")
@@ -126,6 +130,7 @@ def train_sae_on_activations(acts: torch.Tensor, config: TrainConfig, layer: int
             W, g = params["W_dec"], params["W_dec"].grad
             g -= W * (W * g).sum(0, keepdim=True)
         opt.step()
+        schedule.step()
         with torch.no_grad():
             params["W_dec"] /= params["W_dec"].norm(dim=0, keepdim=True)
         if step % config.log_every == 0 or step == steps - 1:

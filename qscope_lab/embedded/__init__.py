@@ -11,6 +11,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 MODEL_DIR = HERE / "model"
 SAE_DIR = HERE / "saes"
+REFERENCE_FILE = HERE / "reference.jsonl"  # held-out texts for feature cards and search (reference_corpus.py)
 NAME = "qscope-embedded"
 
 

@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--tokens", type=int, default=5_000_000)
     parser.add_argument("--activation-tokens", type=int, default=400_000)
+    parser.add_argument("--layers", type=int, nargs="*", help="train only these layers (default: all)")
     parser.add_argument("--sweep-k", action="store_true", help="only compare k = 8, 16, 32 at the middle layer")
     args = parser.parse_args()
 
@@ -56,7 +57,7 @@ def main() -> None:
     torch.set_num_threads(2)
     lab = Lab.load(args.model, device="cpu")
     texts = mixed_texts(Path(args.corpus), "train", 6000)
-    layers = [lab.n_layers // 2] if args.sweep_k else list(range(lab.n_layers))
+    layers = [lab.n_layers // 2] if args.sweep_k else (args.layers or list(range(lab.n_layers)))
     acts = collect_activations(lab, texts, layers, max_tokens=args.activation_tokens)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,346 @@
+"""Seed-data classifier (REFERENCE section 2): label a few texts, keep the SAE features whose firing best
+separates the classes, and call a text positive if ANY of them fires (OR rule). No training, so it is readable
+(each decision is a named feature) and needs only a few dozen seeds.
+
+Memory stays flat in the number of texts: texts are scanned in batches and only per-feature counts (fit) or
+the per-text activations of the few selected features (predict) are kept, never a FeatureActs of all texts.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .activations import counted_positions
+from .lab import as_texts
+
+FORMAT, VERSION = "qscope-lab/seed-classifier", 1
+_CHUNK = 256  # texts sorted by length within a chunk, so batches carry little padding
+
+
+class NotFittedError(RuntimeError):
+    """Raised when a classifier is used before ``fit`` (or ``load``)."""
+
+
+def metrics(pred, truth) -> dict:
+    """Accuracy, precision, recall and F1 of bool predictions (precision 0 when nothing is predicted positive)."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    tp, fp, fn = int((pred & truth).sum()), int((pred & ~truth).sum()), int((~pred & truth).sum())
+    precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+    return {"accuracy": float((pred == truth).mean()), "precision": precision, "recall": recall,
+            "f1": 2 * precision * recall / max(precision + recall, 1e-12), "n": len(truth)}
+
+
+def _texts(texts) -> list[str]:
+    return as_texts(texts["text"].tolist() if isinstance(texts, pd.DataFrame) else texts)
+
+
+def _texts_labels(texts, labels) -> tuple[list[str], np.ndarray]:
+    """(texts, labels) or a DataFrame with columns text, label -> validated list and bool array."""
+    if labels is None:
+        if not isinstance(texts, pd.DataFrame) or not {"text", "label"} <= set(texts.columns):
+            raise ValueError("give texts and labels, or one DataFrame with columns 'text' and 'label'")
+        texts, labels = texts["text"].tolist(), texts["label"].tolist()
+    texts, y = _texts(texts), np.asarray(list(labels))
+    if len(y) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(y)} labels")
+    if y.dtype != bool:
+        if not set(np.unique(y).tolist()) <= {0, 1}:
+            raise ValueError(f"labels must be bools or 0/1, got {sorted(set(y.tolist()))[:5]}")
+        y = y.astype(bool)
+    return texts, y
+
+
+class SeedClassifier:
+    """OR rule over the top SAE features of the best layer(s), chosen by delta = P(fires|pos) - P(fires|neg).
+
+    ``top_k`` features of the single best layer (``n_layers=1``), or, with ``n_layers=m > 1``, the top-1
+    feature of each of the m best layers (``top_k`` is then unused). ``drop_always_on`` drops features that
+    fire in every seed text (True) or in at least that share of all seeds (a float): they carry no signal.
+    ``eps``: a feature fires when its activation exceeds it (0 in the reference). ``top_k`` defaults to 1: with
+    8-16 seeds per class the extra features fired on held-out negatives (measured on the embedded model, zh vs
+    en: F1 0.976 at K=1, 0.909 at K=3)."""
+
+    def __init__(self, lab, layers=None, top_k: int = 1, n_layers: int = 1, skip_first: bool = True,
+                 skip_special: bool = True, drop_always_on: bool | float = True, batch_size: int = 16,
+                 max_length: int | None = 256, eps: float = 0.0, progress: bool | None = None):
+        if not 1 <= top_k <= 10:
+            raise ValueError(f"top_k must be in 1..10, got {top_k}")
+        self.lab, self.top_k, self.n_layers, self.eps = lab, int(top_k), int(n_layers), float(eps)
+        if layers is None:  # every layer that has an SAE
+            layers = range(lab.n_layers) if lab.saes is None else lab.saes.layers
+        self.layers = sorted({lab._check_layer(x) for x in layers})
+        if not 1 <= self.n_layers <= len(self.layers):
+            raise ValueError(f"n_layers must be in 1..{len(self.layers)} (the candidate layers), got {n_layers}")
+        self.skip_first, self.skip_special, self.drop_always_on = skip_first, skip_special, drop_always_on
+        self.batch_size, self.max_length, self.progress = batch_size, max_length, progress
+
+    def _config(self) -> dict:
+        return {k: getattr(self, k) for k in ("layers", "top_k", "n_layers", "skip_first", "skip_special",
+                                              "drop_always_on", "batch_size", "max_length", "eps")}
+
+    def __repr__(self) -> str:
+        fitted = f", features={self.features_}" if hasattr(self, "features_") else ""
+        return f"SeedClassifier(top_k={self.top_k}, n_layers={self.n_layers}, layers={self.layers}{fitted})"
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "features_"):
+            raise NotFittedError("this SeedClassifier is not fitted yet: call fit(texts, labels) or "
+                                 "SeedClassifier.load(path, lab) first")
+
+    # ------------------------------------------------------------------ scanning
+    def _batches(self, texts: list[str], layers, desc: str):
+        """Yield (text indices, counted-position mask, {layer: residual}) per batch: one forward for all layers."""
+        from tqdm.auto import tqdm
+
+        lab = self.lab
+        special = torch.tensor(sorted(lab.tokenizer.all_special_ids or []), dtype=torch.long, device=lab.device)
+        show = len(texts) > 500 if self.progress is None else self.progress
+        with tqdm(total=len(texts), disable=not show, desc=desc, leave=False) as bar:
+            for start in range(0, len(texts), _CHUNK):
+                chunk = sorted(range(start, min(start + _CHUNK, len(texts))), key=lambda i: -len(texts[i]))
+                for b in range(0, len(chunk), self.batch_size):
+                    idx = chunk[b:b + self.batch_size]
+                    enc = lab.tokenize([texts[i] for i in idx], max_length=self.max_length)
+                    counted = counted_positions(enc["attention_mask"], self.skip_first)
+                    if self.skip_special and len(special):
+                        counted &= ~torch.isin(enc["input_ids"], special)
+                    yield torch.tensor(idx), counted, lab.residuals(enc, layers)
+                    bar.update(len(idx))
+
+    def _sparse(self, layer, h, counted):
+        """(batch row, values, indices) of the SAE's top-k at every counted token."""
+        values, indices = self.lab.sae(layer).encode_sparse(h[counted])
+        return counted.nonzero()[:, 0].cpu(), values.float().cpu(), indices.cpu()
+
+    def transform(self, texts, features=None) -> np.ndarray:
+        """[n_texts, n_features] max activation of each selected (layer, feature) over the counted tokens."""
+        if features is None:
+            self._check_fitted()
+            features = self.features_
+        texts = _texts(texts)
+        out = torch.zeros(len(texts), len(features))
+        if not features:
+            return out.numpy()
+        by_layer = {layer: [j for j, (l2, _) in enumerate(features) if l2 == layer] for layer, _ in features}
+        for idx, counted, resid in self._batches(texts, list(by_layer), "classify"):
+            for layer, cols in by_layer.items():
+                rows, values, indices = self._sparse(layer, resid[layer], counted)
+                want = torch.tensor([features[j][1] for j in cols])
+                per_row = (values.unsqueeze(-1) * (indices.unsqueeze(-1) == want)).amax(1)  # [tokens, cols]
+                best = torch.zeros(len(idx), len(cols)).scatter_reduce_(
+                    0, rows.unsqueeze(1).expand(-1, len(cols)), per_row, "amax")
+                out[idx.unsqueeze(1), torch.tensor(cols)] = best
+        return out.numpy()
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, texts, labels=None) -> SeedClassifier:
+        """Count, per layer and feature, the positive and negative seed texts it fires in; select features."""
+        texts, y = _texts_labels(texts, labels)
+        self.__dict__.pop("features_", None)  # a failed refit must not leave the old selection usable
+        n_pos, n_neg = int(y.sum()), int((~y).sum())
+        if not n_pos or not n_neg:
+            raise ValueError(f"both classes are needed: got {n_pos} positive and {n_neg} negative texts")
+        d = {layer: self.lab.sae(layer).d_sae for layer in self.layers}
+        stats = {layer: [torch.zeros(d[layer]) for _ in range(4)] for layer in self.layers}  # pos, neg, act+, act-
+        y_t = torch.as_tensor(y)
+        for idx, counted, resid in self._batches(texts, self.layers, "fit"):
+            for layer in self.layers:
+                rows, values, indices = self._sparse(layer, resid[layer], counted)
+                keep = values > self.eps
+                keys = rows.unsqueeze(1).expand_as(indices)[keep] * d[layer] + indices[keep]
+                uniq, inverse = torch.unique(keys, return_inverse=True)  # (text, feature) pairs that fire
+                peak = torch.zeros(len(uniq)).scatter_reduce_(0, inverse, values[keep], "amax")
+                feat, pos = uniq % d[layer], y_t[idx][uniq // d[layer]]
+                acc = stats[layer]
+                for i, sel in enumerate((pos, ~pos)):
+                    acc[i] += torch.bincount(feat[sel], minlength=d[layer])
+                    acc[2 + i].index_add_(0, feat[sel], peak[sel])
+        table, scores, self._candidates_ = [], [], {}
+        for layer in self.layers:
+            pos, neg, act_pos, act_neg = (t.numpy() for t in stats[layer])
+            pos_rate, neg_rate = pos / n_pos, neg / n_neg
+            delta = pos_rate - neg_rate
+            limit = 1.0 if self.drop_always_on is True else (self.drop_always_on or None)
+            usable = (pos + neg) > 0
+            if limit is not None:
+                usable &= (pos + neg) / (n_pos + n_neg) < limit - 1e-9
+            tie = act_pos / n_pos - act_neg / n_neg  # equal deltas: the more strongly firing feature first
+            order = [f for f in np.lexsort((-tie, -delta)) if usable[f]]
+            self._candidates_[layer] = np.flatnonzero(usable)
+            for rank, f in enumerate(order[:self.top_k], 1):
+                table.append({"layer": layer, "feature": int(f), "pos_rate": float(pos_rate[f]),
+                             "neg_rate": float(neg_rate[f]), "delta": float(delta[f]), "rank": rank})
+            top = order[:self.top_k]
+            scores.append({"layer": layer, "feature": int(top[0]) if top else -1,
+                           "top1_delta": float(delta[top[0]]) if top else 0.0,
+                           "topk_delta": float(delta[top].mean()) if top else 0.0})
+        self.deltas_ = pd.DataFrame(table, columns=["layer", "feature", "pos_rate", "neg_rate", "delta", "rank"])
+        # the largest top-1 delta wins; ties go to the larger top-k mean, then to the earlier layer
+        self.layer_scores_ = pd.DataFrame(scores).sort_values(["top1_delta", "topk_delta"], ascending=False,
+                                                              kind="stable", ignore_index=True)
+        best = self.layer_scores_.head(self.n_layers)
+        if best.top1_delta.iloc[0] <= 0:
+            raise ValueError("no feature fires in more positive than negative seed texts: add seeds or layers")
+        self.layers_ = [int(x) for x in best.layer[best.top1_delta > 0]]
+        if len(self.layers_) < self.n_layers:
+            warnings.warn(f"only {len(self.layers_)} of the {self.n_layers} layers asked for have a feature "
+                          f"firing more on positives than negatives")
+        self.layer_ = self.layers_[0]
+        if self.n_layers == 1:
+            top = self.deltas_[(self.deltas_.layer == self.layer_) & (self.deltas_.delta > 0)]
+            self.features_ = [(self.layer_, int(f)) for f in top.feature]
+        else:
+            self.features_ = [(layer, int(best.feature[best.layer == layer].iloc[0])) for layer in self.layers_]
+        self.n_seeds_ = (n_pos, n_neg)
+        return self
+
+    # ------------------------------------------------------------------ predict
+    def decision_function(self, texts) -> np.ndarray:
+        """Largest activation of any selected feature at any counted token (0 if none fires). Thresholding it
+        at ``eps`` is exactly the OR rule; a higher threshold trades recall for precision."""
+        return self.transform(texts).max(1, initial=0.0)
+
+    def predict(self, texts) -> np.ndarray:
+        """Bool per text: True if any selected feature fires (OR rule)."""
+        return self.decision_function(texts) > self.eps
+
+    def score(self, texts, labels=None) -> float:
+        """Accuracy, as in scikit-learn."""
+        return self.evaluate(texts, labels)["accuracy"]
+
+    def evaluate(self, texts, labels=None) -> dict:
+        """accuracy, precision, recall, f1 (positive class) and n."""
+        texts, y = _texts_labels(texts, labels)
+        return metrics(self.predict(texts), y)
+
+    # ------------------------------------------------------------------ baselines
+    def random_feature_control(self, seed: int = 0) -> SeedClassifier:
+        """A copy whose features are drawn at random (same count, same layers) among the features that fire in
+        some seed text: what the delta ranking adds over 'any feature seen in the data'."""
+        self._check_fitted()
+        if not getattr(self, "_candidates_", None):
+            raise NotFittedError("the random control needs the seed statistics of fit (not kept by save/load)")
+        rng = np.random.default_rng(seed)
+        picked = []
+        for layer in dict.fromkeys(layer for layer, _ in self.features_):
+            n = sum(1 for l2, _ in self.features_ if l2 == layer)
+            pool = self._candidates_[layer]
+            picked += [(layer, int(f)) for f in rng.choice(pool, size=min(n, len(pool)), replace=False)]
+        control = copy.copy(self)
+        control.features_ = picked
+        return control
+
+    def _mean_residuals(self, texts, layer) -> torch.Tensor:
+        """[n_texts, d_model] residual at ``layer`` averaged over the counted tokens."""
+        out = torch.zeros(len(texts), self.lab.d_model)
+        for idx, counted, resid in self._batches(texts, [layer], "probe"):
+            m = counted.unsqueeze(-1).to(resid[layer].dtype)
+            out[idx] = ((resid[layer] * m).sum(1) / m.sum(1).clamp_min(1)).float().cpu()
+        return out
+
+    def logreg_probe(self, train_texts, train_labels, test_texts, layer=None, steps: int = 100,
+                     l2: float = 1e-3) -> np.ndarray:
+        """Bool predictions of a logistic regression (LBFGS, standardized inputs) on the mean residual at
+        ``layer`` (default: the chosen one): the dense, trained baseline the OR rule is measured against."""
+        if layer is None:
+            self._check_fitted()
+            layer = self.layer_
+        train_texts, y = _texts_labels(train_texts, train_labels)
+        x = self._mean_residuals(train_texts, layer)
+        mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
+        x, target = (x - mu) / sd, torch.as_tensor(y, dtype=torch.float32)
+        w = torch.zeros(x.shape[1] + 1, requires_grad=True)
+        opt = torch.optim.LBFGS([w], max_iter=steps, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w[:-1] + w[-1], target)
+            loss = loss + l2 * (w[:-1] ** 2).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        test = (self._mean_residuals(_texts(test_texts), layer) - mu) / sd
+        return (test @ w[:-1].detach() + w[-1].detach() > 0).numpy()
+
+    def compare_baselines(self, train_texts, train_labels, test_texts, test_labels, n_random: int = 5,
+                          seed: int = 0) -> pd.DataFrame:
+        """Fit on train, then held-out metrics of the OR rule, random features (mean of ``n_random`` draws)
+        and the logistic-regression probe on the same layer."""
+        self.fit(train_texts, train_labels)
+        test_texts, y = _texts_labels(test_texts, test_labels)
+        controls = [self.random_feature_control(seed + i).features_ for i in range(n_random)]
+        union = list(dict.fromkeys(self.features_ + [f for c in controls for f in c]))
+        acts = self.transform(test_texts, union)
+
+        def fires(features):
+            return acts[:, [union.index(f) for f in features]].max(1, initial=0.0) > self.eps
+
+        rand = pd.DataFrame([metrics(fires(c), y) for c in controls]).mean().to_dict()
+        rows = [{"method": "sae_or_rule", **metrics(fires(self.features_), y)},
+                {"method": "random_features", **rand, "n": len(y)},
+                {"method": "logreg_probe", **metrics(self.logreg_probe(train_texts, train_labels, test_texts), y)}]
+        return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------ display and files
+    def delta_chart(self):
+        """Bar chart of the top-1 delta per layer; the chosen layer(s) highlighted."""
+        import altair as alt
+
+        self._check_fitted()
+        data = self.layer_scores_.assign(chosen=self.layer_scores_.layer.isin(self.layers_))
+        return alt.Chart(data).mark_bar().encode(
+            x=alt.X("layer:O", title="layer"), y=alt.Y("top1_delta:Q", title="top-1 delta", scale=alt.Scale(
+                domain=[min(0.0, float(data.top1_delta.min())), 1])),
+            color=alt.Color("chosen:N", title="chosen"),
+            tooltip=["layer", "feature", alt.Tooltip("top1_delta", format=".2f"),
+                     alt.Tooltip("topk_delta", format=".2f")],
+        ).properties(title="P(fires | positive) - P(fires | negative), best feature per layer")
+
+    def save(self, path) -> Path:
+        """JSON with the config, model and SAE names, the selected features and the delta tables."""
+        self._check_fitted()
+        data = {"format": FORMAT, "version": VERSION, "model": self.lab.name,
+                "saes": getattr(self.lab.saes, "name", None), "config": self._config(), "layer": self.layer_,
+                "layers": self.layers_, "features": [list(f) for f in self.features_],
+                "n_seeds": list(self.n_seeds_), "deltas": self.deltas_.to_dict("records"),
+                "layer_scores": self.layer_scores_.to_dict("records")}
+        path = Path(path)
+        path.write_text(json.dumps(data, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path, lab) -> SeedClassifier:
+        """Rebuild a saved classifier on ``lab``; refuses a file fitted on another model."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict) or data.get("format") != FORMAT:
+                raise ValueError("no seed-classifier format tag")
+            model, saes = data["model"], data.get("saes")
+        except (UnicodeDecodeError, ValueError, KeyError) as e:
+            raise ValueError(f"{path} is not a saved SeedClassifier ({type(e).__name__}: {e})") from None
+        if model != lab.name:
+            raise ValueError(f"{path} was fitted on model {model!r} but this lab runs {lab.name!r}: "
+                             f"its feature ids mean nothing here")
+        if saes != getattr(lab.saes, "name", None):
+            warnings.warn(f"{path} was fitted with SAEs {saes!r}, this lab has {getattr(lab.saes, 'name', None)!r}")
+        try:
+            clf = cls(lab, **data["config"])
+            clf.layer_, clf.layers_ = int(data["layer"]), [int(x) for x in data["layers"]]
+            clf.features_ = [(int(layer), int(f)) for layer, f in data["features"]]
+            clf.n_seeds_ = tuple(data["n_seeds"])
+            clf.deltas_, clf.layer_scores_ = pd.DataFrame(data["deltas"]), pd.DataFrame(data["layer_scores"])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{path} is a damaged SeedClassifier file ({type(e).__name__}: {e})") from None
+        for layer, f in clf.features_:
+            lab.sae(layer).check_feature(f)
+        return clf

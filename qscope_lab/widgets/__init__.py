@@ -1,0 +1,13 @@
+"""Notebook widgets on a Lab: each takes the Lab first and exposes its state as traitlets.
+
+    from qscope_lab.widgets import Heatmap, FeatureCard, SteeringPanel, ClassifierPanel, Compare, Workbench
+"""
+
+from .card import FeatureCard
+from .classifier import ClassifierPanel
+from .compare import Compare
+from .heatmap import Heatmap
+from .steering import SteeringPanel
+from .workbench import Workbench
+
+__all__ = ["Heatmap", "FeatureCard", "SteeringPanel", "Compare", "Workbench", "ClassifierPanel"]

@@ -1,0 +1,130 @@
+"""Seed classifier panel: type (or pass) positive and negative seeds, fit ``SeedClassifier``, see the per-layer
+deltas, the chosen features, held-out predictions with precision / recall / F1 against the random-feature and
+probe baselines; export the classifier to a file and load it back.
+
+``ClassifierPanel(lab, positives=[...], negatives=[...], heldout=frame)``; ``panel.classifier`` is the fitted
+``SeedClassifier``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import traitlets
+
+from ..charts import to_svg
+from ..classify import SeedClassifier
+from ._base import LabWidget, css, esm
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _labelled_lines(text: str) -> tuple[list[str], list[bool]]:
+    """Held-out lines written as ``+ text`` (positive) or ``- text`` (negative)."""
+    texts, labels = [], []
+    for n, line in enumerate(_lines(text), 1):
+        if line[0] not in "+-":
+            raise ValueError(f"held-out line {n} must start with + or -: {line[:40]!r}")
+        texts.append(line[1:].strip())
+        labels.append(line[0] == "+")
+    return texts, labels
+
+
+class ClassifierPanel(LabWidget):
+    _esm = esm("classifier.js")
+    _css = css()
+
+    positives = traitlets.Unicode("").tag(sync=True)   # one seed text per line
+    negatives = traitlets.Unicode("").tag(sync=True)
+    heldout = traitlets.Unicode("").tag(sync=True)     # "+ text" / "- text" per line
+    top_k = traitlets.Int(1).tag(sync=True)
+    n_layers = traitlets.Int(1).tag(sync=True)
+    path = traitlets.Unicode("seed_classifier.json").tag(sync=True)
+
+    chart_svg = traitlets.Unicode("").tag(sync=True)
+    chosen = traitlets.List(traitlets.Dict()).tag(sync=True)       # layer, feature, delta, pos_rate, neg_rate
+    predictions = traitlets.List(traitlets.Dict()).tag(sync=True)  # text, label, predicted, score
+    metrics = traitlets.List(traitlets.Dict()).tag(sync=True)      # method, precision, recall, f1, accuracy
+    message = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, lab, positives=(), negatives=(), heldout=None, top_k: int = 1, n_layers: int = 1,
+                 path: str = "seed_classifier.json", fit: bool = True, **kwargs):
+        if isinstance(positives, pd.DataFrame):  # one frame with text, label
+            frame = positives
+            positives = frame.loc[frame.label.astype(bool), "text"].tolist()
+            negatives = frame.loc[~frame.label.astype(bool), "text"].tolist()
+        if isinstance(heldout, pd.DataFrame):
+            heldout = "\n".join(("+ " if y else "- ") + t.replace("\n", " ")
+                                for t, y in zip(heldout.text, heldout.label.astype(bool)))
+        super().__init__(lab, positives="\n".join(t.replace("\n", " ") for t in positives),
+                         negatives="\n".join(t.replace("\n", " ") for t in negatives), heldout=heldout or "",
+                         top_k=top_k, n_layers=n_layers, path=path, **kwargs)
+        self.classifier: SeedClassifier | None = None
+        self.on_msg(self._on_message)
+        self.ready = True
+        if fit and self.positives and self.negatives:
+            self.fit()
+
+    def fit(self) -> SeedClassifier | None:
+        with self.working("fit"):
+            pos, neg = _lines(self.positives), _lines(self.negatives)
+            if not pos or not neg:
+                raise ValueError("give at least one positive and one negative seed (one per line)")
+            clf = SeedClassifier(self.lab, top_k=self.top_k, n_layers=self.n_layers, progress=False)
+            texts, labels = pos + neg, [True] * len(pos) + [False] * len(neg)
+            held_texts, held_labels = _labelled_lines(self.heldout)
+            if held_texts:
+                table = clf.compare_baselines(texts, labels, held_texts, held_labels)
+            else:
+                clf.fit(texts, labels)
+                table = pd.DataFrame()
+            self.classifier = clf
+            self._show(held_texts, held_labels, table)
+            self.message = f"fitted on {len(pos)} + {len(neg)} seeds: layer {clf.layer_}"
+        return self.classifier
+
+    def _show(self, held_texts, held_labels, table: pd.DataFrame) -> None:
+        clf = self.classifier
+        deltas = clf.deltas_.set_index(["layer", "feature"])
+        chosen = [{"layer": int(layer), "feature": int(f), **{k: float(deltas.loc[(layer, f), k])
+                                                               for k in ("delta", "pos_rate", "neg_rate")}}
+                  for layer, f in clf.features_]
+        predictions = []
+        if held_texts:
+            scores = clf.decision_function(held_texts)
+            predictions = [{"text": t, "label": bool(y), "predicted": bool(s > clf.eps), "score": float(s)}
+                           for t, y, s in zip(held_texts, held_labels, scores)]
+        with self.hold_sync():
+            self.chart_svg = to_svg(clf.delta_chart())
+            self.chosen = chosen
+            self.predictions = predictions
+            self.metrics = [{k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}
+                            for row in table.to_dict("records")]
+
+    def export(self, path: str | None = None) -> Path:
+        with self.working("export"):
+            if self.classifier is None:
+                raise ValueError("fit the classifier first")
+            out = self.classifier.save(path or self.path)
+            self.message = f"saved to {out}"
+            return out
+
+    def load(self, path: str | None = None) -> SeedClassifier | None:
+        with self.working("load"):
+            clf = SeedClassifier.load(path or self.path, self.lab)
+            self.classifier = clf
+            held_texts, held_labels = _labelled_lines(self.heldout)
+            table = pd.DataFrame()
+            if held_texts:
+                table = pd.DataFrame([{"method": "loaded", **clf.evaluate(held_texts, held_labels)}])
+            self._show(held_texts, held_labels, table)
+            self.message = f"loaded {path or self.path}: layer {clf.layer_}, {len(clf.features_)} feature(s)"
+        return self.classifier
+
+    def _on_message(self, widget, content, buffers):
+        action = {"fit": self.fit, "export": self.export, "load": self.load}.get(content.get("event"))
+        if action is not None:
+            action()

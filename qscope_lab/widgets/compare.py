@@ -1,0 +1,75 @@
+"""Compare two texts: per layer, the features whose firing rate differs most; click a row to see both texts
+coloured by that feature. ``Compare(lab, "text a", "text b")``; the ranking is ``features.compare_texts``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import traitlets
+
+from ..features import compare_texts, shared_prefix_length
+from ._base import LabWidget, css, esm, f32
+
+
+class Compare(LabWidget):
+    _esm = esm("compare.js")
+    _css = css()
+
+    text_a = traitlets.Unicode("").tag(sync=True)
+    text_b = traitlets.Unicode("").tag(sync=True)
+    skip_first = traitlets.Bool(True).tag(sync=True)
+    skip_shared_prefix = traitlets.Bool(False).tag(sync=True)
+    top = traitlets.Int(8).tag(sync=True)
+    rows = traitlets.List(traitlets.Dict()).tag(sync=True)       # layer, feature, rate_a, rate_b, diff
+    selected = traitlets.Dict().tag(sync=True)                  # {layer, feature} of the clicked row
+    tokens = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)
+    values = traitlets.Bytes(b"").tag(sync=True)                # float32, both texts' tokens in a row
+    vmax = traitlets.Float(1.0).tag(sync=True)
+    shared = traitlets.Int(0).tag(sync=True)                    # tokens of shared prefix (greyed when skipped)
+
+    def __init__(self, lab, text_a: str = "", text_b: str = "", layers=None, top: int = 8, skip_first: bool = True,
+                 skip_shared_prefix: bool = False, **kwargs):
+        super().__init__(lab, text_a=text_a, text_b=text_b, top=top, skip_first=skip_first,
+                         skip_shared_prefix=skip_shared_prefix, **kwargs)
+        self.layers = list(range(lab.n_layers)) if layers is None else list(layers)
+        self.table = None
+        self.ready = True
+        self.refresh()
+
+    @traitlets.observe("text_a", "text_b", "skip_first", "skip_shared_prefix", "top")
+    def _inputs_changed(self, change):
+        if self.ready:
+            self.refresh()
+
+    @traitlets.observe("selected")
+    def _selected_changed(self, change):
+        if self.ready:
+            self._show_feature()
+
+    def refresh(self) -> None:
+        with self.working("compare"):
+            if not self.text_a.strip() or not self.text_b.strip():
+                raise ValueError("give two non-empty texts")
+            for layer in self.layers:
+                self.check_layer(layer)
+            self.table = compare_texts(self.lab, self.text_a, self.text_b, self.layers, top=self.top,
+                                       skip_first=self.skip_first, skip_shared_prefix=self.skip_shared_prefix)
+            with self.hold_sync():
+                self.rows = [{k: (float(v) if isinstance(v, float | np.floating) else int(v)) for k, v in r.items()}
+                             for r in self.table.to_dict("records")]
+                first = self.rows[0] if self.rows else {}
+                self.selected = {"layer": first.get("layer", 0), "feature": first.get("feature", 0)}
+                self._show_feature()
+
+    def _show_feature(self) -> None:
+        with self.working("heatmap"):
+            layer, feature = int(self.selected.get("layer", 0)), int(self.selected.get("feature", 0))
+            self.check_layer(layer)
+            acts = self.lab.encode([self.text_a, self.text_b], layer, skip_first=self.skip_first)
+            values = torch.cat(acts.feature(feature)).numpy()
+            with self.hold_sync():
+                self.tokens = acts.tokens
+                self.values = f32(values)
+                self.vmax = float(values.max()) if values.size and values.max() > 0 else 1.0
+                self.shared = shared_prefix_length(*acts.token_ids) if self.skip_shared_prefix else 0

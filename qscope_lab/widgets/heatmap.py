@@ -1,0 +1,113 @@
+"""Token x feature activation heatmap: text coloured by one feature, hover for a token's top features, and a
+grid of the strongest features over all tokens. ``Heatmap(lab, texts, layer=3)``.
+
+Arrays travel as float32 / int32 bytes (``DataView`` in JS), so a 2,000-token text is a few hundred kB, not a
+JSON list of floats. Encoding happens when texts, layer or skip options change; picking a feature only
+re-slices the cached activations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import traitlets
+
+from ..activations import FeatureActs
+from ._base import LabWidget, css, esm, f32, i32
+
+
+class Heatmap(LabWidget):
+    _esm = esm("heatmap.js")
+    _css = css()
+
+    texts = traitlets.List(traitlets.Unicode())
+    layer = traitlets.Int(0).tag(sync=True)
+    n_layers = traitlets.Int(1).tag(sync=True)
+    feature = traitlets.Int(-1).tag(sync=True)
+    skip_first = traitlets.Bool(True).tag(sync=True)
+    skip_special = traitlets.Bool(True).tag(sync=True)
+    n_top = traitlets.Int(6).tag(sync=True)
+    n_grid = traitlets.Int(12).tag(sync=True)
+    labels = traitlets.Dict().tag(sync=True)            # feature id (str) -> user label, when known
+
+    tokens = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)
+    counted = traitlets.Bytes(b"").tag(sync=True)        # uint8 per token: 0 = skipped (sink / special)
+    values = traitlets.Bytes(b"").tag(sync=True)         # float32 per token: the selected feature
+    vmax = traitlets.Float(1.0).tag(sync=True)           # colour scale: 0 -> white, vmax -> full colour
+    top_values = traitlets.Bytes(b"").tag(sync=True)     # float32 [tokens, n_top], strongest first
+    top_indices = traitlets.Bytes(b"").tag(sync=True)    # int32   [tokens, n_top]
+    grid_features = traitlets.List(traitlets.Int()).tag(sync=True)
+    grid = traitlets.Bytes(b"").tag(sync=True)           # float32 [n_grid, tokens], feature-major
+
+    def __init__(self, lab, texts, layer: int | None = None, feature: int | None = None, skip_first: bool = True,
+                 skip_special: bool = True, max_length: int | None = 4096, labels=None, **kwargs):
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        super().__init__(lab, n_layers=lab.n_layers, layer=lab.n_layers // 2 if layer is None else layer,
+                         skip_first=skip_first, skip_special=skip_special, **kwargs)
+        self.max_length = max_length
+        self.label_store = labels
+        self.acts: FeatureActs | None = None
+        self._reverting = False
+        self.texts = texts
+        if feature is not None:
+            self.feature = feature
+        self.ready = True
+        self._encode()
+
+    @traitlets.observe("texts", "layer", "skip_first", "skip_special")
+    def _inputs_changed(self, change):
+        if self.ready and not self._reverting:
+            self._encode()
+            if self.error and change["name"] != "texts":  # bad input: show the error, keep what was shown
+                self._reverting = True
+                try:
+                    setattr(self, change["name"], change["old"])
+                finally:
+                    self._reverting = False
+
+    @traitlets.observe("feature")
+    def _feature_changed(self, change):
+        if self.ready:
+            self._send_feature()
+
+    def _encode(self) -> None:
+        with self.working("encode"):
+            layer = self.check_layer(self.layer)
+            if not self.texts or not all(t.strip() for t in self.texts):
+                raise ValueError("give at least one non-empty text")
+            acts = self.lab.encode(self.texts, layer, skip_first=self.skip_first, skip_special=self.skip_special,
+                                   max_length=self.max_length)
+            self.acts = acts
+            counted = acts.mask.numpy().astype(np.uint8)
+            vals = (acts.values * acts.mask.unsqueeze(-1)).numpy()
+            top_v, top_i = vals[:, :self.n_top], acts.indices[:, :self.n_top].numpy()  # top-k comes sorted
+            stats = acts.top_features(self.n_grid, max_firing_rate=0.5)
+            features = stats.feature.tolist()
+            grid = np.stack([torch.cat(acts.feature(f)).numpy() for f in features]) if features else np.zeros(0)
+            if self.label_store is not None:
+                self.labels = {str(row.feature): row.label for row in self.label_store.to_frame().itertuples()
+                               if row.layer == layer and row.label}
+            with self.hold_sync():
+                self.tokens = acts.tokens
+                self.counted = counted.tobytes()
+                self.top_values, self.top_indices = f32(top_v), i32(top_i)
+                self.grid_features, self.grid = features, f32(grid)
+                if not 0 <= self.feature < acts.d_sae:
+                    self.feature = features[0] if features else 0  # the observer sends its values
+                else:
+                    self._send_feature()
+
+    def _send_feature(self) -> None:
+        if self.acts is None:
+            return
+        with self.working("feature"):
+            if not 0 <= self.feature < self.acts.d_sae:
+                raise ValueError(f"feature {self.feature} does not exist: this SAE has 0..{self.acts.d_sae - 1}")
+            values = torch.cat(self.acts.feature(self.feature)).numpy()
+            with self.hold_sync():
+                self.values = f32(values)
+                self.vmax = float(values.max()) if values.size and values.max() > 0 else 1.0
+
+    def feature_values(self) -> list[np.ndarray]:
+        """Per text, the selected feature's activation at every token (what the colours show)."""
+        return [v.numpy() for v in self.acts.feature(self.feature)]

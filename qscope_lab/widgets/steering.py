@@ -1,0 +1,146 @@
+"""Steering panel: a prompt, one slider per feature, baseline and steered text side by side.
+
+``SteeringPanel(lab, "The weather today is", layer=2, features=[1388])``. Moving a slider regenerates (the
+front-end debounces while dragging and sends at once on release); the baseline is cached per prompt and
+length, so a slider move costs one steered generation. Features come by id, from ``add_feature`` (a heatmap
+click in the Workbench), or from a search over labels and top tokens.
+"""
+
+from __future__ import annotations
+
+import time
+
+import traitlets
+
+from ..labels import FeatureLabels, label_namespace
+from ..reference import Reference
+from ._base import LabWidget, css, esm
+
+POSITIONS = ("all", "prompt", "generated")
+
+
+class SteeringPanel(LabWidget):
+    _esm = esm("steering.js")
+    _css = css()
+
+    prompt = traitlets.Unicode("").tag(sync=True)
+    layer = traitlets.Int(0).tag(sync=True)                   # layer of features added by id or search
+    n_layers = traitlets.Int(1).tag(sync=True)
+    features = traitlets.List(traitlets.Dict()).tag(sync=True)  # {layer, feature, alpha, label}
+    positions = traitlets.Unicode("all").tag(sync=True)
+    mode = traitlets.Unicode("add").tag(sync=True)
+    max_new_tokens = traitlets.Int(32).tag(sync=True)
+    alpha_max = traitlets.Float(32.0).tag(sync=True)          # sliders run from -alpha_max to +alpha_max
+
+    baseline_tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    steered_tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    differs = traitlets.List(traitlets.Bool()).tag(sync=True)  # per steered token: not the baseline's token
+    generation_ms = traitlets.Float(0.0).tag(sync=True)
+    generations = traitlets.Int(0).tag(sync=True)             # counts regenerations (front-end timing)
+    sweep_rows = traitlets.List(traitlets.Dict()).tag(sync=True)
+    search_results = traitlets.List(traitlets.Dict()).tag(sync=True)
+
+    def __init__(self, lab, prompt: str = "", layer: int | None = None, features=(), positions: str = "all",
+                 max_new_tokens: int = 32, alpha_max: float = 32.0, mode: str = "add", labels=None, **kwargs):
+        super().__init__(lab, prompt=prompt, n_layers=lab.n_layers, positions=positions, mode=mode,
+                         layer=lab.n_layers // 2 if layer is None else layer, max_new_tokens=max_new_tokens,
+                         alpha_max=alpha_max, **kwargs)
+        self.labels = labels if labels is not None else FeatureLabels(label_namespace(lab))
+        self._baseline_key, self._baseline = None, None
+        self.on_msg(self._on_message)
+        for item in features:
+            feature, alpha = item if isinstance(item, tuple) else (item, 0.0)
+            self.add_feature(feature, alpha, regenerate=False)
+        self.ready = True
+        self.regenerate()
+
+    # ------------------------------------------------------------------ public
+    def add_feature(self, feature: int, alpha: float = 0.0, layer: int | None = None, regenerate: bool = True):
+        """Add a slider (or set the alpha of an existing one) for ``feature`` at ``layer`` (default: the panel's)."""
+        with self.working("add feature"):
+            layer = self.check_layer(self.layer if layer is None else layer)
+            self.lab.sae(layer).check_feature(int(feature))
+            rows = [dict(row) for row in self.features]
+            for row in rows:
+                if (row["layer"], row["feature"]) == (layer, int(feature)):
+                    row["alpha"] = float(alpha)
+                    break
+            else:
+                rows.append({"layer": layer, "feature": int(feature), "alpha": float(alpha),
+                             "label": self.labels.get(layer, int(feature))["label"]})
+            if regenerate:
+                self.features = rows
+            else:
+                self._quiet_features(rows)
+
+    def remove_feature(self, index: int) -> None:
+        self.features = [row for i, row in enumerate(self.features) if i != index]
+
+    def steer(self) -> dict:
+        """The current edit as ``{(layer, feature): alpha}`` (zero sliders left out): what lab.generate takes."""
+        return {(row["layer"], row["feature"]): row["alpha"] for row in self.features if row["alpha"]}
+
+    def regenerate(self) -> None:
+        with self.working("generate"):
+            if not self.prompt.strip():
+                raise ValueError("type a prompt")
+            if self.positions not in POSITIONS:
+                raise ValueError(f"positions must be one of {', '.join(POSITIONS)}")
+            start = time.perf_counter()
+            key = (self.prompt, self.max_new_tokens)
+            if key != self._baseline_key:
+                self._baseline = self.lab.generate(self.prompt, max_new_tokens=self.max_new_tokens)
+                self._baseline_key = key
+            base_ids = self._baseline.steered_ids[0]
+            steer = self.steer()
+            if steer:
+                out = self.lab.generate(self.prompt, steer=steer, positions=self.positions, mode=self.mode,
+                                        max_new_tokens=self.max_new_tokens, baseline=False)
+                ids = out.steered_ids[0]
+            else:
+                ids = base_ids
+            with self.hold_sync():
+                self.baseline_tokens = self.lab.token_strings(base_ids)
+                self.steered_tokens = self.lab.token_strings(ids)
+                self.differs = [j >= len(base_ids) or t != base_ids[j] for j, t in enumerate(ids)]
+                self.generation_ms = (time.perf_counter() - start) * 1000
+                self.generations += 1
+
+    def sweep(self, index: int = 0, alphas=None):
+        """Alpha sweep of the ``index``-th feature (a table; also shown in the panel)."""
+        row = self.features[index]
+        top = self.alpha_max
+        alphas = alphas or [-top, -top / 2, -top / 4, 0, top / 4, top / 2, top]
+        table = self.lab.sweep(self.prompt, row["layer"], row["feature"], alphas=alphas, positions=self.positions,
+                               mode=self.mode, max_new_tokens=self.max_new_tokens)
+        self.sweep_rows = [{"alpha": r.alpha, "text": r.text, "same": bool(r.same)} for r in table.itertuples()]
+        return table
+
+    # ------------------------------------------------------------------ plumbing
+    def _quiet_features(self, rows):
+        self._silent = True
+        try:
+            self.features = rows
+        finally:
+            self._silent = False
+
+    @traitlets.observe("features", "prompt", "positions", "mode", "max_new_tokens")
+    def _inputs_changed(self, change):
+        if self.ready and not getattr(self, "_silent", False):
+            self.regenerate()
+
+    def _on_message(self, widget, content, buffers):
+        event = content.get("event")
+        if event == "add":
+            with self.working("add feature"):
+                self.add_feature(int(content["feature"]), float(content.get("alpha", 0.0)))
+        elif event == "remove":
+            self.remove_feature(int(content["index"]))
+        elif event == "sweep":
+            with self.working("sweep"):
+                self.sweep(int(content["index"]))
+        elif event == "search":
+            with self.working("search"):
+                found = Reference.of(self.lab).search(self.layer, str(content.get("query", "")), self.labels)
+                self.search_results = [{"feature": int(r.feature), "label": r.label, "match": r.match,
+                                        "top_tokens": list(r.top_tokens)} for r in found.itertuples()]

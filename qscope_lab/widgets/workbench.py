@@ -1,0 +1,44 @@
+"""Workbench: a heatmap, a feature card and a steering panel, linked in plain Python.
+
+Click a feature in the heatmap and the card shows it; "steer with it" on the card adds a slider to the
+steering panel. Nothing here is special: each part is the standalone widget (``wb.heatmap``, ``wb.card``,
+``wb.steering``), linked with ``traitlets.link`` and a callback, as users link their own.
+"""
+
+from __future__ import annotations
+
+import ipywidgets
+import traitlets
+
+from ..labels import FeatureLabels, label_namespace
+from .card import FeatureCard
+from .heatmap import Heatmap
+from .steering import SteeringPanel
+
+
+class Workbench(ipywidgets.VBox):
+    def __init__(self, lab, texts, prompt: str = "", layer: int | None = None, steer_alpha: float = 8.0,
+                 reference=None, labels=None, **kwargs):
+        labels = labels if labels is not None else FeatureLabels(label_namespace(lab))
+        self.heatmap = Heatmap(lab, texts, layer=layer, labels=labels)
+        self.card = FeatureCard(lab, layer=self.heatmap.layer, feature=self.heatmap.feature, reference=reference,
+                                labels=labels)
+        self.steering = SteeringPanel(lab, prompt or (texts if isinstance(texts, str) else texts[0])[:80],
+                                      layer=self.heatmap.layer, labels=labels)
+        self.steer_alpha = steer_alpha
+        self.links = [traitlets.link((self.heatmap, "layer"), (self.card, "layer")),
+                      traitlets.link((self.heatmap, "feature"), (self.card, "feature")),
+                      traitlets.dlink((self.heatmap, "layer"), (self.steering, "layer"))]
+        self.card.on_steer(lambda layer, feature: self.steering.add_feature(feature, self.steer_alpha, layer=layer))
+        self.card.observe(self._label_changed, names="label")
+        super().__init__([ipywidgets.HBox([self.heatmap, self.card]), self.steering], **kwargs)
+
+    def _label_changed(self, change):
+        """A new label shows up in the heatmap's names at once."""
+        labels = dict(self.heatmap.labels)
+        key = str(self.card.feature)
+        if change["new"]:
+            labels[key] = change["new"]
+        else:
+            labels.pop(key, None)
+        self.heatmap.labels = labels

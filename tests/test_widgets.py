@@ -1,0 +1,209 @@
+"""Widget state and messages, Python side, on the embedded default (the browser tests check the rendering)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from qscope_lab import Lab
+from qscope_lab.features import compare_texts, logit_table
+from qscope_lab.labels import FeatureLabels, label_namespace
+from qscope_lab.reference import Reference
+from qscope_lab.widgets import ClassifierPanel, Compare, FeatureCard, Heatmap, SteeringPanel, Workbench
+from test_classify import EN_SEEDS, EN_TEST, ZH_SEEDS, ZH_TEST
+
+TEXTS = ["The 3 cats sat on the mat in 1999.", "今天的天气很好，我们去公园散步。", "def add(a, b):\n    return a + b\n"]
+PROMPT = "The weather today is"
+ZH_FEATURE = 1388  # layer 2: the model card's steering feature (found by contrast(zh, en))
+
+
+@pytest.fixture(scope="module")
+def lab():
+    return Lab.load()
+
+
+@pytest.fixture(scope="module")
+def reference(lab):
+    return Reference(lab, Reference.of(lab).texts[::6])  # 38 documents: quick, still all three languages
+
+
+@pytest.fixture(autouse=True)
+def labels_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("QSCOPE_LAB_HOME", str(tmp_path))
+    return tmp_path
+
+
+def floats(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<f4")
+
+
+def message(widget, **content):
+    widget._handle_custom_msg(content, [])
+
+
+def test_heatmap_sends_the_selected_feature_as_float32(lab):
+    hm = Heatmap(lab, TEXTS, layer=2)
+    acts = lab.encode(TEXTS, 2, skip_first=True)
+    assert hm.error == "" and hm.tokens == acts.tokens
+    assert hm.feature == hm.grid_features[0]
+    np.testing.assert_allclose(floats(hm.values), torch.cat(acts.feature(hm.feature)).numpy(), atol=1e-6)
+    assert hm.vmax == pytest.approx(float(floats(hm.values).max()))
+    top = floats(hm.top_values).reshape(-1, hm.n_top)
+    assert (np.diff(top, axis=1) <= 1e-6).all()  # strongest first
+    counted = np.frombuffer(hm.counted, dtype=np.uint8)
+    assert counted[0] == 0 and (top[counted == 0] == 0).all()  # skipped tokens carry nothing
+    grid = floats(hm.grid).reshape(len(hm.grid_features), -1)
+    assert grid.shape[1] == acts.n_tokens and grid.max(1).min() > 0
+
+    hm.feature = 7
+    np.testing.assert_allclose(floats(hm.values), torch.cat(acts.feature(7)).numpy(), atol=1e-6)
+    hm.skip_first = False
+    assert np.frombuffer(hm.counted, dtype=np.uint8)[0] == 1
+
+
+def test_heatmap_bad_input_shows_an_error_and_keeps_the_view(lab):
+    hm = Heatmap(lab, TEXTS, layer=1)
+    before = (hm.tokens, hm.values, hm.layer)
+    hm.layer = 9
+    assert "layer 9 does not exist" in hm.error and hm.layer == 1
+    assert (hm.tokens, hm.values, hm.layer) == before
+    hm.feature = 10**6
+    assert "does not exist" in hm.error and hm.values == before[1]
+    hm.feature = 3
+    assert hm.error == ""
+    hm.texts = ["  "]
+    assert "non-empty" in hm.error and hm.tokens == before[0]
+
+
+def test_feature_card_shows_contexts_logits_and_histogram(lab, reference):
+    card = FeatureCard(lab, layer=2, feature=ZH_FEATURE, reference=reference)
+    assert card.error == ""
+    acts = [c["activation"] for c in card.contexts]
+    assert acts == sorted(acts, reverse=True) and len(acts) >= 1
+    assert acts[0] == pytest.approx(card.stats["max_activation"])
+    assert card.stats["firing_rate"] == pytest.approx(card.stats["fires"] / card.stats["tokens"])
+    assert card.stats["decoder_norm"] == pytest.approx(float(lab.sae(2).W_dec[:, ZH_FEATURE].norm()), rel=1e-4)
+    expected = logit_table(lab, 2, ZH_FEATURE, n=8)
+    assert [r["token"] for r in card.logits] == expected.token.tolist()
+    assert card.histogram_svg.startswith("<svg")
+    card.feature = 99999
+    assert "out of range" in card.error and card.contexts and card.stats["feature"] == ZH_FEATURE
+
+
+def test_labels_persist_across_kernels(lab, reference, labels_home):
+    card = FeatureCard(lab, layer=2, feature=ZH_FEATURE, reference=reference)
+    card.label, card.note = "Chinese text", "found by contrast(zh, en)"
+    card.feature = 5
+    assert card.label == ""
+    card.feature = ZH_FEATURE
+    assert card.label == "Chinese text"
+    # a new interpreter (a restarted kernel) reads the same file
+    code = ("from qscope_lab.labels import FeatureLabels; import json; "
+            f"print(json.dumps(FeatureLabels({label_namespace(lab)!r}).get(2, {ZH_FEATURE})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"QSCOPE_LAB_HOME": str(labels_home), "PATH": ""})
+    assert json.loads(out.stdout) == {"label": "Chinese text", "note": "found by contrast(zh, en)"}
+    assert FeatureLabels(label_namespace(lab)).to_frame().feature.tolist() == [ZH_FEATURE]
+    (labels_home / "labels.json").write_text("{not json")
+    card.label = "again"
+    assert "not a labels file" in card.error
+    assert (labels_home / "labels.json").read_text() == "{not json"  # nothing overwritten
+
+
+def test_feature_card_steer_button_calls_back(lab, reference):
+    card = FeatureCard(lab, layer=1, feature=11, reference=reference)
+    got = []
+    card.on_steer(lambda layer, feature: got.append((layer, feature)))
+    message(card, event="steer")
+    assert got == [(1, 11)]
+
+
+def test_steering_panel_matches_lab_generate(lab):
+    panel = SteeringPanel(lab, PROMPT, layer=2, features=[ZH_FEATURE])
+    assert panel.error == "" and panel.steered_tokens == panel.baseline_tokens and not any(panel.differs)
+    panel.features = [dict(panel.features[0], alpha=24.0)]
+    expected = lab.generate(PROMPT, layer=2, steer={ZH_FEATURE: 24.0}, max_new_tokens=32)
+    assert panel.steered_tokens == lab.token_strings(expected.steered_ids[0])
+    assert panel.baseline_tokens == lab.token_strings(expected.baseline_ids[0])
+    assert any(panel.differs) and panel.generations == 2
+    assert panel.steer() == {(2, ZH_FEATURE): 24.0}
+    panel.positions = "generated"
+    gen_only = lab.generate(PROMPT, layer=2, steer={ZH_FEATURE: 24.0}, positions="generated", baseline=False)
+    assert panel.steered_tokens == lab.token_strings(gen_only.steered_ids[0])
+
+
+def test_steering_panel_messages_add_search_sweep_remove(lab):
+    panel = SteeringPanel(lab, PROMPT, layer=2, max_new_tokens=8)
+    message(panel, event="add", feature=11)
+    assert [(r["layer"], r["feature"], r["alpha"]) for r in panel.features] == [(2, 11, 0.0)]
+    message(panel, event="add", feature=10**6)
+    assert "out of range" in panel.error and len(panel.features) == 1
+    panel.add_feature(ZH_FEATURE, 8.0, layer=1)
+    assert panel.features[-1]["layer"] == 1 and panel.error == ""
+    message(panel, event="sweep", index=0)
+    assert [r["alpha"] for r in panel.sweep_rows] == [-32, -16, -8, 0, 8, 16, 32]
+    assert panel.sweep_rows[3]["same"]
+    message(panel, event="search", query="的")
+    assert panel.search_results and all(
+        any("的" in t for t in r["top_tokens"]) or r["match"] != "top token" for r in panel.search_results)
+    message(panel, event="search", query="11")
+    assert panel.search_results[0] == {**panel.search_results[0], "feature": 11, "match": "id"}
+    message(panel, event="remove", index=0)
+    assert [r["feature"] for r in panel.features] == [ZH_FEATURE]
+    panel.prompt = " "
+    assert panel.error == "generate: type a prompt"
+
+
+def test_compare_ranks_by_firing_rate_difference(lab):
+    a, b = "The cat sat on the mat.", "The cat sat on the 我们 today."
+    cmp = Compare(lab, a, b, skip_shared_prefix=True, top=5)
+    assert cmp.error == ""
+    table = compare_texts(lab, a, b, top=5, skip_shared_prefix=True)
+    assert [(r["layer"], r["feature"]) for r in cmp.rows] == list(zip(table.layer, table.feature))
+    for _, group in table.groupby("layer"):
+        assert (group["diff"].abs().diff().dropna() <= 1e-6).all()
+    ids_a, ids_b = lab.tokenizer(a).input_ids, lab.tokenizer(b).input_ids
+    assert cmp.shared == next(i for i, (x, y) in enumerate(zip(ids_a, ids_b)) if x != y) >= 5
+    row = cmp.rows[-1]
+    cmp.selected = {"layer": row["layer"], "feature": row["feature"]}
+    acts = lab.encode([a, b], row["layer"], skip_first=True)
+    np.testing.assert_allclose(floats(cmp.values), torch.cat(acts.feature(row["feature"])).numpy(), atol=1e-6)
+
+
+def test_classifier_panel_fits_reports_and_round_trips(lab, tmp_path):
+    heldout = pd.DataFrame({"text": ZH_TEST[:10] + EN_TEST[:10], "label": [1] * 10 + [0] * 10})
+    panel = ClassifierPanel(lab, ZH_SEEDS[:12], EN_SEEDS[:12], heldout=heldout, path=str(tmp_path / "clf.json"))
+    assert panel.error == ""
+    scores = {row["method"]: row["f1"] for row in panel.metrics}
+    assert scores["sae_or_rule"] >= 0.9 > scores["random_features"]
+    assert len(panel.predictions) == 20 and len(panel.chosen) == 1
+    assert panel.chart_svg.startswith("<svg")
+    message(panel, event="export")
+    assert (tmp_path / "clf.json").exists() and "saved" in panel.message
+    features = panel.classifier.features_
+    message(panel, event="load")
+    assert panel.classifier.features_ == features
+    assert panel.metrics[0]["method"] == "loaded" and panel.metrics[0]["f1"] == pytest.approx(scores["sae_or_rule"])
+    panel.heldout = "no sign here"
+    message(panel, event="fit")
+    assert "must start with + or -" in panel.error and panel.classifier.features_ == features
+
+
+def test_workbench_links_heatmap_card_and_steering(lab, reference):
+    wb = Workbench(lab, TEXTS, prompt=PROMPT, layer=2, reference=reference)
+    feature = wb.heatmap.grid_features[2]
+    wb.heatmap.feature = feature
+    assert (wb.card.layer, wb.card.feature) == (2, feature)
+    wb.heatmap.layer = 1
+    assert wb.card.layer == 1 and wb.steering.layer == 1
+    message(wb.card, event="steer")
+    assert wb.steering.features[-1] == {**wb.steering.features[-1], "layer": 1, "feature": wb.card.feature,
+                                         "alpha": 8.0}
+    wb.card.label = "my label"
+    assert wb.heatmap.labels[str(wb.card.feature)] == "my label"
