@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from qscope_lab import Lab
+from qscope_lab.embedded import known_features
 from qscope_lab.features import compare_texts, logit_table
 from qscope_lab.labels import FeatureLabels, label_namespace
 from qscope_lab.reference import Reference
@@ -20,7 +21,7 @@ from test_classify import EN_SEEDS, EN_TEST, ZH_SEEDS, ZH_TEST
 
 TEXTS = ["The 3 cats sat on the mat in 1999.", "今天的天气很好，我们去公园散步。", "def add(a, b):\n    return a + b\n"]
 PROMPT = "The weather today is"
-ZH_FEATURE = 1388  # layer 2: the model card's steering feature (found by contrast(zh, en))
+ZH_LAYER, ZH_FEATURE = known_features()["chinese"]  # the model card's steering feature (contrast(zh, en))
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +83,14 @@ def test_heatmap_bad_input_shows_an_error_and_keeps_the_view(lab):
 
 
 def test_feature_card_shows_contexts_logits_and_histogram(lab, reference):
-    card = FeatureCard(lab, layer=2, feature=ZH_FEATURE, reference=reference)
+    card = FeatureCard(lab, layer=ZH_LAYER, feature=ZH_FEATURE, reference=reference)
     assert card.error == ""
     acts = [c["activation"] for c in card.contexts]
     assert acts == sorted(acts, reverse=True) and len(acts) >= 1
     assert acts[0] == pytest.approx(card.stats["max_activation"])
     assert card.stats["firing_rate"] == pytest.approx(card.stats["fires"] / card.stats["tokens"])
-    assert card.stats["decoder_norm"] == pytest.approx(float(lab.sae(2).W_dec[:, ZH_FEATURE].norm()), rel=1e-4)
-    expected = logit_table(lab, 2, ZH_FEATURE, n=8)
+    assert card.stats["decoder_norm"] == pytest.approx(float(lab.sae(ZH_LAYER).W_dec[:, ZH_FEATURE].norm()), rel=1e-4)
+    expected = logit_table(lab, ZH_LAYER, ZH_FEATURE, n=8)
     assert [r["token"] for r in card.logits] == expected.token.tolist()
     assert card.histogram_svg.startswith("<svg")
     card.feature = 99999
@@ -97,7 +98,7 @@ def test_feature_card_shows_contexts_logits_and_histogram(lab, reference):
 
 
 def test_labels_persist_across_kernels(lab, reference, labels_home):
-    card = FeatureCard(lab, layer=2, feature=ZH_FEATURE, reference=reference)
+    card = FeatureCard(lab, layer=ZH_LAYER, feature=ZH_FEATURE, reference=reference)
     card.label, card.note = "Chinese text", "found by contrast(zh, en)"
     card.feature = 5
     assert card.label == ""
@@ -105,7 +106,7 @@ def test_labels_persist_across_kernels(lab, reference, labels_home):
     assert card.label == "Chinese text"
     # a new interpreter (a restarted kernel) reads the same file
     code = ("from qscope_lab.labels import FeatureLabels; import json; "
-            f"print(json.dumps(FeatureLabels({label_namespace(lab)!r}).get(2, {ZH_FEATURE})))")
+            f"print(json.dumps(FeatureLabels({label_namespace(lab)!r}).get({ZH_LAYER}, {ZH_FEATURE})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"QSCOPE_LAB_HOME": str(labels_home), "PATH": ""})
     assert json.loads(out.stdout) == {"label": "Chinese text", "note": "found by contrast(zh, en)"}
@@ -125,16 +126,17 @@ def test_feature_card_steer_button_calls_back(lab, reference):
 
 
 def test_steering_panel_matches_lab_generate(lab):
-    panel = SteeringPanel(lab, PROMPT, layer=2, features=[ZH_FEATURE])
+    panel = SteeringPanel(lab, PROMPT, layer=ZH_LAYER, features=[ZH_FEATURE])
     assert panel.error == "" and panel.steered_tokens == panel.baseline_tokens and not any(panel.differs)
     panel.features = [dict(panel.features[0], alpha=24.0)]
-    expected = lab.generate(PROMPT, layer=2, steer={ZH_FEATURE: 24.0}, max_new_tokens=32)
+    expected = lab.generate(PROMPT, layer=ZH_LAYER, steer={ZH_FEATURE: 24.0}, max_new_tokens=32)
     assert panel.steered_tokens == lab.token_strings(expected.steered_ids[0])
     assert panel.baseline_tokens == lab.token_strings(expected.baseline_ids[0])
     assert any(panel.differs) and panel.generations == 2
-    assert panel.steer() == {(2, ZH_FEATURE): 24.0}
+    assert panel.steer() == {(ZH_LAYER, ZH_FEATURE): 24.0}
     panel.positions = "generated"
-    gen_only = lab.generate(PROMPT, layer=2, steer={ZH_FEATURE: 24.0}, positions="generated", baseline=False)
+    gen_only = lab.generate(PROMPT, layer=ZH_LAYER, steer={ZH_FEATURE: 24.0}, positions="generated",
+                           baseline=False)
     assert panel.steered_tokens == lab.token_strings(gen_only.steered_ids[0])
 
 

@@ -24,3 +24,15 @@ def require() -> None:
         raise FileNotFoundError(
             f"the embedded default model is missing from {MODEL_DIR}; rebuild it with the recipes in "
             f"recipes/embedded/ or pass a model to Lab.load")
+
+
+def known_features() -> dict[str, tuple[int, int]]:
+    """Named (layer, feature) pairs of the shipped SAEs, as measured by recipes/embedded/evaluate.py:
+    ``"chinese"`` (the steering feature), ``"han"``, ``"digit"``, ``"code"``. Read from evaluation.json, so
+    they stay right when the SAEs are retrained."""
+    import json
+
+    facts = json.loads((HERE / "evaluation.json").read_text(encoding="utf-8"))
+    named = {name: (f["layer"], f["feature"]) for name, f in facts["features"].items()}
+    named["chinese"] = (facts["steering"]["layer"], facts["steering"]["feature"])
+    return named

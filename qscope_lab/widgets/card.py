@@ -1,7 +1,7 @@
 """Feature card: what one (layer, feature) is. Top activating contexts over a reference corpus, activation
 histogram and firing density, decoder norm, the logit table, and a label / note kept on disk.
 
-``FeatureCard(lab, layer=2, feature=1388)``; ``card.on_steer(callback)`` is called with ``(layer, feature)``
+``FeatureCard(lab, layer=2, feature=f)``; ``card.on_steer(callback)`` is called with ``(layer, feature)``
 when the user presses "steer with it" (the Workbench sends it to its steering panel).
 """
 

@@ -1,6 +1,6 @@
 """Steering panel: a prompt, one slider per feature, baseline and steered text side by side.
 
-``SteeringPanel(lab, "The weather today is", layer=2, features=[1388])``. Moving a slider regenerates (the
+``SteeringPanel(lab, "The weather today is", layer=2, features=[f])``. Moving a slider regenerates (the
 front-end debounces while dragging and sends at once on release); the baseline is cached per prompt and
 length, so a slider move costs one steered generation. Features come by id, from ``add_feature`` (a heatmap
 click in the Workbench), or from a search over labels and top tokens.

@@ -6,7 +6,9 @@
 Width 16 x d_model = 2048 (Qwen-Scope's narrowest groups are 16 x 2048 = 32K) and k = 32 (see --sweep-k and
 MODEL_CARD.md for why). Activations of all layers come from the same forward passes over an en / zh / code
 mix of training documents; each SAE is trained by ``qscope_lab.sae_training`` (the public API) and stored as
-``layer{n}.sae.safetensors`` in bfloat16 with its training facts in the file's metadata.
+``layer{n}.sae.safetensors`` in bfloat16 with its training facts in the file's metadata. 2M distinct activation
+rows (not 400k re-used 12 times) and a linear lr decay over the last 20% raised held-out FVE at layer 2 from
+0.892 to 0.922; a short KL fine-tune (``finetune_kl``) then lowers the CE cost of splicing the SAE in.
 """
 
 from __future__ import annotations
@@ -45,14 +47,15 @@ def main() -> None:
     parser.add_argument("--out", default="qscope_lab/embedded/saes")
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--width", type=int, default=2048)
-    parser.add_argument("--tokens", type=int, default=5_000_000)
-    parser.add_argument("--activation-tokens", type=int, default=400_000)
+    parser.add_argument("--tokens", type=int, default=8_000_000)
+    parser.add_argument("--activation-tokens", type=int, default=2_000_000)
+    parser.add_argument("--kl-steps", type=int, default=600, help="KL fine-tune steps after MSE training (0: none)")
     parser.add_argument("--layers", type=int, nargs="*", help="train only these layers (default: all)")
     parser.add_argument("--sweep-k", action="store_true", help="only compare k = 8, 16, 32 at the middle layer")
     args = parser.parse_args()
 
     from qscope_lab import Lab
-    from qscope_lab.sae_training import TrainConfig, collect_activations, train_sae_on_activations
+    from qscope_lab.sae_training import TrainConfig, collect_activations, finetune_kl, train_sae_on_activations
 
     torch.set_num_threads(2)
     lab = Lab.load(args.model, device="cpu")
@@ -66,6 +69,9 @@ def main() -> None:
             config = TrainConfig(d_sae=args.width, k=k, tokens=args.tokens, seed=layer,
                                  extra={"trained_on": "qscope-embedded corpus (en/zh/code mix)"})
             sae, log = train_sae_on_activations(acts[layer], config, layer=layer)
+            if args.kl_steps and not args.sweep_k:
+                sae, kl_log = finetune_kl(lab, sae, texts, layer, steps=args.kl_steps, seed=layer)
+                print(json.dumps({"layer": layer, "kl_first": kl_log.kl.iloc[0], "kl_last": kl_log.kl.iloc[-1]}))
             print(json.dumps({"layer": layer, "k": k, "heldout_fve": sae.meta["heldout_fve"],
                               "dead_fraction": sae.meta["dead_fraction"], "seconds": float(log.seconds.iloc[-1])}),
                   flush=True)

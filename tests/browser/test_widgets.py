@@ -16,6 +16,7 @@ SETUP = """
 import os, tempfile
 os.environ["QSCOPE_LAB_HOME"] = tempfile.mkdtemp()  # labels of this test only
 from qscope_lab import Lab
+from qscope_lab.embedded import known_features
 from qscope_lab.widgets import Heatmap, FeatureCard, SteeringPanel, ClassifierPanel, Compare, Workbench
 lab = Lab.load()
 """
@@ -110,8 +111,9 @@ def test_workbench_click_feature_updates_card_and_steering(notebook_page, screen
 
 
 def test_slider_move_changes_the_steered_text(notebook_page, screenshots_dir):
-    page = notebook_page("steering.ipynb", [SETUP, "panel = SteeringPanel(lab, 'The weather today is', layer=2, "
-                                                    "features=[1388])\npanel"])
+    page = notebook_page("steering.ipynb", [SETUP, "layer, feature = known_features()['chinese']\n"
+                                                    "panel = SteeringPanel(lab, 'The weather today is', "
+                                                    "layer=layer, features=[feature])\npanel"])
     panel = page.locator(".qs-steer")
     expect(panel.locator(".qs-baseline .qs-gen-tok").first).to_be_attached()
     baseline = panel.locator(".qs-baseline").inner_text()
