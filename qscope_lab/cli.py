@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     p.add_argument("prompt")
     p.set_defaults(func=cmd_steer)
+    from .synthesis import add_cli as add_synthesis_cli
+
+    add_synthesis_cli(sub)
     return parser
 
 

@@ -15,11 +15,12 @@ or per-text maxima of the few features asked for (verification) are kept, never 
 
 from __future__ import annotations
 
+import argparse
 import json
 import numbers
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -68,7 +69,7 @@ def as_targets(lab, targets, layer: int) -> list[int]:
     elif targets is None:
         targets = []
     out = []
-    for t in list(targets):
+    for t in targets:
         if isinstance(t, (bool, np.bool_)) or not isinstance(t, (numbers.Integral, np.integer)):
             raise ValueError(f"targets must be feature ids (ints), got {t!r}")
         out.append(int(t))
@@ -181,6 +182,9 @@ def coverage(lab, texts, targets, layer: int, skip_first: bool = True, skip_spec
             peak = torch.maximum(peak, best.max(0).values)
     return pd.DataFrame({"feature": targets, "covered": (n_texts > 0).numpy(), "n_texts": n_texts.numpy(),
                          "max_activation": peak.numpy()})
+
+
+target_coverage = coverage  # the same function under a name that does not shadow the qscope_lab.coverage module
 
 
 def coverage_ratio(frame_or_lab, texts=None, targets=None, layer: int | None = None, **options) -> float:
@@ -357,7 +361,7 @@ def synthesize(lab, seeds, targets, layer: int, generator: Callable[[int, int], 
         pool = _seed_texts(prompts, "prompts") if prompts is not None else seed_prompts(lab, seeds, prompt_tokens)
         if not pool:
             raise ValueError("no usable prompt: the seeds are too short; pass prompts=")
-    scan = dict(skip_first=skip_first, batch_size=batch_size, max_length=max_length)
+    scan = {"skip_first": skip_first, "batch_size": batch_size, "max_length": max_length}
 
     before = coverage(lab, seeds, targets, layer, progress=progress, **scan)
     uncovered = [int(f) for f in before.feature[~before.covered]]
@@ -372,11 +376,14 @@ def synthesize(lab, seeds, targets, layer: int, generator: Callable[[int, int], 
                           "prompt": None} for t, a in zip(texts, acts)]
             continue
         chosen = _pick(pool, per_target, rng)
+        prompt_ids = lab.tokenizer(chosen)["input_ids"]
         for alpha in alphas:
             gen = lab.generate(chosen, layer=layer, steer={f: alpha}, positions=positions,
                                max_new_tokens=max_new_tokens, do_sample=do_sample,
                                seed=seed + f if do_sample else None, baseline=False)
-            texts = [p + c for p, c in zip(chosen, gen.steered)]
+            # decode prompt and continuation together, so a character split across the seam stays whole
+            texts = [lab.tokenizer.decode(ids + out, skip_special_tokens=True).rstrip(_REPLACEMENT)
+                     for ids, out in zip(prompt_ids, gen.steered_ids)]
             acts = max_activations(lab, texts, [f], layer, **scan)[:, 0]
             rows += [{"target": f, "text": t, "activation": float(a), "alpha": alpha, "source": "steer",
                       "prompt": p} for t, a, p in zip(texts, acts, chosen)]
@@ -413,7 +420,7 @@ def synthesize(lab, seeds, targets, layer: int, generator: Callable[[int, int], 
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def add_cli(subparsers) -> None:
+def add_cli(subparsers) -> argparse.ArgumentParser:
     """Register ``qscope-lab synthesize`` on the CLI's subparsers (``build_parser`` calls this)."""
     from .cli import _add_lab_options
 
@@ -433,6 +440,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="PREFIX", help="write PREFIX_kept.csv and PREFIX_report.csv")
     p.set_defaults(func=cmd_synthesize)
+    return p
 
 
 def cmd_synthesize(args) -> None:
