@@ -28,8 +28,8 @@ import math
 import numbers
 import warnings
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -99,7 +99,7 @@ class Footprint:
         """[d_sae] number of texts each feature is active in."""
         return np.bincount(self.indices, minlength=self.d_sae)
 
-    def subset(self, texts: Sequence[int]) -> "Footprint":
+    def subset(self, texts: Sequence[int]) -> Footprint:
         """The footprint of some of the texts (in the order given), e.g. those ``select_subset`` picked."""
         texts = np.asarray(texts, dtype=np.int64).reshape(-1)
         if len(texts) and (texts.min() < -len(self) or texts.max() >= len(self)):
@@ -153,13 +153,14 @@ class Footprint:
         n = np.arange(1, n_texts + 1, dtype=np.float64)
         missed = np.zeros(n_texts)
         log_all = _lgamma(n_texts + 1) - _lgamma(n_texts - n + 1)  # log of N! / (N-n)!
-        for start in range(0, len(m_values), 256):  # blocks of distinct document frequencies
-            m = m_values[start:start + 256, None].astype(np.float64)
+        block = max(1, min(256, 4_000_000 // n_texts))  # distinct document frequencies per block (<= 32 MB)
+        for start in range(0, len(m_values), block):
+            m = m_values[start:start + block, None].astype(np.float64)
             rest = n_texts - m  # texts without the feature
             ok = n[None, :] <= rest
             log_miss = _lgamma(rest + 1) - _lgamma(np.where(ok, rest - n[None, :], 0) + 1) - log_all[None, :]
             p = np.where(ok, np.exp(np.minimum(log_miss, 0.0)), 0.0)
-            missed += (m_counts[start:start + 256, None] * p).sum(0)
+            missed += (m_counts[start:start + block, None] * p).sum(0)
         coverage = (self.n_features - missed) / self.n_features
         coverage = np.maximum.accumulate(np.clip(coverage, 0.0, 1.0))
         coverage[-1] = 1.0
@@ -241,11 +242,16 @@ def footprint(lab, texts, layer: int | Sequence[int], position: str = "last", ba
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     saes = {x: lab.sae(x) for x in layers}
     special = torch.tensor(sorted(lab.tokenizer.all_special_ids or []), dtype=torch.long, device=lab.device)
-    parts = {x: [None] * len(texts) for x in layers}  # per text: its sorted active ids (int32 numpy)
+    # per layer and chunk of texts: their ids concatenated in text order, and their counts. Packed per chunk,
+    # so no per-text objects outlive a chunk (thousands of small live arrays fragment the heap: peak RSS over
+    # 2000 texts was 535 MB with them kept to the end, 500 MB packed; benchmarks/memory_bench.py)
+    packed = {x: ([], []) for x in layers}
     show = len(texts) > 500 if progress is None else progress
     with tqdm(total=len(texts), disable=not show, desc="footprint", leave=False) as bar:
         for start in range(0, len(texts), _CHUNK):
-            chunk = sorted(range(start, min(start + _CHUNK, len(texts))), key=lambda i: -len(texts[i]))
+            stop = min(start + _CHUNK, len(texts))
+            chunk = sorted(range(start, stop), key=lambda i: -len(texts[i]))
+            parts: dict[int, dict[int, np.ndarray]] = {x: {} for x in layers}
             for b in range(0, len(chunk), batch_size):
                 idx = chunk[b:b + batch_size]
                 enc = lab.tokenize([texts[i] for i in idx], max_length=max_length)
@@ -254,14 +260,18 @@ def footprint(lab, texts, layer: int | Sequence[int], position: str = "last", ba
                     counted &= ~torch.isin(enc["input_ids"], special)
                 resid = lab.residuals(enc, layers)
                 for x in layers:
-                    for i, ids in zip(idx, _active_sets(saes[x], resid[x], counted, position)):
-                        parts[x][i] = ids
+                    parts[x].update(zip(idx, _active_sets(saes[x], resid[x], counted, position)))
                 bar.update(len(idx))
+            for x in layers:
+                ordered = [parts[x][i] for i in range(start, stop)]
+                packed[x][0].append(np.concatenate(ordered))
+                packed[x][1].append(np.array([len(p) for p in ordered], dtype=np.int64))
+            del parts
     out = {}
     for x in layers:
-        sizes = np.array([len(p) for p in parts[x]], dtype=np.int64)
-        out[x] = Footprint(x, position, saes[x].d_sae, np.concatenate(parts[x]),
-                           np.concatenate([[0], np.cumsum(sizes)]))
+        ids, sizes = packed[x]
+        out[x] = Footprint(x, position, saes[x].d_sae, np.concatenate(ids),
+                           np.concatenate([[0], np.cumsum(np.concatenate(sizes))]))
     return out[layers[0]] if single else out
 
 
@@ -316,9 +326,8 @@ def overlap(footprints: dict[str, Footprint]) -> tuple[pd.DataFrame, pd.DataFram
         asym = np.where(size[:, None] > 0, inter / size[:, None], np.nan)
         low = np.minimum(size[:, None], size[None, :])
         mins = np.where(low > 0, inter / low, np.nan)
-    frame = lambda values: pd.DataFrame(values, index=pd.Index(names, name="F1"),  # noqa: E731
-                                        columns=pd.Index(names, name="F2"))
-    return frame(asym), frame(mins)
+    index, columns = pd.Index(names, name="F1"), pd.Index(names, name="F2")
+    return pd.DataFrame(asym, index=index, columns=columns), pd.DataFrame(mins, index=index, columns=columns)
 
 
 def overlap_chart(frame: pd.DataFrame, title: str | None = None):
@@ -369,7 +378,7 @@ def select_subset(fp: Footprint, fraction: float = 0.95, max_size: int | None = 
     heapq.heapify(heap)
     rows, n_covered = [], 0
     while heap and n_covered < target and len(rows) < limit:
-        neg_gain, i = heapq.heappop(heap)
+        _, i = heapq.heappop(heap)
         gain = int((~covered[sets[i]]).sum())
         if gain == 0:
             continue
@@ -402,7 +411,7 @@ def read_texts(path) -> list[str]:
         return [str(t) for t in column.dropna() if str(t)]
     if suffix in (".jsonl", ".json"):
         with open(path, encoding="utf-8") as handle:
-            items = json.load(handle) if suffix == ".json" else [json.loads(l) for l in handle if l.strip()]
+            items = json.load(handle) if suffix == ".json" else [json.loads(row) for row in handle if row.strip()]
         texts = []
         for n, item in enumerate(items, 1):
             text = item.get("text") if isinstance(item, dict) else item
@@ -412,7 +421,7 @@ def read_texts(path) -> list[str]:
                 texts.append(text)
         return texts
     with open(path, encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle if line.strip()]
+        return [line.rstrip("\r\n") for line in handle if line.strip()]
 
 
 def parse_benchmark_args(items: list[str]) -> dict[str, Path]:
