@@ -2,9 +2,13 @@
 
 Core: ``Lab`` (an nnsight-traced model + per-layer SAEs), ``SAE`` (TopK, Qwen-Scope conventions),
 ``FeatureActs`` (sparse per-token features), ``Steer`` (feature edits for generation).
+Workflows: ``SeedClassifier`` (seed-data classification), ``synthesize`` (data toward uncovered features),
+``footprint`` / ``overlap`` / ``select_subset`` (benchmark coverage and redundancy).
 """
 
 from .activations import FeatureActs
+from .classify import SeedClassifier
+from .coverage import footprint, overlap, select_subset
 from .generation import Generation
 from .hub import HubUnavailableError
 from .lab import Lab
@@ -13,7 +17,9 @@ from .sae import SAE
 from .sae_io import UnsafeCheckpointError
 from .sae_suite import SAESuite
 from .steering import Steer
+from .synthesis import synthesize
 
 __version__ = "0.1.0"
 __all__ = ["Lab", "SAE", "SAESuite", "FeatureActs", "Generation", "Steer", "GROUPS", "SAEGroup",
-           "registry_frame", "HubUnavailableError", "UnsafeCheckpointError"]
+           "registry_frame", "HubUnavailableError", "UnsafeCheckpointError", "SeedClassifier", "footprint",
+           "overlap", "select_subset", "synthesize"]

@@ -4,6 +4,7 @@
     qscope-lab info   -m MODEL [-s SAES] [--layer L]
     qscope-lab encode -m MODEL -s SAES --layer L "text" ... [--top 5] [--out acts.csv]
     qscope-lab steer  -m MODEL -s SAES --layer L --steer 6159=-8 [--steer 14:20=3] "prompt"
+    qscope-lab classify   -m MODEL --train seeds.csv --test heldout.csv [--save clf.json] [--out prefix]
     qscope-lab coverage   -m MODEL --layer L --benchmark a=a.txt --benchmark b=b.jsonl [--out prefix]
     qscope-lab synthesize -m MODEL --layer L --seeds seeds.txt --targets-from goal.txt [--out prefix]
 """
@@ -138,9 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     p.add_argument("prompt")
     p.set_defaults(func=cmd_steer)
+    from .classify import add_cli as add_classify_cli
     from .coverage import add_cli as add_coverage_cli
     from .synthesis import add_cli as add_synthesis_cli
 
+    add_classify_cli(sub)
     add_coverage_cli(sub)
     add_synthesis_cli(sub)
     return parser

@@ -23,12 +23,11 @@ feature ids are kept (one CSR-like ``(indices, offsets)`` pair, int32 ids), neve
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import numbers
 import warnings
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ import torch
 
 from .activations import counted_positions
 from .lab import as_texts
+from .textfiles import read_texts
 
 POSITIONS = ("last", "all")
 _CHUNK = 256  # texts sorted by length within a chunk, so batches carry little padding
@@ -393,37 +393,6 @@ def select_subset(fp: Footprint, fraction: float = 0.95, max_size: int | None = 
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-def read_texts(path) -> list[str]:
-    """Texts of a benchmark file: .txt (one per non-empty line), .jsonl (a "text" field per line), .json (a
-    list of str or of {"text": ...}), .csv or .parquet (a "text" column, or the only column)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no benchmark file {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".parquet"):
-        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-        if "text" in frame.columns:
-            column = frame["text"]
-        elif len(frame.columns) == 1:
-            column = frame.iloc[:, 0]
-        else:
-            raise ValueError(f"{path} has no 'text' column (columns: {list(frame.columns)})")
-        return [str(t) for t in column.dropna() if str(t)]
-    if suffix in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as handle:
-            items = json.load(handle) if suffix == ".json" else [json.loads(row) for row in handle if row.strip()]
-        texts = []
-        for n, item in enumerate(items, 1):
-            text = item.get("text") if isinstance(item, dict) else item
-            if not isinstance(text, str):
-                raise ValueError(f"{path} item {n} has no 'text' string")
-            if text:
-                texts.append(text)
-        return texts
-    with open(path, encoding="utf-8") as handle:
-        return [line.rstrip("\r\n") for line in handle if line.strip()]
-
-
 def parse_benchmark_args(items: list[str]) -> dict[str, Path]:
     """``NAME=path`` (or a bare path, named by its stem) -> {name: path}; names must be unique."""
     out: dict[str, Path] = {}

@@ -16,11 +16,9 @@ or per-text maxima of the few features asked for (verification) are kept, never 
 from __future__ import annotations
 
 import argparse
-import json
 import numbers
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,6 +26,7 @@ import torch
 
 from .activations import counted_positions
 from .lab import as_texts
+from .textfiles import read_texts
 
 _CHUNK = 256  # texts sorted by length within a chunk, so batches carry little padding
 _REPLACEMENT = "\ufffd"
@@ -81,35 +80,6 @@ def as_targets(lab, targets, layer: int) -> list[int]:
     if bad:
         raise ValueError(f"target feature {bad[0]} is out of range: layer {layer}'s SAE has {d_sae} features")
     return out
-
-
-def read_texts(path) -> list[str]:
-    """Texts from a file: ``.jsonl`` (a ``text`` field per line), ``.csv`` (a ``text`` column), ``.json`` (a
-    list of strings or of objects with ``text``), anything else one text per non-empty line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        frame = pd.read_csv(path)
-        if "text" not in frame.columns:
-            raise ValueError(f"{path}: a CSV needs a 'text' column (has {list(frame.columns)})")
-        texts = frame["text"].dropna().astype(str).tolist()
-    elif suffix in (".jsonl", ".json"):
-        raw = path.read_text(encoding="utf-8")
-        items = json.loads(raw) if suffix == ".json" else [json.loads(x) for x in raw.splitlines() if x.strip()]
-        texts = []
-        for i, item in enumerate(items):
-            text = item.get("text") if isinstance(item, dict) else item
-            if not isinstance(text, str):
-                raise ValueError(f"{path}: item {i} has no string 'text'")
-            texts.append(text)
-    else:
-        texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    texts = [t for t in texts if t]
-    if not texts:
-        raise ValueError(f"{path} holds no texts")
-    return texts
 
 
 # ---------------------------------------------------------------------------------------------- scanning

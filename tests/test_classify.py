@@ -229,3 +229,20 @@ def test_metrics_by_hand():
     m = metrics([1, 1, 0, 0, 1], [1, 0, 0, 1, 1])
     assert (m["accuracy"], m["precision"], m["recall"]) == pytest.approx((0.6, 2 / 3, 2 / 3))
     assert metrics([0, 0], [1, 0])["f1"] == 0.0
+
+
+def test_cli_writes_tables_and_the_classifier(tmp_path, capsys):
+    from qscope_lab.cli import main
+
+    train, test = tmp_path / "train.csv", tmp_path / "test.jsonl"
+    pd.DataFrame({"text": ZH_SEEDS[:8] + EN_SEEDS[:8], "label": [1] * 8 + [0] * 8}).to_csv(train, index=False)
+    pd.DataFrame({"text": ZH_TEST[:8] + EN_TEST[:8], "label": [True] * 8 + [False] * 8}).to_json(
+        test, orient="records", lines=True, force_ascii=False)
+    assert main(["classify", "--train", str(train), "--test", str(test), "--save", str(tmp_path / "clf.json"),
+                 "--out", str(tmp_path / "r")]) in (0, None)
+    table = pd.read_csv(tmp_path / "r_metrics.csv").set_index("method")
+    assert table.loc["sae_or_rule", "f1"] > table.loc["random_features", "f1"]
+    assert len(pd.read_csv(tmp_path / "r_features.csv")) == 1
+    assert json.loads((tmp_path / "clf.json").read_text())["features"]
+    assert main(["classify", "--train", str(tmp_path / "missing.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
