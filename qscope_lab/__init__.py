@@ -3,7 +3,8 @@
 Core: ``Lab`` (an nnsight-traced model + per-layer SAEs), ``SAE`` (TopK, Qwen-Scope conventions),
 ``FeatureActs`` (sparse per-token features), ``Steer`` (feature edits for generation).
 Workflows: ``SeedClassifier`` (seed-data classification), ``synthesize`` (data toward uncovered features),
-``footprint`` / ``overlap`` / ``select_subset`` (benchmark coverage and redundancy).
+``footprint`` / ``overlap`` / ``select_subset`` (benchmark coverage and redundancy), ``SASFTLoss`` and
+``language_features`` / ``repetition_features`` / ``steered_rollouts`` (SAE-based training signals).
 """
 
 from .activations import FeatureActs
@@ -18,8 +19,11 @@ from .sae_io import UnsafeCheckpointError
 from .sae_suite import SAESuite
 from .steering import Steer
 from .synthesis import synthesize
+from .training_signals import (SASFTLoss, code_switch_ratio, language_features, repetition_features,
+                               sasft_targets, steered_rollouts)
 
 __version__ = "0.1.0"
 __all__ = ["Lab", "SAE", "SAESuite", "FeatureActs", "Generation", "Steer", "GROUPS", "SAEGroup",
            "registry_frame", "HubUnavailableError", "UnsafeCheckpointError", "SeedClassifier", "footprint",
-           "overlap", "select_subset", "synthesize"]
+           "overlap", "select_subset", "synthesize", "SASFTLoss", "language_features", "sasft_targets",
+           "repetition_features", "steered_rollouts", "code_switch_ratio"]

@@ -6,6 +6,8 @@
     qscope-lab steer  -m MODEL -s SAES --layer L --steer 6159=-8 [--steer 14:20=3] "prompt"
     qscope-lab classify   -m MODEL --train seeds.csv --test heldout.csv [--save clf.json] [--out prefix]
     qscope-lab coverage   -m MODEL --layer L --benchmark a=a.txt --benchmark b=b.jsonl [--out prefix]
+    qscope-lab language-features [--layer L] [--texts zh=zh.txt --texts en=en.txt] [--out features.csv]
+    qscope-lab sasft-demo [--steps 30] [--weight 0.25] [--out table.csv]
     qscope-lab synthesize -m MODEL --layer L --seeds seeds.txt --targets-from goal.txt [--out prefix]
 """
 
@@ -142,10 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .classify import add_cli as add_classify_cli
     from .coverage import add_cli as add_coverage_cli
     from .synthesis import add_cli as add_synthesis_cli
+    from .training_signals import add_cli as add_training_signals_cli
 
     add_classify_cli(sub)
     add_coverage_cli(sub)
     add_synthesis_cli(sub)
+    add_training_signals_cli(sub)
     return parser
 
 

@@ -51,13 +51,14 @@ def main() -> None:
     parser.add_argument("--activation-tokens", type=int, default=2_000_000)
     parser.add_argument("--kl-steps", type=int, default=600, help="KL fine-tune steps after MSE training (0: none)")
     parser.add_argument("--layers", type=int, nargs="*", help="train only these layers (default: all)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when sharing the CPU)")
     parser.add_argument("--sweep-k", action="store_true", help="only compare k = 8, 16, 32 at the middle layer")
     args = parser.parse_args()
 
     from qscope_lab import Lab
     from qscope_lab.sae_training import TrainConfig, collect_activations, finetune_kl, train_sae_on_activations
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     lab = Lab.load(args.model, device="cpu")
     texts = mixed_texts(Path(args.corpus), "train", 6000)
     layers = [lab.n_layers // 2] if args.sweep_k else (args.layers or list(range(lab.n_layers)))
