@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .classify import add_cli as add_classify_cli
     from .coverage import add_cli as add_coverage_cli
     from .synthesis import add_cli as add_synthesis_cli
-    from .training_signals import add_cli as add_training_signals_cli
+    from .code_switch_experiment import add_cli as add_training_signals_cli
 
     add_classify_cli(sub)
     add_coverage_cli(sub)

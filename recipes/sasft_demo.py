@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from qscope_lab import Lab
+from qscope_lab import code_switch_experiment as cse
 from qscope_lab import training_signals as ts
 
 
@@ -64,7 +65,7 @@ def main(argv=None) -> None:
     frames = []
     for seed in args.seeds:
         start = time.time()
-        frame = ts.code_switch_experiment(lab, steps=args.steps, habit_steps=args.habit_steps, lr=args.lr,
+        frame = cse.code_switch_experiment(lab, steps=args.steps, habit_steps=args.habit_steps, lr=args.lr,
                                           weight=args.weights, n_features=args.features, seed=seed)
         frame.insert(0, "seed", seed)
         frames.append(frame)

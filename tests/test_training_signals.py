@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from qscope_lab import SAE, Lab
+from qscope_lab import code_switch_experiment as cse
 from qscope_lab import training_signals as ts
 
 EN = ["The weather today is fine and the children are playing outside in the garden.",
@@ -31,7 +32,7 @@ def emb():
 
 @pytest.fixture(scope="module")
 def data():
-    return ts.code_switch_sft_data(contamination=0.3, seed=0)
+    return cse.code_switch_sft_data(contamination=0.3, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -142,11 +143,11 @@ def test_sasft_trainer_adds_the_term(emb, data, zh_targets, tmp_path):
     train = data["train"].head(8)
     rows = [{"input_ids": ids, "labels": [ts.IGNORE_INDEX] * plen + ids[plen:], "sasft_mask": lang != "zh",
              "note": "dropped by remove_unused_columns"}
-            for (ids, plen), lang in zip(ts._encode_pairs(tok, train), train.language)]
+            for (ids, plen), lang in zip(cse._encode_pairs(tok, train), train.language)]
 
     def collate(items):
         assert "note" not in items[0] and "sasft_mask" in items[0]  # the mask survives the column filter
-        batch = ts._collate([(x["input_ids"], x["labels"].count(ts.IGNORE_INDEX)) for x in items],
+        batch = cse._collate([(x["input_ids"], x["labels"].count(ts.IGNORE_INDEX)) for x in items],
                             tok.pad_token_id)
         batch["sasft_mask"] = torch.tensor([x["sasft_mask"] for x in items])
         return batch
@@ -207,7 +208,7 @@ def test_steered_rollouts_have_one_steered_rollout_per_group(emb):
 # ------------------------------------------------------------------ the measured demo
 def test_sasft_lowers_the_code_switch_ratio_more_than_plain_sft(emb):
     start = time.time()
-    frame = ts.code_switch_experiment(emb, steps=30, weight=0.25, habit_steps=60, lr=1e-4, seed=0)
+    frame = cse.code_switch_experiment(emb, steps=30, weight=0.25, habit_steps=60, lr=1e-4, seed=0)
     rows = frame.set_index("arm")
     print(frame.to_string(), f"\n{time.time() - start:.0f}s")
     assert rows.loc["base", "code_switch_ratio"] == 0.0
@@ -226,7 +227,7 @@ def test_cli_language_features_writes_csv(tmp_path):
     import argparse
 
     parser = argparse.ArgumentParser()
-    ts.add_cli(parser.add_subparsers(dest="command"))
+    cse.add_cli(parser.add_subparsers(dest="command"))
     zh, en = tmp_path / "zh.txt", tmp_path / "en.txt"
     zh.write_text("今天天气很好，孩子们在花园里玩。\n这家酒店的服务非常好，房间也很干净。\n", encoding="utf-8")
     en.write_text("\n".join(EN) + "\n", encoding="utf-8")
@@ -237,4 +238,4 @@ def test_cli_language_features_writes_csv(tmp_path):
     frame = pd.read_csv(out)
     assert len(frame) == 6 and set(frame.language) == {"zh", "en"} and (frame.monolinguality > 0).all()
     with pytest.raises(ValueError, match="LANG=FILE"):
-        ts._texts_by_language(["nofile"])
+        cse._texts_by_language(["nofile"])
