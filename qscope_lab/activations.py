@@ -125,3 +125,22 @@ class FeatureActs:
             "activation": self.values[rows, ranks].float().numpy(),
             "rank": ranks.numpy(),
         })
+
+
+def stream_batches(lab, texts: list[str], layers, batch_size: int = 16, max_length: int | None = None,
+                   skip_first: bool = True, skip_special: bool = True, chunk: int = 256, bar=None):
+    """Yield ``(text indices, counted [batch, seq] bool, {layer: residual})`` per batch: one traced forward for
+    all ``layers``. Texts are sorted by length within chunks of ``chunk`` (batches carry little padding) and
+    nothing outlives a batch, so workflows that keep statistics stay flat in memory however many texts come."""
+    special = torch.tensor(sorted(lab.tokenizer.all_special_ids or []), dtype=torch.long, device=lab.device)
+    for start in range(0, len(texts), chunk):
+        order = sorted(range(start, min(start + chunk, len(texts))), key=lambda i: -len(texts[i]))
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            enc = lab.tokenize([texts[i] for i in idx], max_length=max_length)
+            counted = counted_positions(enc["attention_mask"], skip_first)
+            if skip_special and len(special):
+                counted &= ~torch.isin(enc["input_ids"], special)
+            yield torch.tensor(idx), counted, lab.residuals(enc, layers)
+            if bar is not None:
+                bar.update(len(idx))

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .activations import counted_positions
+from .activations import stream_batches
 from .lab import as_texts
 
 FORMAT, VERSION = "qscope-lab/seed-classifier", 1
@@ -99,20 +99,10 @@ class SeedClassifier:
         """Yield (text indices, counted-position mask, {layer: residual}) per batch: one forward for all layers."""
         from tqdm.auto import tqdm
 
-        lab = self.lab
-        special = torch.tensor(sorted(lab.tokenizer.all_special_ids or []), dtype=torch.long, device=lab.device)
         show = len(texts) > 500 if self.progress is None else self.progress
         with tqdm(total=len(texts), disable=not show, desc=desc, leave=False) as bar:
-            for start in range(0, len(texts), _CHUNK):
-                chunk = sorted(range(start, min(start + _CHUNK, len(texts))), key=lambda i: -len(texts[i]))
-                for b in range(0, len(chunk), self.batch_size):
-                    idx = chunk[b:b + self.batch_size]
-                    enc = lab.tokenize([texts[i] for i in idx], max_length=self.max_length)
-                    counted = counted_positions(enc["attention_mask"], self.skip_first)
-                    if self.skip_special and len(special):
-                        counted &= ~torch.isin(enc["input_ids"], special)
-                    yield torch.tensor(idx), counted, lab.residuals(enc, layers)
-                    bar.update(len(idx))
+            yield from stream_batches(self.lab, texts, layers, self.batch_size, self.max_length, self.skip_first,
+                                      self.skip_special, chunk=_CHUNK, bar=bar)
 
     def _sparse(self, layer, h, counted):
         """(batch row, values, indices) of the SAE's top-k at every counted token."""

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .activations import counted_positions
+from .activations import stream_batches
 from .lab import as_texts
 from .textfiles import read_texts
 
@@ -97,26 +97,16 @@ def _max_batches(lab, texts: list[str], layer: int, features: Sequence[int], ski
     n_feat = len(features)
     column = torch.full((sae.d_sae,), -1, dtype=torch.long)
     column[torch.as_tensor(list(features), dtype=torch.long)] = torch.arange(n_feat)
-    special = torch.tensor(sorted(lab.tokenizer.all_special_ids or []), dtype=torch.long, device=lab.device)
-    for start in range(0, len(texts), _CHUNK):
-        chunk = sorted(range(start, min(start + _CHUNK, len(texts))), key=lambda i: -len(texts[i]))
-        for b in range(0, len(chunk), batch_size):
-            idx = chunk[b:b + batch_size]
-            enc = lab.tokenize([texts[i] for i in idx], max_length=max_length)
-            counted = counted_positions(enc["attention_mask"], skip_first)
-            if skip_special and len(special):
-                counted &= ~torch.isin(enc["input_ids"], special)
-            h = lab.residuals(enc, [layer])[layer]
-            values, indices = sae.encode_sparse(h[counted])
-            values, indices = values.float().cpu(), indices.cpu()
-            rows = counted.nonzero()[:, 0].cpu()
-            cols = column[indices]
-            keep = (cols >= 0) & (values > 0)
-            slot = rows.unsqueeze(1).expand_as(indices)[keep] * n_feat + cols[keep]
-            best = torch.zeros(len(idx) * n_feat).scatter_reduce_(0, slot, values[keep], "amax")
-            yield torch.tensor(idx), best.view(len(idx), n_feat)
-            if bar is not None:
-                bar.update(len(idx))
+    for idx, counted, resid in stream_batches(lab, texts, [layer], batch_size, max_length, skip_first, skip_special,
+                                              chunk=_CHUNK, bar=bar):
+        values, indices = sae.encode_sparse(resid[layer][counted])
+        values, indices = values.float().cpu(), indices.cpu()
+        rows = counted.nonzero()[:, 0].cpu()
+        cols = column[indices]
+        keep = (cols >= 0) & (values > 0)
+        slot = rows.unsqueeze(1).expand_as(indices)[keep] * n_feat + cols[keep]
+        best = torch.zeros(len(idx) * n_feat).scatter_reduce_(0, slot, values[keep], "amax")
+        yield idx, best.view(len(idx), n_feat)
 
 
 def max_activations(lab, texts, features: Sequence[int], layer: int, skip_first: bool = True,
