@@ -18,7 +18,8 @@ browser:  ## Debian's chromium for the real-browser widget tests (Playwright dri
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
 
 test: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	# one torch thread per process: the models here are tiny, and the browser tests run a kernel beside pytest
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 lab: setup  ## the main command: set up, then JupyterLab on the quickstart notebook
 	HF_HUB_OFFLINE=1 $(BIN)/jupyter lab notebooks/quickstart.ipynb $(if $(filter 0,$(shell id -u)),--allow-root,)

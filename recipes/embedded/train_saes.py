@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--activation-tokens", type=int, default=2_000_000)
     parser.add_argument("--kl-steps", type=int, default=600, help="KL fine-tune steps after MSE training (0: none)")
     parser.add_argument("--layers", type=int, nargs="*", help="train only these layers (default: all)")
+    parser.add_argument("--kl-more", type=int, default=0,
+                        help="only continue the KL fine-tune of the SAEs already in --out by this many steps")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when sharing the CPU)")
     parser.add_argument("--sweep-k", action="store_true", help="only compare k = 8, 16, 32 at the middle layer")
     args = parser.parse_args()
@@ -62,6 +64,8 @@ def main() -> None:
     lab = Lab.load(args.model, device="cpu")
     texts = mixed_texts(Path(args.corpus), "train", 6000)
     layers = [lab.n_layers // 2] if args.sweep_k else (args.layers or list(range(lab.n_layers)))
+    if args.kl_more:
+        return continue_kl(lab, texts, layers, Path(args.out), args.kl_more)
     acts = collect_activations(lab, texts, layers, max_tokens=args.activation_tokens)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,6 +86,21 @@ def main() -> None:
                 curves = out.parent / "training"
                 curves.mkdir(parents=True, exist_ok=True)
                 log.to_csv(curves / f"sae_layer{layer}.csv", index=False)
+
+
+def continue_kl(lab, texts, layers, out: Path, steps: int) -> None:
+    """A second KL stage for the SAEs in ``out`` (the shipped layers 2 and 3 got 1,500 more steps: their CE
+    cost was the highest after the first 600)."""
+    from qscope_lab.sae import SAE
+    from qscope_lab.sae_training import finetune_kl
+
+    for layer in layers:
+        path = out / f"layer{layer}.sae.safetensors"
+        before = SAE.load(path, layer=layer)
+        sae, log = finetune_kl(lab, before, texts, layer, steps=steps, lr=2e-4, seed=100 + layer)
+        print(json.dumps({"layer": layer, "kl_first": log.kl.iloc[:5].mean(), "kl_last": log.kl.iloc[-5:].mean()}))
+        sae.meta["kl_finetune_steps"] = int(before.meta.get("kl_finetune_steps", 0)) + steps
+        sae.save(path, dtype=torch.bfloat16, model="qscope-embedded", width=sae.d_sae)
 
 
 if __name__ == "__main__":
