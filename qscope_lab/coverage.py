@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .activations import counted_positions
+from .activations import stream_batches
 from .lab import as_texts
 from .textfiles import read_texts
 
@@ -241,32 +241,26 @@ def footprint(lab, texts, layer: int | Sequence[int], position: str = "last", ba
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     saes = {x: lab.sae(x) for x in layers}
-    special = torch.tensor(sorted(lab.tokenizer.all_special_ids or []), dtype=torch.long, device=lab.device)
     # per layer and chunk of texts: their ids concatenated in text order, and their counts. Packed per chunk,
     # so no per-text objects outlive a chunk (thousands of small live arrays fragment the heap: peak RSS over
     # 2000 texts was 535 MB with them kept to the end, 500 MB packed; benchmarks/memory_bench.py)
     packed = {x: ([], []) for x in layers}
+    parts: dict[int, dict[int, np.ndarray]] = {x: {} for x in layers}
+    start = 0  # first text of the chunk being filled (stream_batches finishes a chunk before the next)
     show = len(texts) > 500 if progress is None else progress
     with tqdm(total=len(texts), disable=not show, desc="footprint", leave=False) as bar:
-        for start in range(0, len(texts), _CHUNK):
-            stop = min(start + _CHUNK, len(texts))
-            chunk = sorted(range(start, stop), key=lambda i: -len(texts[i]))
-            parts: dict[int, dict[int, np.ndarray]] = {x: {} for x in layers}
-            for b in range(0, len(chunk), batch_size):
-                idx = chunk[b:b + batch_size]
-                enc = lab.tokenize([texts[i] for i in idx], max_length=max_length)
-                counted = counted_positions(enc["attention_mask"], skip_first)
-                if skip_special and len(special):
-                    counted &= ~torch.isin(enc["input_ids"], special)
-                resid = lab.residuals(enc, layers)
-                for x in layers:
-                    parts[x].update(zip(idx, _active_sets(saes[x], resid[x], counted, position)))
-                bar.update(len(idx))
+        for idx, counted, resid in stream_batches(lab, texts, layers, batch_size, max_length, skip_first,
+                                                  skip_special, chunk=_CHUNK, bar=bar):
             for x in layers:
-                ordered = [parts[x][i] for i in range(start, stop)]
-                packed[x][0].append(np.concatenate(ordered))
-                packed[x][1].append(np.array([len(p) for p in ordered], dtype=np.int64))
-            del parts
+                parts[x].update(zip(idx.tolist(), _active_sets(saes[x], resid[x], counted, position)))
+            stop = min(start + _CHUNK, len(texts))
+            if len(parts[layers[0]]) == stop - start:
+                for x in layers:
+                    ordered = [parts[x][i] for i in range(start, stop)]
+                    packed[x][0].append(np.concatenate(ordered))
+                    packed[x][1].append(np.array([len(p) for p in ordered], dtype=np.int64))
+                parts = {x: {} for x in layers}
+                start = stop
     out = {}
     for x in layers:
         ids, sizes = packed[x]
