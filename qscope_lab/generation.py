@@ -140,17 +140,18 @@ def generate(lab, prompt, steers: list[Steer], positions="all", max_new_tokens: 
 
 
 def sweep(lab, prompt: str, layer: int, feature: int, alphas=(-16, -8, -4, 0, 4, 8, 16), positions="all",
-          mode: str = "add", max_new_tokens: int = 32, metric=None) -> pd.DataFrame:
+          mode: str = "add", max_new_tokens: int = 32, metric=None, **generate_kwargs) -> pd.DataFrame:
     """One greedy completion per alpha (feature ``feature`` at ``layer``), the unsteered one computed once:
-    alpha, text, same (as unsteered), first_difference, and ``metric(text)`` when given (e.g. ``han_share``)."""
-    base = generate(lab, prompt, [], positions=positions, max_new_tokens=max_new_tokens)
+    alpha, text, same (as unsteered), first_difference, and ``metric(text)`` when given (e.g. ``han_share``).
+    ``generate_kwargs`` go to every generation (e.g. ``repetition_penalty=1.3``)."""
+    base = generate(lab, prompt, [], positions=positions, max_new_tokens=max_new_tokens, **generate_kwargs)
     rows = []
     for alpha in alphas:
         if alpha == 0:
             out = base
         else:
             out = generate(lab, prompt, [Steer(layer, feature, float(alpha), mode)], positions=positions,
-                           max_new_tokens=max_new_tokens, baseline=False)
+                           max_new_tokens=max_new_tokens, baseline=False, **generate_kwargs)
             out.baseline, out.baseline_ids = base.steered, base.steered_ids
         row = {"alpha": alpha, "text": out.text, "same": out.text == base.text,
                "first_difference": out.first_difference()}

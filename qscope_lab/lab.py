@@ -223,7 +223,8 @@ class Lab:
 
     def sweep(self, prompt: str, layer: int, feature: int, alphas=(-16, -8, -4, 0, 4, 8, 16), **options):
         """Steering sweep: one greedy completion per alpha as a table (options: positions, mode,
-        max_new_tokens, metric, e.g. ``metric=han_share``)."""
+        max_new_tokens, metric, e.g. ``metric=han_share``, and any ``generate`` keyword such as
+        ``repetition_penalty``)."""
         from .generation import sweep
 
         with warnings.catch_warnings():

@@ -140,6 +140,20 @@ def test_steering_panel_matches_lab_generate(lab):
     assert panel.steered_tokens == lab.token_strings(gen_only.steered_ids[0])
 
 
+def test_steering_panel_passes_generate_options_to_every_generation(lab):
+    """A repetition penalty breaks the tiny model's greedy loops in baseline, steered text and sweep alike."""
+    options = {"repetition_penalty": 1.3}
+    panel = SteeringPanel(lab, PROMPT, layer=ZH_LAYER, features=[(ZH_FEATURE, 24.0)], max_new_tokens=16,
+                          generate_kwargs=options)
+    expected = lab.generate(PROMPT, layer=ZH_LAYER, steer={ZH_FEATURE: 24.0}, max_new_tokens=16, **options)
+    plain = lab.generate(PROMPT, layer=ZH_LAYER, steer={ZH_FEATURE: 24.0}, max_new_tokens=16)
+    assert panel.baseline_tokens == lab.token_strings(expected.baseline_ids[0])
+    assert panel.steered_tokens == lab.token_strings(expected.steered_ids[0])
+    assert expected.steered_ids != plain.steered_ids  # the option changed what was generated
+    table = panel.sweep(alphas=[0, 24.0])
+    assert table.text.tolist() == [expected.baseline[0], expected.steered[0]]
+
+
 def test_steering_panel_messages_add_search_sweep_remove(lab):
     panel = SteeringPanel(lab, PROMPT, layer=2, max_new_tokens=8)
     message(panel, event="add", feature=11)

@@ -3,7 +3,9 @@
 ``SteeringPanel(lab, "The weather today is", layer=2, features=[f])``. Moving a slider regenerates (the
 front-end debounces while dragging and sends at once on release); the baseline is cached per prompt and
 length, so a slider move costs one steered generation. Features come by id, from ``add_feature`` (a heatmap
-click in the Workbench), or from a search over labels and top tokens.
+click in the Workbench), or from a search over labels and top tokens. ``generate_kwargs`` go to every
+generation of the panel: small models loop under greedy decoding, and ``{"repetition_penalty": 1.3}`` keeps
+steered text readable.
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ class SteeringPanel(LabWidget):
     search_results = traitlets.List(traitlets.Dict()).tag(sync=True)
 
     def __init__(self, lab, prompt: str = "", layer: int | None = None, features=(), positions: str = "all",
-                 max_new_tokens: int = 32, alpha_max: float = 32.0, mode: str = "add", labels=None, **kwargs):
+                 max_new_tokens: int = 32, alpha_max: float = 32.0, mode: str = "add", labels=None,
+                 generate_kwargs: dict | None = None, **kwargs):
         super().__init__(lab, prompt=prompt, n_layers=lab.n_layers, positions=positions, mode=mode,
                          layer=lab.n_layers // 2 if layer is None else layer, max_new_tokens=max_new_tokens,
                          alpha_max=alpha_max, **kwargs)
         self.labels = labels if labels is not None else FeatureLabels(label_namespace(lab))
+        self.generate_kwargs = dict(generate_kwargs or {})
         self._baseline_key, self._baseline = None, None
         self.on_msg(self._on_message)
         for item in features:
@@ -89,13 +93,14 @@ class SteeringPanel(LabWidget):
             start = time.perf_counter()
             key = (self.prompt, self.max_new_tokens)
             if key != self._baseline_key:
-                self._baseline = self.lab.generate(self.prompt, max_new_tokens=self.max_new_tokens)
+                self._baseline = self.lab.generate(self.prompt, max_new_tokens=self.max_new_tokens,
+                                                   **self.generate_kwargs)
                 self._baseline_key = key
             base_ids = self._baseline.steered_ids[0]
             steer = self.steer()
             if steer:
                 out = self.lab.generate(self.prompt, steer=steer, positions=self.positions, mode=self.mode,
-                                        max_new_tokens=self.max_new_tokens, baseline=False)
+                                        max_new_tokens=self.max_new_tokens, baseline=False, **self.generate_kwargs)
                 ids = out.steered_ids[0]
             else:
                 ids = base_ids
@@ -112,7 +117,7 @@ class SteeringPanel(LabWidget):
         top = self.alpha_max
         alphas = alphas or [-top, -top / 2, -top / 4, 0, top / 4, top / 2, top]
         table = self.lab.sweep(self.prompt, row["layer"], row["feature"], alphas=alphas, positions=self.positions,
-                               mode=self.mode, max_new_tokens=self.max_new_tokens)
+                               mode=self.mode, max_new_tokens=self.max_new_tokens, **self.generate_kwargs)
         self.sweep_rows = [{"alpha": r.alpha, "text": r.text, "same": bool(r.same)} for r in table.itertuples()]
         return table
 
