@@ -57,7 +57,7 @@ def _quiet_transformers():
     """The text-generation pipeline warns that vision-language classes are 'not supported'; they work fine."""
     logger = logging.getLogger("transformers")
     level = logger.level
-    logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.CRITICAL)  # the message is logged at ERROR level
     try:
         yield
     finally:
