@@ -54,7 +54,10 @@ def main() -> None:
     parser.add_argument("--kl-more", type=int, default=0,
                         help="only continue the KL fine-tune of the SAEs already in --out by this many steps")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when sharing the CPU)")
-    parser.add_argument("--sweep-k", action="store_true", help="only compare k = 8, 16, 32 at the middle layer")
+    parser.add_argument("--sweep-k", type=int, nargs="*",
+                        help="only compare these k (MSE stage, --tokens each) at the middle layer: held-out FVE and "
+                             "the CE cost per language, appended to --sweep-out")
+    parser.add_argument("--sweep-out", default="qscope_lab/embedded/training/k_sweep.jsonl")
     args = parser.parse_args()
 
     from qscope_lab import Lab
@@ -63,29 +66,54 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     lab = Lab.load(args.model, device="cpu")
     texts = mixed_texts(Path(args.corpus), "train", 6000)
-    layers = [lab.n_layers // 2] if args.sweep_k else (args.layers or list(range(lab.n_layers)))
+    layers = args.layers or list(range(lab.n_layers))
+    if args.sweep_k:
+        return sweep_k(lab, texts, args)
     if args.kl_more:
         return continue_kl(lab, texts, layers, Path(args.out), args.kl_more)
     acts = collect_activations(lab, texts, layers, max_tokens=args.activation_tokens)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for layer in layers:
-        for k in ([8, 16, 32] if args.sweep_k else [args.k]):
-            config = TrainConfig(d_sae=args.width, k=k, tokens=args.tokens, seed=layer,
-                                 extra={"trained_on": "qscope-embedded corpus (en/zh/code mix)"})
-            sae, log = train_sae_on_activations(acts[layer], config, layer=layer)
-            if args.kl_steps and not args.sweep_k:
-                sae, kl_log = finetune_kl(lab, sae, texts, layer, steps=args.kl_steps, seed=layer)
-                print(json.dumps({"layer": layer, "kl_first": kl_log.kl.iloc[0], "kl_last": kl_log.kl.iloc[-1]}))
-            print(json.dumps({"layer": layer, "k": k, "heldout_fve": sae.meta["heldout_fve"],
-                              "dead_fraction": sae.meta["dead_fraction"], "seconds": float(log.seconds.iloc[-1])}),
-                  flush=True)
-            if not args.sweep_k:
-                sae.save(out / f"layer{layer}.sae.safetensors", dtype=torch.bfloat16,
-                         model="qscope-embedded", width=args.width)
-                curves = out.parent / "training"
-                curves.mkdir(parents=True, exist_ok=True)
-                log.to_csv(curves / f"sae_layer{layer}.csv", index=False)
+        config = TrainConfig(d_sae=args.width, k=args.k, tokens=args.tokens, seed=layer,
+                             extra={"trained_on": "qscope-embedded corpus (en/zh/code mix)"})
+        sae, log = train_sae_on_activations(acts[layer], config, layer=layer)
+        if args.kl_steps:
+            sae, kl_log = finetune_kl(lab, sae, texts, layer, steps=args.kl_steps, seed=layer)
+            print(json.dumps({"layer": layer, "kl_first": kl_log.kl.iloc[0], "kl_last": kl_log.kl.iloc[-1]}))
+        print(json.dumps({"layer": layer, "k": args.k, "heldout_fve": sae.meta["heldout_fve"],
+                          "dead_fraction": sae.meta["dead_fraction"], "seconds": float(log.seconds.iloc[-1])}),
+              flush=True)
+        sae.save(out / f"layer{layer}.sae.safetensors", dtype=torch.bfloat16,
+                 model="qscope-embedded", width=args.width)
+        curves = out.parent / "training"
+        curves.mkdir(parents=True, exist_ok=True)
+        log.to_csv(curves / f"sae_layer{layer}.csv", index=False)
+
+
+def sweep_k(lab, texts, args) -> None:
+    """The evidence behind k: at the middle layer, each k trained the same way (MSE stage only, no KL), scored by
+    held-out FVE and by the CE cost of splicing it in, per language (the two bars of the model card)."""
+    from evaluate import lang_docs
+    from qscope_lab import Lab
+    from qscope_lab.sae_suite import SAESuite
+    from qscope_lab.sae_training import TrainConfig, collect_activations, train_sae_on_activations
+
+    layer = lab.n_layers // 2
+    acts = collect_activations(lab, texts, [layer], max_tokens=args.activation_tokens)[layer]
+    heldout = {lang: lang_docs(Path(args.corpus), lang, 60) for lang in ("en", "zh", "code")}
+    for k in args.sweep_k:
+        config = TrainConfig(d_sae=args.width, k=k, tokens=args.tokens, seed=layer)
+        sae, log = train_sae_on_activations(acts, config, layer=layer)
+        spliced = Lab(lab.model, saes=SAESuite.open({layer: sae}), name=lab.name)
+        row = {"layer": layer, "k": k, "tokens": args.tokens, "heldout_fve": sae.meta["heldout_fve"],
+               "dead_fraction": sae.meta["dead_fraction"], "seconds": round(float(log.seconds.iloc[-1]), 1)}
+        for lang, docs in heldout.items():
+            report = spliced.reconstruct(docs, layer=layer, batch_size=8, max_length=256)
+            row[f"ce_delta_{lang}"] = round(float(report.ce_delta.iloc[0]), 4)
+        print(json.dumps(row), flush=True)
+        with open(args.sweep_out, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 def continue_kl(lab, texts, layers, out: Path, steps: int) -> None:
