@@ -159,3 +159,30 @@ def sweep(lab, prompt: str, layer: int, feature: int, alphas=(-16, -8, -4, 0, 4,
             row[getattr(metric, "__name__", "metric")] = metric(out.text)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def next_token_table(lab, prompt: str, steers: list[Steer], top: int = 10) -> pd.DataFrame:
+    """The next token after ``prompt``, clean and with every prompt position steered, side by side: the top
+    ``top`` tokens of each distribution (rank, baseline_token, baseline_p, steered_token, steered_p).
+
+    One traced forward on [prompt, prompt] with the edit on the second row only, so the two columns differ by
+    the steering and nothing else."""
+    if top < 1:
+        raise ValueError("top must be at least 1")
+    for s in steers:
+        lab.sae(s.layer).check_feature(s.feature)
+    enc = lab.tokenize([prompt, prompt])
+    where = enc["attention_mask"].bool().clone()
+    where[0] = False
+    with lab.model.trace(dict(enc)):
+        for layer, group in by_layer(steers):
+            envoy = lab.layers[layer]
+            envoy.output = apply_steering(envoy.output, lab.sae(layer), group, where)
+        logits = lab.model.output.logits[:, -1].save()
+    probs = logits.float().softmax(-1)
+    best = torch.topk(probs, min(top, probs.shape[-1]), dim=-1)
+    names = [lab.token_strings(row) for row in best.indices.tolist()]
+    return pd.DataFrame({"rank": range(1, best.indices.shape[1] + 1),
+                         "baseline_token": names[0], "baseline_p": best.values[0].tolist(),
+                         "steered_token": names[1], "steered_p": best.values[1].tolist()})

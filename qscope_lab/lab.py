@@ -124,6 +124,27 @@ class Lab:
             out.append(s)
         return out
 
+    def token_pieces(self, ids: Sequence[int], max_group: int = 4) -> list[str]:
+        """Like ``token_strings`` but for reading generated text: a character split over several byte-level
+        tokens (each alone decodes to U+FFFD) is shown whole on its first token and the others get ''. The
+        list keeps one entry per token, so per-token flags still line up."""
+        ids = list(ids)
+        out = self.token_strings(ids)
+        start = 0
+        while start < len(ids):
+            if "\ufffd" not in out[start]:
+                start += 1
+                continue
+            for end in range(start + 2, min(start + max_group, len(ids)) + 1):
+                whole = self.tokenizer.decode(ids[start:end])
+                if "\ufffd" not in whole:
+                    out[start:end] = [whole] + [""] * (end - start - 1)
+                    start = end
+                    break
+            else:
+                start += 1
+        return out
+
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Left-padded batch encoding on the model's device; empty texts are refused with their index."""
         return self._pad(self._token_ids(as_texts(texts), max_length))
@@ -230,6 +251,14 @@ class Lab:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_DANGLING)
             return sweep(self, prompt, layer, feature, alphas, **options)
+
+    def next_tokens(self, prompt: str, layer: int | None = None, steer: SteerSpec = None, mode: str = "add",
+                    top: int = 10) -> pd.DataFrame:
+        """Top next-token probabilities after ``prompt``, baseline and with the prompt steered, side by side
+        (the official demo's view of what a steer does before any text is generated)."""
+        from .generation import next_token_table
+
+        return next_token_table(self, prompt, parse_steer(steer, layer, mode), top=top)
 
     def info(self) -> pd.DataFrame:
         """Model and SAE facts as a two-column table."""

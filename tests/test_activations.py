@@ -2,6 +2,8 @@
 
 import torch
 
+from qscope_lab import Lab
+
 from conftest import TEXTS
 
 
@@ -58,3 +60,12 @@ def test_encode_is_independent_of_batching(lab):
     b = lab.encode(TEXTS, layer=3, batch_size=4)
     assert a.token_ids == b.token_ids
     assert torch.allclose(a.dense(), b.dense(), atol=1e-5)
+
+
+def test_token_pieces_join_characters_split_over_byte_tokens():
+    lab = Lab.load()  # the embedded default's 4k vocabulary splits rarer Han characters into byte tokens
+    ids = lab.tokenizer("猫坐在垫子上。 ok")["input_ids"]
+    pieces, singles = lab.token_pieces(ids), lab.token_strings(ids)
+    assert "\ufffd" in "".join(singles) and "\ufffd" not in "".join(pieces)  # 猫 and 垫 are two tokens each here
+    assert len(pieces) == len(ids) and "".join(pieces) == lab.tokenizer.decode(ids)
+    assert [p for p, s in zip(pieces, singles) if "\ufffd" not in s] == [s for s in singles if "\ufffd" not in s]

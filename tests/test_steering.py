@@ -123,3 +123,20 @@ def test_steering_inputs_are_checked(lab):
         parse_steer({3: 1.0}, layer=1, mode="boost")
     with pytest.raises(ValueError, match="is empty"):
         lab.generate("", layer=1, steer={3: 1.0})
+
+
+def test_next_tokens_show_what_the_first_generated_token_comes_from(lab):
+    prompt = "The weather today is"
+    table = lab.next_tokens(prompt, layer=2, steer={11: 40.0}, top=5)
+    gen = lab.generate(prompt, layer=2, steer={11: 40.0}, max_new_tokens=1)
+    assert table.baseline_token[0] == lab.token_strings(gen.baseline_ids[0])[0]  # greedy takes the top token
+    assert table.steered_token[0] == lab.token_strings(gen.steered_ids[0])[0]
+    assert table.baseline_token.tolist() != table.steered_token.tolist()
+    for column in ("baseline_p", "steered_p"):
+        assert (table[column].diff().dropna() <= 0).all() and 0 < table[column].sum() <= 1 + 1e-6
+    plain = lab.next_tokens(prompt, top=3)
+    assert plain.baseline_token.tolist() == plain.steered_token.tolist() and len(plain) == 3
+    with pytest.raises(IndexError, match="out of range"):
+        lab.next_tokens(prompt, layer=2, steer={10**6: 1.0})
+    with pytest.raises(ValueError, match="top"):
+        lab.next_tokens(prompt, top=0)

@@ -138,6 +138,10 @@ def test_steering_panel_matches_lab_generate(lab):
     gen_only = lab.generate(PROMPT, layer=ZH_LAYER, steer={ZH_FEATURE: 24.0}, positions="generated",
                            baseline=False)
     assert panel.steered_tokens == lab.token_strings(gen_only.steered_ids[0])
+    assert panel.next_tokens == []  # the first generated token never sees the edit in this mode
+    panel.positions = "all"
+    table = lab.next_tokens(PROMPT, layer=ZH_LAYER, steer={ZH_FEATURE: 24.0}, top=5).round(4)
+    assert panel.next_tokens == table.to_dict("records")
 
 
 def test_steering_panel_passes_generate_options_to_every_generation(lab):

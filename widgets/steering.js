@@ -20,6 +20,7 @@ function renderSteering({ model, el }) {
   const steered = h("div", { class: "qs-output qs-steered" });
   const timing = h("span", { class: "qs-muted qs-timing" });
   const sweep = h("table", { class: "qs-table qs-sweep" });
+  const nextTable = h("table", { class: "qs-table qs-next" });
   root.append(
     h("div", { class: "qs-section" }, h("h4", { text: "prompt" }), prompt),
     h("div", { class: "qs-toolbar" },
@@ -29,7 +30,7 @@ function renderSteering({ model, el }) {
     h("div", { class: "qs-columns" },
       h("div", {}, h("h4", { text: "baseline" }), baseline),
       h("div", {}, h("h4", {}, "steered ", timing), steered)),
-    sweep);
+    nextTable, sweep);
   el.append(root);
 
   prompt.addEventListener("change", () => setTrait(model, "prompt", prompt.value));
@@ -98,6 +99,21 @@ function renderSteering({ model, el }) {
         h("td", { class: r.same ? "qs-context qs-muted" : "qs-context", text: r.text }))));
   }
 
+  function renderNext() {
+    const rows = model.get("next_tokens");
+    const pct = (p) => `${(100 * p).toFixed(1)}%`;
+    const inBaseline = new Set(rows.map((r) => r.baseline_token));
+    nextTable.replaceChildren(...(rows.length ? [
+      h("caption", { class: "qs-muted", text: "next token after the prompt" }),
+      h("tr", {}, h("th", { text: "#" }), h("th", { text: "baseline" }), h("th", { text: "p" }),
+        h("th", { text: "steered" }), h("th", { text: "p" }))] : []),
+      ...rows.map((r) => h("tr", {}, h("td", { class: "qs-num", text: String(r.rank) }),
+        h("td", { class: "qs-next-tok", text: JSON.stringify(r.baseline_token) }), h("td", { class: "qs-num", text: pct(r.baseline_p) }),
+        h("td", { class: inBaseline.has(r.steered_token) ? "qs-next-tok" : "qs-next-tok qs-diff",
+          title: inBaseline.has(r.steered_token) ? "" : "not among the baseline's top tokens", text: JSON.stringify(r.steered_token) }),
+        h("td", { class: "qs-num", text: pct(r.steered_p) }))));
+  }
+
   function renderResults() {
     results.replaceChildren(...model.get("search_results").map((r) => h("button", { class: "qs-feature qs-result",
       "data-feature": String(r.feature), title: r.match,
@@ -120,9 +136,10 @@ function renderSteering({ model, el }) {
   model.on("change:alpha_max", renderSliders);
   model.on("change:generations", renderOutputs);
   model.on("change:sweep_rows", renderSweep);
+  model.on("change:next_tokens", renderNext);
   model.on("change:search_results", renderResults);
   for (const name of ["layer", "n_layers", "positions", "max_new_tokens", "prompt"]) model.on(`change:${name}`, syncControls);
-  syncControls(); renderSliders(); renderOutputs(); renderSweep(); renderResults();
+  syncControls(); renderSliders(); renderOutputs(); renderNext(); renderSweep(); renderResults();
 }
 
 export default { render: renderSteering };

@@ -5,7 +5,8 @@ front-end debounces while dragging and sends at once on release); the baseline i
 length, so a slider move costs one steered generation. Features come by id, from ``add_feature`` (a heatmap
 click in the Workbench), or from a search over labels and top tokens. ``generate_kwargs`` go to every
 generation of the panel: small models loop under greedy decoding, and ``{"repetition_penalty": 1.3}`` keeps
-steered text readable.
+steered text readable. Beside the texts, the ``top_next`` most likely next tokens after the prompt, baseline
+and steered (0 hides them; not shown when only generated tokens are steered).
 """
 
 from __future__ import annotations
@@ -40,16 +41,18 @@ class SteeringPanel(LabWidget):
     generation_ms = traitlets.Float(0.0).tag(sync=True)
     generations = traitlets.Int(0).tag(sync=True)             # counts regenerations (front-end timing)
     sweep_rows = traitlets.List(traitlets.Dict()).tag(sync=True)
+    next_tokens = traitlets.List(traitlets.Dict()).tag(sync=True)  # top next tokens, baseline vs prompt steered
     search_results = traitlets.List(traitlets.Dict()).tag(sync=True)
 
     def __init__(self, lab, prompt: str = "", layer: int | None = None, features=(), positions: str = "all",
                  max_new_tokens: int = 32, alpha_max: float = 32.0, mode: str = "add", labels=None,
-                 generate_kwargs: dict | None = None, **kwargs):
+                 generate_kwargs: dict | None = None, top_next: int = 5, **kwargs):
         super().__init__(lab, prompt=prompt, n_layers=lab.n_layers, positions=positions, mode=mode,
                          layer=lab.n_layers // 2 if layer is None else layer, max_new_tokens=max_new_tokens,
                          alpha_max=alpha_max, **kwargs)
         self.labels = labels if labels is not None else FeatureLabels(label_namespace(lab))
         self.generate_kwargs = dict(generate_kwargs or {})
+        self.top_next = int(top_next)
         self._baseline_key, self._baseline = None, None
         self.on_msg(self._on_message)
         for item in features:
@@ -104,9 +107,13 @@ class SteeringPanel(LabWidget):
                 ids = out.steered_ids[0]
             else:
                 ids = base_ids
+            # the first generated token only sees a steered prompt when the prompt is steered
+            table = (self.lab.next_tokens(self.prompt, steer=steer, mode=self.mode, top=self.top_next)
+                     if self.top_next and self.positions != "generated" else None)
             with self.hold_sync():
-                self.baseline_tokens = self.lab.token_strings(base_ids)
-                self.steered_tokens = self.lab.token_strings(ids)
+                self.next_tokens = [] if table is None else table.round(4).to_dict("records")
+                self.baseline_tokens = self.lab.token_pieces(base_ids)
+                self.steered_tokens = self.lab.token_pieces(ids)
                 self.differs = [j >= len(base_ids) or t != base_ids[j] for j, t in enumerate(ids)]
                 self.generation_ms = (time.perf_counter() - start) * 1000
                 self.generations += 1

@@ -123,6 +123,7 @@ def test_slider_move_changes_the_steered_text(notebook_page, screenshots_dir):
     expect(panel.locator(".qs-diff").first).to_be_visible(timeout=30_000)
     assert panel.locator(".qs-steered").inner_text() != baseline
     assert float(panel.locator(".qs-alpha-value").inner_text()) > 16
+    expect(panel.locator(".qs-next tr")).to_have_count(6)  # header + the 5 most likely next tokens
     panel.locator(".qs-sweep-button").click()
     expect(panel.locator(".qs-sweep tr")).to_have_count(8, timeout=60_000)
     page.screenshot(path=str(screenshots_dir / "steering.png"), full_page=True)
