@@ -48,7 +48,7 @@ def contrast(lab, positive: Sequence[str], negative: Sequence[str], layer: int, 
 def token_class_table(acts: FeatureActs, in_class: Callable[[str], bool] | torch.Tensor,
                       min_count: int = 20) -> pd.DataFrame:
     """Per feature, how well its firing marks a class of tokens: a predicate on the token string (Han
-    characters, digits) or a bool label per token row (e.g. "inside Python code").
+    characters, digits) or a bool label per token row (e.g. "inside Python code", or ``span_labels``).
 
     precision = P(token in class | feature fires), recall = P(feature fires | token in class), over counted
     positions; features firing fewer than ``min_count`` times are left out."""
@@ -71,6 +71,23 @@ def token_class_table(acts: FeatureActs, in_class: Callable[[str], bool] | torch
                           "recall": (hits[idx].float() / n_class).numpy()})
     frame["f1"] = 2 * frame.precision * frame.recall / (frame.precision + frame.recall).clip(lower=1e-12)
     return frame.sort_values("f1", ascending=False, ignore_index=True)
+
+
+def span_labels(tokenizer, acts: FeatureActs, in_class: Callable[[str], bool]) -> torch.Tensor:
+    """Per token of ``acts``, whether the text it covers (the tokenizer's character offsets) is in the class.
+
+    Byte-level tokenizers split rarer characters into several tokens that each decode to U+FFFD alone, so a
+    predicate on token strings calls them out of class; their offsets still point at the character. Judge a
+    Han-script feature with these labels, or one that fires on every Han character looks imprecise."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("span_labels needs a fast tokenizer (character offsets); use a predicate on tokens instead")
+    labels = []
+    for text, ids in zip(acts.texts, acts.token_ids):
+        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+        if enc["input_ids"][:len(ids)] != list(ids):
+            raise ValueError("acts were not tokenized by this tokenizer from these texts (token ids differ)")
+        labels += [bool(in_class(text[start:end])) for start, end in enc["offset_mapping"][:len(ids)]]
+    return torch.tensor(labels, dtype=torch.bool)
 
 
 def top_contexts(acts: FeatureActs, feature: int, n: int = 10, window: int = 8) -> pd.DataFrame:

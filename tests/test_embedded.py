@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qscope_lab import Lab, embedded
-from qscope_lab.features import han_share, is_han
+from qscope_lab.features import span_labels, han_share, is_han
 
 EVAL = json.loads((embedded.HERE / "evaluation.json").read_text())
 EN = ["The weather today is fine and the children are playing outside in the garden.",
@@ -26,7 +26,7 @@ def test_loads_offline_with_an_sae_at_every_layer(default_lab, monkeypatch):
     assert type(lab.tokenizer).__name__ == "Qwen2Tokenizer"
     assert lab.saes.layers == list(range(lab.n_layers))
     sae = lab.sae(0)
-    assert (sae.d_sae, sae.k, sae.dtype) == (16 * lab.d_model, 32, torch.float32)
+    assert (sae.d_sae, sae.k, sae.dtype) == (16 * lab.d_model, 64, torch.float32)
     chat = lab.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
     assert chat.startswith("<|im_start|>user\nhi<|im_end|>")
 
@@ -41,8 +41,8 @@ def test_reconstruction_is_faithful(default_lab):
     assert (report.fvu < 0.2).all(), report
     assert (report.ce_delta < 0.2).all(), report
     for row in EVAL["sae_quality"]:  # the model card's held-out numbers, per layer and language
-        assert row["fve"] >= 0.875, row  # target 0.88: met in 11 of 12 pairs (layer 2 zh 0.879, MODEL_CARD.md)
-        assert row["ce_delta"] <= 0.13, row  # target 0.10: met in 8 of 12 pairs (MODEL_CARD.md)
+        assert row["fve"] >= 0.88, row  # the targets, met in all 12 (layer, language) pairs
+        assert row["ce_delta"] <= 0.10, row
     for name in ("han", "digit", "code"):
         assert EVAL["features"][name]["precision"] >= 0.9, name
 
@@ -52,10 +52,10 @@ def test_han_feature_fires_on_chinese_only(default_lab):
     zh = ZH + ["我昨天看完了这本书，今天又买了一本。", "他们已经走了，我们也该回家了。"]
     acts = default_lab.encode(EN + zh, layer=han["layer"], skip_first=True)
     per_text = acts.feature(han["feature"])
-    tokens = [t for toks in acts.tokens for t in toks]
     fired = torch.cat(per_text) > 0
-    precision = sum(is_han(tokens[i]) for i in fired.nonzero().flatten().tolist()) / max(int(fired.sum()), 1)
-    assert precision >= 0.9 and int(fired.sum()) >= 3
+    in_han = span_labels(default_lab.tokenizer, acts, is_han)  # byte tokens of a split character count as Han
+    precision = int((fired & in_han).sum()) / max(int(fired.sum()), 1)
+    assert precision >= 0.9 and int(fired.sum()) >= 0.3 * int(in_han.sum())
     assert all((v == 0).all() for v in per_text[:len(EN)])
 
 

@@ -4,9 +4,9 @@
 
 - per layer and language (held-out documents): FVE of the SAE, and the CE increase with the SAE spliced in;
 - interpretable features: best Han-script, digit and Python-code-context latents (precision / recall over
-  held-out tokens) with their top activating contexts;
-- steering: a Chinese feature (found contrastively) added to English prompts over an alpha sweep, and
-  subtracted from Chinese prompts: share of Han characters in 32 greedy tokens;
+  held-out tokens, a token labelled by the text its offsets cover) with their top activating contexts;
+- steering: a Chinese feature (of the top contrastive ones, the one that writes Chinese) added to English
+  prompts over an alpha sweep, and subtracted from Chinese prompts: share of Han characters in 32 greedy tokens;
 - cold start of ``Lab.load()`` in a fresh interpreter.
 """
 
@@ -52,7 +52,7 @@ def sae_quality(lab, corpus: Path) -> list[dict]:
 
 
 def interpretable(lab, corpus: Path) -> dict:
-    from qscope_lab.features import is_digit, is_han, token_class_table, top_contexts
+    from qscope_lab.features import is_digit, is_han, span_labels, token_class_table, top_contexts
 
     texts, labels_code = [], []
     for lang in ("en", "zh", "code"):
@@ -63,7 +63,9 @@ def interpretable(lab, corpus: Path) -> dict:
     for layer in range(lab.n_layers):
         acts = lab.encode(texts, layer, skip_first=True, max_length=256)
         code_label = torch.tensor([labels_code[t] for t in acts.text_index.tolist()])
-        for name, cls in (("han", is_han), ("digit", is_digit), ("code", code_label)):
+        # a token is Han / a digit if the text it covers is: byte tokens of a split character count too
+        han, digit = span_labels(lab.tokenizer, acts, is_han), span_labels(lab.tokenizer, acts, is_digit)
+        for name, cls in (("han", han), ("digit", digit), ("code", code_label)):
             table = token_class_table(acts, cls, min_count=30)
             best = table.sort_values(["precision", "recall"], ascending=False)
             best = best[best.precision >= 0.9].sort_values("recall", ascending=False)
@@ -78,12 +80,23 @@ def interpretable(lab, corpus: Path) -> dict:
     return out
 
 
-def steering(lab, corpus: Path, layer: int) -> dict:
+def steering(lab, corpus: Path, layer: int, candidates: int = 10, probe_alpha: float = 32.0) -> dict:
+    """A Chinese-language feature is one that marks Chinese text (contrast) and writes it (steering): of the
+    ``candidates`` features firing most more often on Chinese than English documents, keep the one whose
+    addition at ``probe_alpha`` turns the English prompts most Chinese. (At k = 64 the top contrast feature
+    alone is often a detector whose decoder direction does not write Chinese.)"""
     from qscope_lab.features import contrast, han_share
 
     zh, en = lang_docs(corpus, "zh", 60, 300), lang_docs(corpus, "en", 60, 300)
-    table = contrast(lab, zh, en, layer=layer, top=5)
-    feature = int(table.feature[0])
+    table = contrast(lab, zh, en, layer=layer, top=candidates)
+    probes = []
+    for f in table.feature.tolist():
+        gen = lab.generate(EN_PROMPTS, layer=layer, steer={int(f): probe_alpha}, max_new_tokens=32,
+                           min_new_tokens=32, baseline=False)
+        probes.append(round(sum(map(han_share, gen.steered)) / len(EN_PROMPTS), 3))
+    table["han_share_at_probe"] = probes
+    feature = int(table.feature[int(table.han_share_at_probe.idxmax())])
+    print(table.round(3).to_string(), flush=True)
     sweep = []
     for alpha in ALPHAS:
         gen = lab.generate(EN_PROMPTS, layer=layer, steer={feature: float(alpha)}, max_new_tokens=32,
@@ -97,7 +110,8 @@ def steering(lab, corpus: Path, layer: int) -> dict:
         sweep.append({"alpha": alpha, "prompts": "zh", "han_share": round(sum(map(han_share, gen.steered)) / 4, 3),
                       "example": gen.steered[0][:60]})
         print(sweep[-1], flush=True)
-    return {"layer": layer, "feature": feature, "contrast": table.round(4).to_dict("records"), "sweep": sweep}
+    return {"layer": layer, "feature": feature, "probe_alpha": probe_alpha, "contrast": table.round(4).to_dict("records"),
+            "sweep": sweep}
 
 
 def cold_start() -> float:

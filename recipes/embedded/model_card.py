@@ -21,10 +21,15 @@ def _numel(shape) -> int:
     return out
 
 
+def cell(value) -> str:
+    """One markdown table cell: newlines and pipes escaped so generated text cannot break the table."""
+    return str(value).replace("\n", "\\n").replace("|", "\\|")
+
+
 def table(frame: pd.DataFrame) -> str:
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
 
 
@@ -38,7 +43,7 @@ def over_text(quality: pd.DataFrame) -> str:
 
 def k_sweep_text(sweep: pd.DataFrame, k: int, width: int) -> str:
     """The evidence for k, in words computed from the sweep (train_saes.py --sweep-k)."""
-    sweep = sweep.sort_values("k")
+    sweep = sweep.sort_values("k").round(4)
     ce_cols = [c for c in sweep.columns if c.startswith("ce_delta_")]
     text = (f"Why k = {k}: at the middle layer, k = {' / '.join(map(str, sweep.k))} trained the same way (MSE stage "
             f"only, {sweep.tokens.iloc[0] / 1e6:.0f}M tokens, no KL stage), scored by held-out FVE and by the CE "
@@ -47,8 +52,8 @@ def k_sweep_text(sweep: pd.DataFrame, k: int, width: int) -> str:
         first, last = sweep.iloc[0], sweep.iloc[-1]
         falls = all((sweep[c].diff().dropna() < 0).all() for c in ce_cols)
         text += (f"The CE cost {'falls with every step up in k' if falls else 'does not fall at every step'} "
-                 f"(worst language: {max(first[c] for c in ce_cols):.3f} at k = {first.k}, "
-                 f"{max(last[c] for c in ce_cols):.3f} at k = {last.k}). ")
+                 f"(worst language: {max(first[c] for c in ce_cols):.3f} at k = {int(first.k)}, "
+                 f"{max(last[c] for c in ce_cols):.3f} at k = {int(last.k)}). ")
     text += (f"k = {k} is {k / width:.1%} of the width (Qwen-Scope's k = 50 of 32K is 0.15%): a 128-wide residual "
              "packs more into fewer directions, and the CE bar is what needs the larger k here; the features below "
              "show that it stays interpretable.")
@@ -159,8 +164,13 @@ ce_delta <= 0.10 in {int((quality.ce_delta <= 0.10).sum())} of {len(quality)}{ov
 {chr(10).join(feature_blocks)}
 
 ## Steering
-Feature {steer['feature']} at layer {steer['layer']}, found by `features.contrast` (Chinese vs English held-out
-documents), added (`h + alpha * W_dec[:, f]` at every prompt and generated position) to four English prompts,
+Feature {steer['feature']} at layer {steer['layer']}: of the features `features.contrast` ranks highest on
+Chinese vs English held-out documents, the one whose addition at alpha {steer.get('probe_alpha', 32):g} turns
+the English prompts most Chinese:
+
+{table(pd.DataFrame(steer['contrast']).round(3))}
+
+It is added (`h + alpha * W_dec[:, f]` at every prompt and generated position) to four English prompts,
 and subtracted from four Chinese prompts; han_share is the share of CJK characters in 32 greedy tokens.
 
 {table(sweep)}
