@@ -16,18 +16,19 @@ in them: greedy loops), zh_han_share (the same for answers to Chinese
 prompts: the Chinese ability must survive), answer_ce_en (answer-token CE on the held-out clean English pairs),
 ce_en_heldout (CE on the held-out English documents), seconds of fine-tuning.
 
-Measured (seeds 0-3, 1 CPU thread, ~55 s per seed; code-switch ratio per seed):
+Measured with the k = 64 SAEs (seeds 0-3, 1 CPU thread, ~60 s per seed; code-switch ratio per seed):
 
     habit            0.394 0.521 0.451 0.169     (base model: 0 on every seed)
     plain SFT        0.183 0.310 0.099 0.099     mean 0.173
     SASFT 1e-3       0.183 0.324 0.085 0.099     mean 0.173  (REFERENCE's lambda: no effect at this scale)
-    SASFT 0.1        0.056 0.254 0.042 0.028     mean 0.095
-    SASFT 0.25       0.000 0.183 0.014 0.000     mean 0.049  (the default)
-    SASFT 0.5        0.000 0.028 0.000 0.000     mean 0.007
+    SASFT 0.1        0.042 0.211 0.070 0.000     mean 0.081
+    SASFT 0.25       0.000 0.014 0.042 0.000     mean 0.014  (the default)
+    SASFT 0.5        0.000 0.000 0.014 0.000     mean 0.004
 
-Costs seen: at 0.5 the answers to Chinese prompts lose Chinese (zh_han_share 0.47 vs 0.77 after plain SFT;
-0.66 at 0.25) although Chinese samples are masked out of the loss, and greedy English answers loop more
-(repetition 0.13 vs 0.02; the base model's 0.29). answer_ce_en is lower with SASFT (5.48 at 0.25 vs 5.80).
+Costs seen: answers to Chinese prompts lose Chinese as lambda grows (zh_han_share 0.58 at 0.25 and 0.35 at
+0.5 vs 0.77 after plain SFT) although Chinese samples are masked out of the loss, and greedy English answers
+loop more (repetition 0.09 at 0.25, 0.17 at 0.5 vs 0.02; the base model's 0.29). answer_ce_en is lower with
+SASFT (5.47 at 0.25 vs 5.80).
 Lambda is ~250x REFERENCE's 5e-4..1e-3: here L_reduce is a per-token mean over 16 features of a
 128-wide model, and the habit was learnt with a strong, recent CE signal.
 """
