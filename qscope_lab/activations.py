@@ -127,8 +127,11 @@ class FeatureActs:
         })
 
 
+CHUNK = 256  # texts sorted by length within a chunk, so batches carry little padding
+
+
 def stream_batches(lab, texts: list[str], layers, batch_size: int = 16, max_length: int | None = None,
-                   skip_first: bool = True, skip_special: bool = True, chunk: int = 256, bar=None):
+                   skip_first: bool = True, skip_special: bool = True, chunk: int = CHUNK, bar=None):
     """Yield ``(text indices, counted [batch, seq] bool, {layer: residual})`` per batch: one traced forward for
     all ``layers``. Texts are sorted by length within chunks of ``chunk`` (batches carry little padding) and
     nothing outlives a batch, so workflows that keep statistics stay flat in memory however many texts come."""

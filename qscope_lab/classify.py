@@ -21,7 +21,6 @@ from .activations import stream_batches
 from .lab import as_texts
 
 FORMAT, VERSION = "qscope-lab/seed-classifier", 1
-_CHUNK = 256  # texts sorted by length within a chunk, so batches carry little padding
 
 
 class NotFittedError(RuntimeError):
@@ -102,7 +101,7 @@ class SeedClassifier:
         show = len(texts) > 500 if self.progress is None else self.progress
         with tqdm(total=len(texts), disable=not show, desc=desc, leave=False) as bar:
             yield from stream_batches(self.lab, texts, layers, self.batch_size, self.max_length, self.skip_first,
-                                      self.skip_special, chunk=_CHUNK, bar=bar)
+                                      self.skip_special, bar=bar)
 
     def _sparse(self, layer, h, counted):
         """(batch row, values, indices) of the SAE's top-k at every counted token."""

@@ -34,12 +34,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .activations import stream_batches
+from .activations import CHUNK, stream_batches
 from .lab import as_texts
 from .textfiles import read_texts
 
 POSITIONS = ("last", "all")
-_CHUNK = 256  # texts sorted by length within a chunk, so batches carry little padding
 
 
 # ---------------------------------------------------------------------------------------------------- footprint
@@ -250,10 +249,10 @@ def footprint(lab, texts, layer: int | Sequence[int], position: str = "last", ba
     show = len(texts) > 500 if progress is None else progress
     with tqdm(total=len(texts), disable=not show, desc="footprint", leave=False) as bar:
         for idx, counted, resid in stream_batches(lab, texts, layers, batch_size, max_length, skip_first,
-                                                  skip_special, chunk=_CHUNK, bar=bar):
+                                                  skip_special, chunk=CHUNK, bar=bar):
             for x in layers:
                 parts[x].update(zip(idx.tolist(), _active_sets(saes[x], resid[x], counted, position)))
-            stop = min(start + _CHUNK, len(texts))
+            stop = min(start + CHUNK, len(texts))
             if len(parts[layers[0]]) == stop - start:
                 for x in layers:
                     ordered = [parts[x][i] for i in range(start, stop)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from .models import resolve_dtype
 from .registry import GROUPS, SAEGroup, find_group
 
 # Parameters (billions) per backbone: Qwen3 counts from the model cards; Qwen3.5 checkpoints are
@@ -25,11 +26,13 @@ HEADROOM = 1.2
 
 
 def _bytes_per(dtype) -> int:
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype.removeprefix("torch."), None)
-    if not isinstance(dtype, torch.dtype):
+    try:
+        resolved = resolve_dtype(dtype)  # the names Lab.load takes, aliases included ("bf16", "fp32", ...)
+    except ValueError:
+        resolved = None
+    if resolved is None:
         raise ValueError(f"dtype must be a torch dtype or its name (e.g. 'bfloat16'), got {dtype!r}")
-    return torch.empty((), dtype=dtype).element_size()
+    return resolved.itemsize
 
 
 def _groups(groups) -> list[SAEGroup]:

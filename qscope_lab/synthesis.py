@@ -24,11 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .activations import stream_batches
+from .activations import CHUNK, stream_batches
 from .lab import as_texts
 from .textfiles import read_texts
 
-_CHUNK = 256  # texts sorted by length within a chunk, so batches carry little padding
 _REPLACEMENT = "\ufffd"
 
 
@@ -98,7 +97,7 @@ def _max_batches(lab, texts: list[str], layer: int, features: Sequence[int], ski
     column = torch.full((sae.d_sae,), -1, dtype=torch.long)
     column[torch.as_tensor(list(features), dtype=torch.long)] = torch.arange(n_feat)
     for idx, counted, resid in stream_batches(lab, texts, [layer], batch_size, max_length, skip_first, skip_special,
-                                              chunk=_CHUNK, bar=bar):
+                                              bar=bar):
         values, indices = sae.encode_sparse(resid[layer][counted])
         values, indices = values.float().cpu(), indices.cpu()
         rows = counted.nonzero()[:, 0].cpu()
@@ -192,8 +191,8 @@ def targets_from_texts(lab, texts, layer: int, min_texts: int = 1, max_share: fl
 
     texts = _seed_texts(texts, "goal texts")
     counts = torch.zeros(lab.sae(lab._check_layer(layer)).d_sae, dtype=torch.long)
-    for start in range(0, len(texts), _CHUNK):
-        acts = lab.encode(texts[start:start + _CHUNK], layer, batch_size=batch_size, skip_first=skip_first)
+    for start in range(0, len(texts), CHUNK):
+        acts = lab.encode(texts[start:start + CHUNK], layer, batch_size=batch_size, skip_first=skip_first)
         counts += texts_firing(acts)
     keep = counts >= min_texts
     if max_share is not None:
