@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser test bench lab quickstart clean
+.PHONY: setup browser lint test bench lab quickstart clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -17,7 +17,11 @@ browser:  ## Debian's chromium for the real-browser widget tests (Playwright dri
 	@command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
 
-test: setup
+lint: setup  ## ruff and the import contracts of pyproject.toml (the layers, no import circle)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+test: lint
 	# one torch thread per process: the models here are tiny, and the browser tests run a kernel beside pytest
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 

@@ -6,7 +6,7 @@ over fork + exec). Texts are the shipped reference documents (qscope_lab/embedde
 and repeated to reach the count. "net" subtracts a child that only imports and loads the Lab (``Lab.load()``), so the
 ratio of net peaks shows the growth the workflow itself adds.
 
-- ``footprint``: ``qscope_lab.coverage.footprint`` at the last token (and, with ``--all``, at every token);
+- ``footprint``: ``qscope_lab.workflows.coverage.footprint`` at the last token (and, with ``--all``, at every token);
 - ``seed_fit``: ``SeedClassifier.fit`` (every SAE layer) on Chinese-vs-other labels;
 - ``forward`` (``--forward``): the same batches through ``lab.residuals`` with nothing kept: the part of
   the footprint's growth that comes from the forward passes themselves (allocator, tracing), not its storage;
@@ -51,15 +51,15 @@ def child(task: str, n: int, max_length: int) -> None:
     texts, labels = texts_and_labels(n)
     start = time.perf_counter()
     if task == "footprint":
-        from qscope_lab.coverage import footprint
+        from qscope_lab.workflows.coverage import footprint
 
         footprint(lab, texts, 2, max_length=max_length, progress=False)
     elif task == "footprint_all":
-        from qscope_lab.coverage import footprint
+        from qscope_lab.workflows.coverage import footprint
 
         footprint(lab, texts, 2, position="all", max_length=max_length, progress=False)
     elif task == "seed_fit":
-        from qscope_lab.classify import SeedClassifier
+        from qscope_lab.workflows.classify import SeedClassifier
 
         SeedClassifier(lab, max_length=max_length, progress=False).fit(texts, labels)
     elif task == "forward":  # the same length-sorted batches through lab.residuals, nothing kept

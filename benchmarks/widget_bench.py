@@ -23,8 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.browser.harness import (CHROMIUM, CHROMIUM_ARGS, JupyterLabServer, open_notebook,  # noqa: E402
-                                   run_all, write_notebook)
+from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, JupyterLabServer, open_notebook, run_all, write_notebook  # noqa: E402
 
 PROMPT = "The weather today is"
 CELLS = [
@@ -32,7 +31,7 @@ CELLS = [
     "from qscope_lab.embedded import known_features\nlayer, feature = known_features()['chinese']\n"
     f"panel = SteeringPanel(lab, {PROMPT!r}, layer=layer, features=[feature], max_new_tokens=32)\npanel",
     # a 2,000-token text from the shipped reference corpus
-    "import time\nfrom qscope_lab.reference import default_texts\n"
+    "import time\nfrom qscope_lab.analysis.reference import default_texts\n"
     "ids = [t for text in default_texts() for t in lab.tokenizer(text).input_ids][:2000]\n"
     "long_text = lab.tokenizer.decode(ids)\n"
     "start = time.perf_counter()\nhm = Heatmap(lab, long_text, layer=2)\n"

@@ -1,29 +1,44 @@
 """qscope-lab: a Jupyter-native workbench for Qwen models and the Qwen-Scope sparse autoencoders.
 
-Core: ``Lab`` (an nnsight-traced model + per-layer SAEs), ``SAE`` (TopK, Qwen-Scope conventions),
-``FeatureActs`` (sparse per-token features), ``Steer`` (feature edits for generation).
-Workflows: ``SeedClassifier`` (seed-data classification), ``synthesize`` (data toward uncovered features),
-``footprint`` / ``overlap`` / ``select_subset`` (benchmark coverage and redundancy), ``SASFTLoss`` and
-``language_features`` / ``repetition_features`` / ``steered_rollouts`` (SAE-based training signals).
+The package is layered (each imports only what is below it; ``pyproject.toml`` holds the contracts):
+``core`` (Lab, SAE and its file formats, activations, the scan loop, steering, generation) <- ``analysis``
+(features, reference corpus, labels, memory) <- ``workflows`` (seed classifier, coverage, synthesis) and
+``training`` (SAE training, SASFT, repetition, rollouts) <- ``widgets`` and ``cli``; ``viz`` (charts) and
+``embedded`` (the shipped default) sit at the bottom. The names below are the public API; each is imported on
+first use, so ``import qscope_lab`` is cheap and the CLI's static commands never load torch.
 """
 
-from .activations import FeatureActs
-from .classify import SeedClassifier
-from .coverage import footprint, overlap, select_subset
-from .generation import Generation
-from .hub import HubUnavailableError
-from .lab import Lab
-from .registry import GROUPS, SAEGroup, registry_frame
-from .sae import SAE
-from .sae_io import UnsafeCheckpointError
-from .sae_suite import SAESuite
-from .steering import Steer
-from .synthesis import synthesize
-from .training_signals import (SASFTLoss, code_switch_ratio, language_features, repetition_features,
-                               sasft_targets, steered_rollouts)
+from __future__ import annotations
+
+import importlib
+
+from . import _moved
+
+_moved.install()
 
 __version__ = "0.1.0"
-__all__ = ["Lab", "SAE", "SAESuite", "FeatureActs", "Generation", "Steer", "GROUPS", "SAEGroup",
-           "registry_frame", "HubUnavailableError", "UnsafeCheckpointError", "SeedClassifier", "footprint",
-           "overlap", "select_subset", "synthesize", "SASFTLoss", "language_features", "sasft_targets",
-           "repetition_features", "steered_rollouts", "code_switch_ratio"]
+
+_EXPORTS = {
+    "Lab": "core.lab", "SAE": "core.sae", "SAESuite": "core.sae_suite", "FeatureActs": "core.activations",
+    "Generation": "core.generation", "Steer": "core.steering", "GROUPS": "core.registry",
+    "SAEGroup": "core.registry", "registry_frame": "core.registry", "HubUnavailableError": "core.hub",
+    "UnsafeCheckpointError": "core.sae_formats", "SeedClassifier": "workflows.classify",
+    "footprint": "workflows.coverage", "overlap": "workflows.coverage", "select_subset": "workflows.coverage",
+    "synthesize": "workflows.synthesis", "SASFTLoss": "training.sasft", "language_features": "training.language",
+    "sasft_targets": "training.language", "repetition_features": "training.repetition",
+    "steered_rollouts": "training.rollouts", "code_switch_ratio": "analysis.text_predicates",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qscope_lab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -7,12 +7,12 @@ never just "no". A check returns a ``Check`` that shows as one line in a noteboo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
-from .sae import SAE
+from .core.sae import SAE
 
 PASSED, FAILED, UNANSWERED = "passed", "failed", "not answered yet"
 _ICONS = {PASSED: "✅", FAILED: "❌", UNANSWERED: "⏳"}
@@ -71,7 +71,7 @@ def check_encode(encode: Callable[[torch.Tensor, SAE], torch.Tensor] | None, sae
 
 def check_fve(fve: Callable[[torch.Tensor, torch.Tensor], float] | None, sae: SAE, x: torch.Tensor) -> Check:
     """``fve(x, x_hat)`` must be 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over tokens."""
-    from .sae_training import fraction_of_variance_explained
+    from .training.sae_training import fraction_of_variance_explained
 
     name = "fraction of variance explained"
     with torch.no_grad():
@@ -95,7 +95,7 @@ def check_fve(fve: Callable[[torch.Tensor, torch.Tensor], float] | None, sae: SA
 def check_feature(acts, feature: int | None, in_class: Callable[[str], bool], what: str,
                   min_precision: float = 0.8, min_fires: int = 10) -> Check:
     """``feature`` must fire mostly on tokens of a class (precision) and on enough of them to be a pattern."""
-    from .features import token_class_table
+    from .analysis.features import token_class_table
 
     name = f"a {what} feature"
     if feature is None:

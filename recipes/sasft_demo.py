@@ -43,8 +43,8 @@ import pandas as pd
 import torch
 
 from qscope_lab import Lab
-from qscope_lab import code_switch_experiment as cse
-from qscope_lab import training_signals as ts
+from qscope_lab import training as ts
+from qscope_lab.training import code_switch_experiment as cse
 
 
 def main(argv=None) -> None:

@@ -13,7 +13,8 @@ def main() -> None:
         path = Path(name)
         nb = nbformat.read(path, as_version=4)
         start = time.time()
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+        resources = {"metadata": {"path": str(path.parent)}}
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources).execute()
         print(f"{path}: {len(nb.cells)} cells ran in {time.time() - start:.1f} s")
 
 

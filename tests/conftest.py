@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qscope_lab import SAE, Lab
-from qscope_lab.tiny import ARCHITECTURES, qwen3_tokenizer, tiny_model
+from qscope_lab.testing.tiny import ARCHITECTURES, qwen3_tokenizer, tiny_model
 
 TEXTS = ["The cat sat on the mat.", "猫坐在垫子上。", "def add(a, b):\n    return a + b", "42"]
 D_MODEL, D_SAE, K, N_LAYERS = 64, 256, 8, 4

@@ -1,16 +1,16 @@
 """FeatureActs: ragged storage without pads, masks for sinks and special tokens, tables a user reads."""
 
 import torch
+from conftest import TEXTS
 
 from qscope_lab import Lab
-
-from conftest import TEXTS
 
 
 def test_to_frame_rows_and_positions(lab):
     acts = lab.encode(TEXTS, layer=1, batch_size=2)
     frame = acts.to_frame()
-    assert list(frame.columns) == ["text", "position", "token", "feature", "activation", "rank"]
+    assert list(frame.columns) == ["text", "snippet", "position", "token", "feature", "activation", "rank"]
+    assert frame[frame.text == 0].snippet.iloc[0] == TEXTS[0][:31] + "…" if len(TEXTS[0]) > 32 else TEXTS[0]
     lengths = [len(ids) for ids in acts.token_ids]
     assert acts.n_tokens == sum(lengths)  # no pad rows stored
     for i, n in enumerate(lengths):
@@ -20,6 +20,19 @@ def test_to_frame_rows_and_positions(lab):
     assert frame.groupby(["text", "position"]).size().max() <= lab.sae(1).k
     first = frame[(frame.text == 0) & (frame.position == 0)]
     assert set(first.token) == {acts.tokens[0][0]} == {"The"}
+
+
+def test_to_frame_leaves_out_always_on_features_and_reranks(lab):
+    acts = lab.encode(TEXTS, layer=1)
+    rates = acts.firing_rates()
+    limit = float(rates.max()) * 0.9  # leave out the busiest feature(s) of these texts
+    busy = set(torch.nonzero(rates > limit).flatten().tolist())
+    assert rates.max() == acts.feature_stats().firing_rate.max()
+    frame = acts.to_frame(max_firing_rate=limit)
+    assert not busy & set(frame.feature) and busy <= set(acts.to_frame().feature)
+    for _, token in frame.groupby(["text", "position"]):  # ranks restart at 0 and follow the activation
+        assert sorted(token["rank"]) == list(range(len(token)))
+        assert token.sort_values("rank").activation.is_monotonic_decreasing
 
 
 def test_dense_and_feature_views_agree(lab):

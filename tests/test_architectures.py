@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-
 from conftest import TEXTS
 
-from qscope_lab.tiny import ARCHITECTURES
+from qscope_lab.testing.tiny import ARCHITECTURES
 
 
 def test_layers_found_on_every_architecture(arch_lab):
@@ -59,7 +58,7 @@ def test_left_padded_batch_matches_single_prompts(arch_lab):
 
 def test_sae_width_mismatch_is_named(tokenizer):
     from qscope_lab import SAE, Lab
-    from qscope_lab.tiny import tiny_model
+    from qscope_lab.testing.tiny import tiny_model
 
     with pytest.raises(ValueError, match="d_model=32 but .* hidden_size=64"):
         Lab.load(tiny_model(), tokenizer=tokenizer, saes={0: SAE.random(32, 64, 4)})

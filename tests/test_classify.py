@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from qscope_lab import Lab
-from qscope_lab.classify import NotFittedError, SeedClassifier, metrics
-from qscope_lab.features import texts_firing
+from qscope_lab.analysis.features import texts_firing
+from qscope_lab.workflows.classify import NotFittedError, SeedClassifier, metrics
 
 ZH_SEEDS = ["今天天气很好，我们去公园散步。", "这本书写得非常好，我很喜欢。", "他昨天晚上很晚才回家。",
             "请把门关上，外面太冷了。", "这家饭店的菜很好吃，价格也不贵。", "我们明天早上八点出发。",
@@ -210,19 +210,36 @@ def test_errors(default_lab):
     clf = SeedClassifier(default_lab, progress=False)
     with pytest.raises(NotFittedError, match="not fitted"):
         clf.predict(["hello"])
-    assert issubclass(NotFittedError, RuntimeError)
+    assert issubclass(NotFittedError, ValueError) and issubclass(NotFittedError, AttributeError)
     with pytest.raises(ValueError, match="both classes"):
         clf.fit(EN_SEEDS, [0] * len(EN_SEEDS))
     with pytest.raises(ValueError, match="3 texts but 2 labels"):
         clf.fit(EN_SEEDS[:3], [0, 1])
     with pytest.raises(ValueError, match="no texts"):
         clf.fit([], [])
-    with pytest.raises(ValueError, match="bools or 0/1"):
+    with pytest.raises(ValueError, match=r"labels\[0\] is .yes.: labels must be bools, 0/1"):
         clf.fit(EN_SEEDS[:2], ["yes", "no"])
+    # scikit-learn's convention: the constructor stores, fit validates (and names the parameter)
     with pytest.raises(ValueError, match="top_k"):
-        SeedClassifier(default_lab, top_k=11)
+        SeedClassifier(default_lab, top_k=11).fit(EN_SEEDS[:2] + ZH_SEEDS[:2], [0, 0, 1, 1])
     with pytest.raises(ValueError, match="n_layers"):
-        SeedClassifier(default_lab, n_layers=5)
+        SeedClassifier(default_lab, n_layers=5).fit(EN_SEEDS[:2] + ZH_SEEDS[:2], [0, 0, 1, 1])
+    with pytest.raises(TypeError, match="top_k"):
+        SeedClassifier(default_lab, top_k=1.5).fit(EN_SEEDS[:2] + ZH_SEEDS[:2], [0, 0, 1, 1])
+
+
+def test_estimator_conventions(default_lab):
+    clf = SeedClassifier(default_lab, layers=range(4), top_k=2, progress=False)
+    params = clf.get_params()
+    assert params["layers"] == range(4) and params["top_k"] == 2 and params["lab"] is default_lab
+    assert clf.set_params(top_k=1, layers=[1, 2]) is clf and clf.get_params()["layers"] == [1, 2]
+    with pytest.raises(ValueError, match="no parameter"):
+        clf.set_params(topk=3)
+    assert not [name for name in vars(clf) if name.endswith("_")]  # nothing fitted before fit
+    clf.fit(ZH_SEEDS[:6] + EN_SEEDS[:6], [1] * 6 + [0] * 6)
+    fitted = {name for name in vars(clf) if name.endswith("_") and not name.startswith("_")}
+    assert {"features_", "layer_", "layers_", "candidate_layers_", "deltas_", "layer_scores_"} <= fitted
+    assert clf.candidate_layers_ == [1, 2] and clf.layers == [1, 2]  # the parameter is kept as given
 
 
 def test_metrics_by_hand():

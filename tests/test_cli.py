@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from qscope_lab import SAE
-from qscope_lab.cli import main, parse_steer_args
-from qscope_lab.tiny import tiny_model
+from qscope_lab.cli import main
+from qscope_lab.cli.steer import parse_steer_args
+from qscope_lab.testing.tiny import tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import qscope_lab.cli
 from qscope_lab import Lab
-from qscope_lab.coverage import (Footprint, add_cli, footprint, overlap, overlap_chart, parse_benchmark_args,
-                                 read_texts, select_subset)
+from qscope_lab.cli import coverage as coverage_command
+from qscope_lab.cli.coverage import parse_benchmark_args
+from qscope_lab.core.textfiles import read_texts
 from qscope_lab.embedded import REFERENCE_FILE
+from qscope_lab.workflows.coverage import (
+    Footprint,
+    footprint,
+    overlap,
+    overlap_chart,
+    select_subset,
+)
 
 LAYER, MAX_LENGTH = 2, 128
 DOCS = [json.loads(line)["text"] for line in REFERENCE_FILE.read_text(encoding="utf-8").splitlines()]
@@ -148,9 +155,9 @@ def test_cli_writes_four_files(lab, tmp_path, monkeypatch):
     assert read_texts(tmp_path / "docs.jsonl") == DIVERSE[:12]
     assert read_texts(tmp_path / "extra.csv") == EXTRA[:6]
 
-    monkeypatch.setattr(qscope_lab.cli, "_lab", lambda args: lab)  # the embedded default, already loaded
+    monkeypatch.setattr(coverage_command, "lab_from_args", lambda args: lab)  # the embedded default, already loaded
     parser = argparse.ArgumentParser(prog="qscope-lab")
-    add_cli(parser.add_subparsers(dest="command", required=True))
+    coverage_command.register(parser.add_subparsers(dest="command", required=True))
     prefix = tmp_path / "run"
     args = parser.parse_args(["coverage", "--layer", str(LAYER), "--max-length", "64", "--out", str(prefix),
                               "--benchmark", f"dup={tmp_path / 'dup.txt'}",

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from qscope_lab import Lab, embedded
-from qscope_lab.features import span_labels, han_share, is_han
+from qscope_lab.analysis.features import span_labels
+from qscope_lab.analysis.text_predicates import han_share, is_han
 
 EVAL = json.loads((embedded.HERE / "evaluation.json").read_text())
 EN = ["The weather today is fine and the children are playing outside in the garden.",

@@ -3,11 +3,10 @@
 import pandas as pd
 import pytest
 import torch
-
 from conftest import TEXTS
 
-from qscope_lab.features import (contrast, han_share, is_digit, is_han, texts_firing, token_class_table,
-                                 top_contexts)
+from qscope_lab.analysis.features import contrast, texts_firing, token_class_table, top_contexts
+from qscope_lab.analysis.text_predicates import han_share, is_digit, is_han
 
 
 def test_texts_firing_matches_dense(lab):

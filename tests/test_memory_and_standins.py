@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qscope_lab import Lab, memory
-from qscope_lab.registry import GROUPS, default_group, find_group
-from qscope_lab.standins import stage
+from qscope_lab import Lab
+from qscope_lab.analysis import memory
+from qscope_lab.core.registry import GROUPS, default_group, find_group
+from qscope_lab.testing.standins import stage
 
 
 def test_plan_adds_model_sae_layers_and_workspace():

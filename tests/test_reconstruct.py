@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-
 from conftest import TEXTS
 
 from qscope_lab import SAE, Lab
-from qscope_lab.tiny import tiny_model
+from qscope_lab.testing.tiny import tiny_model
 
 
 def exact_sae(d_model: int) -> SAE:

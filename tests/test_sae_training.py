@@ -2,13 +2,16 @@
 
 import pytest
 import torch
-
 from conftest import TEXTS
 
 from qscope_lab import SAE, Lab
-from qscope_lab.sae_training import (TrainConfig, fraction_of_variance_explained, train_sae,
-                                     train_sae_on_activations)
-from qscope_lab.tiny import tiny_model
+from qscope_lab.testing.tiny import tiny_model
+from qscope_lab.training.sae_training import (
+    TrainConfig,
+    fraction_of_variance_explained,
+    train_sae,
+    train_sae_on_activations,
+)
 
 
 def sparse_data(n=30_000, d=32, n_features=64, active=3, offset=4.0, seed=0):

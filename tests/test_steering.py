@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-
 from conftest import TEXTS
 
 from qscope_lab import Steer
-from qscope_lab.steering import parse_steer, steering_delta
+from qscope_lab.core.steering import parse_steer, steering_delta
 
 
 def next_layer_input(lab, enc, layer, steers=None):
@@ -43,7 +42,7 @@ def test_only_listed_positions_change(lab):
     layer = 2
     enc = lab.tokenize(TEXTS)
     clean = lab.residuals(enc, [layer])[layer]
-    from qscope_lab.steering import apply_steering
+    from qscope_lab.core.steering import apply_steering
 
     where = torch.zeros_like(enc["attention_mask"], dtype=torch.bool)
     where[0, -1] = True

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from qscope_lab import Lab
-from qscope_lab import synthesis as syn
+from qscope_lab.core.textfiles import read_texts
 from qscope_lab.embedded import REFERENCE_FILE
+from qscope_lab.workflows import synthesis as syn
 
 LAYER = 2
 EN_SEEDS = [
@@ -169,13 +170,15 @@ def test_errors(emb):
         syn.coverage(emb, EN_SEEDS, [1], -1)
     with pytest.raises(ValueError, match="no target"):
         syn.synthesize(emb, EN_SEEDS, [], LAYER)
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(IndexError, match="target feature 5000 is out of range"):
         syn.coverage(emb, EN_SEEDS, [5000], LAYER)
+    with pytest.raises(TypeError, match="target feature must be an int"):
+        syn.coverage(emb, EN_SEEDS, [3.9], LAYER)
     with pytest.raises(ValueError, match="not str"):
         syn.synthesize(emb, EN_SEEDS, [1665], LAYER, generator=lambda f, n: [f"text {f}", 42])
     with pytest.raises(ValueError, match="list of str"):
         syn.synthesize(emb, EN_SEEDS, [1665], LAYER, generator=lambda f, n: "one string")
-    with pytest.raises(ValueError, match="texts"):
+    with pytest.raises(TypeError, match=r"texts\[1\] must be a str"):
         syn.coverage(emb, ["fine", None], [1], LAYER)
 
 
@@ -183,22 +186,22 @@ def test_read_texts_and_targets(tmp_path, emb):
     (tmp_path / "a.txt").write_text("one\n\ntwo\n", encoding="utf-8")
     (tmp_path / "b.jsonl").write_text('{"text": "x"}\n{"text": "y", "lang": "en"}\n', encoding="utf-8")
     pd.DataFrame({"text": ["p", "q"], "label": [0, 1]}).to_csv(tmp_path / "c.csv", index=False)
-    assert syn.read_texts(tmp_path / "a.txt") == ["one", "two"]
-    assert syn.read_texts(tmp_path / "b.jsonl") == ["x", "y"]
-    assert syn.read_texts(tmp_path / "c.csv") == ["p", "q"]
+    assert read_texts(tmp_path / "a.txt") == ["one", "two"]
+    assert read_texts(tmp_path / "b.jsonl") == ["x", "y"]
+    assert read_texts(tmp_path / "c.csv") == ["p", "q"]
     assert syn.as_targets(emb, "12, 45,12", LAYER) == [12, 45]
     assert syn.as_targets(emb, pd.DataFrame({"feature": [3, 4]}), LAYER) == [3, 4]
 
 
 def test_cli_synthesize(tmp_path, monkeypatch, emb, zh_docs, capsys):
-    from qscope_lab import cli
+    from qscope_lab.cli import synthesize as synthesize_command
 
-    monkeypatch.setattr(cli, "_lab", lambda args: emb)  # the embedded model, not loaded a second time
+    monkeypatch.setattr(synthesize_command, "lab_from_args", lambda args: emb)  # embedded model, loaded once
     (tmp_path / "seeds.txt").write_text("\n".join(EN_SEEDS), encoding="utf-8")
     goal = tmp_path / "goal.jsonl"
     goal.write_text("".join(json.dumps({"text": t}) + "\n" for t in zh_docs[:8]), encoding="utf-8")
     parser = argparse.ArgumentParser(prog="qscope-lab")
-    syn.add_cli(parser.add_subparsers(dest="command", required=True))
+    synthesize_command.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["synthesize", "--layer", "2", "--seeds", str(tmp_path / "seeds.txt"),
                               "--targets-from", str(goal), "--n-targets", "1", "--per-target", "2",
                               "--alphas", "16", "--max-new-tokens", "8", "--out", str(tmp_path / "run")])

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from qscope_lab import Lab, teaching
-from qscope_lab.features import is_digit, token_class_table
-from qscope_lab.sae_training import collect_activations
+from qscope_lab.analysis.features import token_class_table
+from qscope_lab.analysis.text_predicates import is_digit
+from qscope_lab.training.sae_training import collect_activations
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,8 @@ def lab():
 
 @pytest.fixture(scope="module")
 def residuals(lab):
-    texts = ["The 3 cats sat on the mat in 1999.", "今天的天气很好，我们去公园散步。", "def add(a, b):\n    return a + b"]
+    texts = ["The 3 cats sat on the mat in 1999.", "今天的天气很好，我们去公园散步。",
+             "def add(a, b):\n    return a + b"]
     return collect_activations(lab, texts, [2], max_tokens=500)[2]
 
 

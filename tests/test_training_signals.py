@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from qscope_lab import SAE, Lab
-from qscope_lab import code_switch_experiment as cse
-from qscope_lab import training_signals as ts
+from qscope_lab import training as ts
+from qscope_lab.training import code_switch_experiment as cse
 
 EN = ["The weather today is fine and the children are playing outside in the garden.",
       "He opened the letter and read it twice before he said a word.",
@@ -227,7 +227,9 @@ def test_cli_language_features_writes_csv(tmp_path):
     import argparse
 
     parser = argparse.ArgumentParser()
-    cse.add_cli(parser.add_subparsers(dest="command"))
+    from qscope_lab.cli import training as training_commands
+
+    training_commands.register(parser.add_subparsers(dest="command"))
     zh, en = tmp_path / "zh.txt", tmp_path / "en.txt"
     zh.write_text("今天天气很好，孩子们在花园里玩。\n这家酒店的服务非常好，房间也很干净。\n", encoding="utf-8")
     en.write_text("\n".join(EN) + "\n", encoding="utf-8")
@@ -238,4 +240,4 @@ def test_cli_language_features_writes_csv(tmp_path):
     frame = pd.read_csv(out)
     assert len(frame) == 6 and set(frame.language) == {"zh", "en"} and (frame.monolinguality > 0).all()
     with pytest.raises(ValueError, match="LANG=FILE"):
-        cse._texts_by_language(["nofile"])
+        training_commands.texts_by_language(["nofile"])

@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_classify import EN_SEEDS, EN_TEST, ZH_SEEDS, ZH_TEST
 
 from qscope_lab import Lab
+from qscope_lab.analysis.features import compare_texts, logit_table
+from qscope_lab.analysis.labels import FeatureLabels, label_namespace
+from qscope_lab.analysis.reference import Reference
 from qscope_lab.embedded import known_features
-from qscope_lab.features import compare_texts, logit_table
-from qscope_lab.labels import FeatureLabels, label_namespace
-from qscope_lab.reference import Reference
 from qscope_lab.widgets import ClassifierPanel, Compare, FeatureCard, Heatmap, SteeringPanel, Workbench
-from test_classify import EN_SEEDS, EN_TEST, ZH_SEEDS, ZH_TEST
+from qscope_lab.widgets._base import assets_dir
 
 TEXTS = ["The 3 cats sat on the mat in 1999.", "今天的天气很好，我们去公园散步。", "def add(a, b):\n    return a + b\n"]
 PROMPT = "The weather today is"
 ZH_LAYER, ZH_FEATURE = known_features()["chinese"]  # the model card's steering feature (contrast(zh, en))
+WIDGETS = Path(__file__).resolve().parents[1] / "widgets"
+COMPONENTS = sorted(p.name for p in (WIDGETS / "src").glob("*.js"))
+LAB_WIDGETS = {"card.js": FeatureCard, "classifier.js": ClassifierPanel, "compare.js": Compare,
+               "heatmap.js": Heatmap, "steering.js": SteeringPanel}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +81,7 @@ def test_heatmap_bad_input_shows_an_error_and_keeps_the_view(lab):
     hm = Heatmap(lab, TEXTS, layer=1)
     before = (hm.tokens, hm.values, hm.layer)
     hm.layer = 9
-    assert "layer 9 does not exist" in hm.error and hm.layer == 1
+    assert "layer must be an int in 0..3, got 9" in hm.error and hm.layer == 1
     assert (hm.tokens, hm.values, hm.layer) == before
     hm.feature = 10**6
     assert "does not exist" in hm.error and hm.values == before[1]
@@ -105,7 +114,7 @@ def test_labels_persist_across_kernels(lab, reference, labels_home):
     card.feature = ZH_FEATURE
     assert card.label == "Chinese text"
     # a new interpreter (a restarted kernel) reads the same file
-    code = ("from qscope_lab.labels import FeatureLabels; import json; "
+    code = ("from qscope_lab.analysis.labels import FeatureLabels; import json; "
             f"print(json.dumps(FeatureLabels({label_namespace(lab)!r}).get({ZH_LAYER}, {ZH_FEATURE})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"QSCOPE_LAB_HOME": str(labels_home), "PATH": ""})
@@ -227,3 +236,113 @@ def test_workbench_links_heatmap_card_and_steering(lab, reference):
                                          "alpha": 8.0}
     wb.card.label = "my label"
     assert wb.heatmap.labels[str(wb.card.feature)] == "my label"
+
+
+# ---------------------------------------------------------------------------------------------- front-end build
+def sources_hash() -> str:
+    """What widgets/build.mjs writes into each built file's header (the same function as its sourcesHash)."""
+    inputs = sorted([p.relative_to(WIDGETS).as_posix() for p in (WIDGETS / "src").rglob("*") if p.is_file()]
+                    + ["build.mjs", "package.json"])
+    digest = hashlib.sha256()
+    for rel in inputs:
+        text = (WIDGETS / rel).read_text(encoding="utf-8").replace("\r\n", "\n")
+        digest.update((rel + "\0" + text + "\0").encode("utf-8"))
+    return digest.hexdigest()
+
+
+def built_files() -> list[str]:
+    return COMPONENTS + ["qscope.css"]
+
+
+def test_built_front_end_is_up_to_date_with_its_sources():
+    """dist/ is committed: each built file names the hash of the sources it was built from (no node needed)."""
+    assert set(COMPONENTS) == set(LAB_WIDGETS), "a component without a widget, or a widget without a component"
+    expected = sources_hash()
+    assert sorted(p.name for p in (WIDGETS / "dist").iterdir()) == sorted(built_files())
+    for name in built_files():
+        head = (WIDGETS / "dist" / name).read_text(encoding="utf-8")[:400]
+        found = re.search(r"sources sha256:([0-9a-f]{64})", head)
+        assert found, f"dist/{name} has no sources hash in its header"
+        assert found.group(1) == expected, (f"widgets/dist/{name} is stale: run `npm run build` in widgets/ "
+                                            f"(or `npm run watch` while editing)")
+
+
+@pytest.mark.skipif(not (shutil.which("node") and (WIDGETS / "node_modules" / "esbuild").is_dir()),
+                    reason="node and widgets/node_modules/esbuild (`npm ci` in widgets/) rebuild dist/")
+def test_built_front_end_rebuilds_identically(tmp_path):
+    subprocess.run(["node", "build.mjs", "--outdir", str(tmp_path)], cwd=WIDGETS, check=True, capture_output=True,
+                   timeout=120)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(built_files())
+    for name in built_files():
+        assert (tmp_path / name).read_bytes() == (WIDGETS / "dist" / name).read_bytes(), f"dist/{name} differs"
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_components_share_the_controls_and_export_a_render(name):
+    source = (WIDGETS / "src" / name).read_text(encoding="utf-8")
+    assert re.search(r'^import .* from "\./lib/', source, re.M), f"{name} imports no shared module"
+    assert re.search(r"^export default \{ render \};", source, re.M)
+    for own in (r"\bqs-layer\b", r"change:n_layers", r"Array\.from\(\{ length",  # a layer picker of its own
+                r"function (h|f32|i32|u8|heat|fmt|pct|featureName|setTrait|statusLine|layerPicker)\b"):
+        assert not re.search(own, source), f"{name} has its own copy of a shared control or helper ({own})"
+    built = (WIDGETS / "dist" / name).read_text(encoding="utf-8")
+    assert re.search(r"export\s*\{\s*[\w$]+ as default\s*\};?\s*$|^export default ", built, re.M)
+    assert not re.search(r"(^|[;}])import[\s{*]", built, re.M), "dist modules are self-contained (loaded as a string)"
+    assert "function layerPicker(" in (WIDGETS / "src" / "lib" / "controls.js").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_widgets_load_the_built_files(name):
+    """``_esm`` / ``_css`` are paths to dist/ (anywidget turns them into FileContents, watched under
+    ANYWIDGET_HMR=1)."""
+    widget = LAB_WIDGETS[name]
+    assert type(widget._esm).__name__ == "FileContents" and type(widget._css).__name__ == "FileContents"
+    assert str(widget._esm) == (assets_dir() / name).read_text(encoding="utf-8")
+    assert str(widget._css) == (assets_dir() / "qscope.css").read_text(encoding="utf-8")
+    assert assets_dir() in (WIDGETS / "dist", Path(sys.modules["qscope_lab"].__file__).parent / "_widgets" / "dist")
+
+
+# ---------------------------------------------------------------------------------------------- Python plumbing
+def test_unknown_constructor_keywords_are_refused(lab, reference):
+    with pytest.raises(TypeError, match=r"^FeatureCard\(\) got unexpected keyword argument\(s\): 'featur' "
+                                        r"\(did you mean 'feature'\?\)$"):
+        FeatureCard(lab, featur=3, reference=reference)
+    with pytest.raises(TypeError, match=r"^Heatmap\(\) got unexpected keyword argument\(s\): 'layr', 'zzz'"):
+        Heatmap(lab, TEXTS, layr=2, zzz=1)
+    with pytest.raises(TypeError, match=r"SteeringPanel\(\) .*'max_tokens'"):
+        SteeringPanel(lab, PROMPT, max_tokens=4)
+    with pytest.raises(TypeError, match=r"Compare\(\) .*'skip_shared'"):
+        Compare(lab, "a b", "a c", skip_shared=True)
+    with pytest.raises(TypeError, match=r"ClassifierPanel\(\) .*'heldout_texts'"):
+        ClassifierPanel(lab, fit=False, heldout_texts=["x"])
+    with pytest.raises(TypeError, match=r"Workbench\(\) .*'steer_alfa' \(did you mean 'steer_alpha'\?\)"):
+        Workbench(lab, TEXTS, steer_alfa=4.0)
+    # traits the widget declares are still keywords (here: no constructor parameter of their own)
+    hm = Heatmap(lab, TEXTS, layer=2, n_top=3, layout={"width": "50%"})
+    assert hm.error == "" and hm.n_top == 3 and hm.layout.width == "50%"
+    assert len(floats(hm.top_values)) == 3 * sum(map(len, hm.tokens))
+
+
+def test_observers_are_quiet_during_construction_and_quietly(lab, monkeypatch):
+    calls = []
+    encode = Heatmap._encode
+    monkeypatch.setattr(Heatmap, "_encode", lambda self: (calls.append(self.layer), encode(self))[1])
+    hm = Heatmap(lab, TEXTS, layer=2, feature=5, skip_first=False)
+    assert calls == [2] and hm.feature == 5 and hm.error == ""  # constructor values did not re-encode
+    hm.layer = 1
+    assert calls == [2, 1]
+    tokens = hm.tokens
+    with hm.quietly():
+        hm.texts = ["another text"]
+        with hm.quietly():  # nestable
+            hm.skip_first = True
+        hm.layer = 3
+    assert calls == [2, 1] and hm.tokens == tokens and (hm.layer, hm.skip_first) == (3, True)
+    assert hm._quiet == 0
+    hm.layer = 2  # reacts again after the block
+    assert calls == [2, 1, 2] and hm.tokens == lab.encode(["another text"], 2).tokens
+    seen = []
+    hm.observe(lambda change: seen.append(change["new"]), names="feature")
+    with hm.quietly():  # other observers (links, the front-end sync) still see the value
+        hm.feature = 9
+    assert seen == [9] and hm.values != b""

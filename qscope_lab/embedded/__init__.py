@@ -26,6 +26,14 @@ def require() -> None:
             f"recipes/embedded/ or pass a model to Lab.load")
 
 
+def reference_documents() -> list[dict]:
+    """The shipped held-out documents: ``{"source", "lang", "text"}`` each (English, Chinese and Python)."""
+    import json
+
+    with open(REFERENCE_FILE, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
 def known_features() -> dict[str, tuple[int, int]]:
     """Named (layer, feature) pairs of the shipped SAEs, as measured by recipes/embedded/evaluate.py:
     ``"chinese"`` (the steering feature), ``"han"``, ``"digit"``, ``"code"``. Read from evaluation.json, so

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import traitlets
 
-from ..charts import activation_histogram, to_svg
-from ..features import logit_table
-from ..labels import FeatureLabels, label_namespace
-from ..reference import Reference
-from ._base import LabWidget, css, esm
+from ..analysis.features import logit_table
+from ..analysis.labels import FeatureLabels, label_namespace
+from ..analysis.reference import Reference
+from ..viz.charts import activation_histogram, to_svg
+from ._base import LabWidget, css, esm, reacts
 
 
 class FeatureCard(LabWidget):
@@ -42,9 +42,7 @@ class FeatureCard(LabWidget):
         self.labels = labels if labels is not None else FeatureLabels(label_namespace(lab))
         self.n_contexts, self.window = n_contexts, window
         self._steer_callbacks = []
-        self._loading = False
         self.on_msg(self._on_message)
-        self.ready = True
         self._show()
 
     def on_steer(self, callback) -> None:
@@ -57,20 +55,18 @@ class FeatureCard(LabWidget):
                 with self.working("steer"):
                     callback(self.layer, self.feature)
 
-    @traitlets.observe("layer", "feature")
+    @reacts("layer", "feature")
     def _selection_changed(self, change):
-        if self.ready:
-            self._show()
+        self._show()
 
-    @traitlets.observe("label", "note")
+    @reacts("label", "note")
     def _annotation_changed(self, change):
-        if self.ready and not self._loading:
-            with self.working("save label"):
-                self.labels.set(self.layer, self.feature, **{change["name"]: change["new"]})
+        with self.working("save label"):
+            self.labels.set(self.layer, self.feature, **{change["name"]: change["new"]})
 
     def _show(self) -> None:
         with self.working("feature card"):
-            layer = self.check_layer(self.layer)
+            layer = self.lab.check_layer(self.layer)
             self.lab.sae(layer).check_feature(self.feature)
             acts = self.reference.acts(layer)
             stats = self.reference.stats(layer, self.feature)
@@ -86,16 +82,12 @@ class FeatureCard(LabWidget):
             svg = to_svg(activation_histogram(values.numpy(), title=title))
             logits = logit_table(self.lab, layer, self.feature, n=8)
             stored = self.labels.get(layer, self.feature)
-            self._loading = True
-            try:
-                with self.hold_sync():
-                    self.stats = stats
-                    self.contexts = contexts
-                    self.logits = logits[["side", "token", "logit"]].to_dict("records")
-                    self.histogram_svg = svg
-                    self.label, self.note = stored["label"], stored["note"]
-            finally:
-                self._loading = False
+            with self.quietly(), self.hold_sync():  # the stored label / note are not saved back
+                self.stats = stats
+                self.contexts = contexts
+                self.logits = logits[["side", "token", "logit"]].to_dict("records")
+                self.histogram_svg = svg
+                self.label, self.note = stored["label"], stored["note"]
 
     def histogram(self):
         """The activation histogram as an altair chart."""

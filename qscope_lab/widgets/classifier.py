@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import traitlets
 
-from ..charts import to_svg
-from ..classify import SeedClassifier
+from ..viz.charts import to_svg
+from ..workflows.classify import SeedClassifier
 from ._base import LabWidget, css, esm
 
 
@@ -64,7 +64,6 @@ class ClassifierPanel(LabWidget):
                          top_k=top_k, n_layers=n_layers, path=path, **kwargs)
         self.classifier: SeedClassifier | None = None
         self.on_msg(self._on_message)
-        self.ready = True
         if fit and self.positives and self.negatives:
             self.fit()
 

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import traitlets
 
-from ..features import compare_texts, shared_prefix_length
-from ._base import LabWidget, css, esm, f32
+from ..analysis.features import compare_texts, shared_prefix_length
+from ._base import LabWidget, css, esm, f32, reacts
 
 
 class Compare(LabWidget):
@@ -34,25 +34,22 @@ class Compare(LabWidget):
                          skip_shared_prefix=skip_shared_prefix, **kwargs)
         self.layers = list(range(lab.n_layers)) if layers is None else list(layers)
         self.table = None
-        self.ready = True
         self.refresh()
 
-    @traitlets.observe("text_a", "text_b", "skip_first", "skip_shared_prefix", "top")
+    @reacts("text_a", "text_b", "skip_first", "skip_shared_prefix", "top")
     def _inputs_changed(self, change):
-        if self.ready:
-            self.refresh()
+        self.refresh()
 
-    @traitlets.observe("selected")
+    @reacts("selected")
     def _selected_changed(self, change):
-        if self.ready:
-            self._show_feature()
+        self._show_feature()
 
     def refresh(self) -> None:
         with self.working("compare"):
             if not self.text_a.strip() or not self.text_b.strip():
                 raise ValueError("give two non-empty texts")
             for layer in self.layers:
-                self.check_layer(layer)
+                self.lab.check_layer(layer)
             self.table = compare_texts(self.lab, self.text_a, self.text_b, self.layers, top=self.top,
                                        skip_first=self.skip_first, skip_shared_prefix=self.skip_shared_prefix)
             with self.hold_sync():
@@ -65,7 +62,7 @@ class Compare(LabWidget):
     def _show_feature(self) -> None:
         with self.working("heatmap"):
             layer, feature = int(self.selected.get("layer", 0)), int(self.selected.get("feature", 0))
-            self.check_layer(layer)
+            self.lab.check_layer(layer)
             acts = self.lab.encode([self.text_a, self.text_b], layer, skip_first=self.skip_first)
             values = torch.cat(acts.feature(feature)).numpy()
             with self.hold_sync():

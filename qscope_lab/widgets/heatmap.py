@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import traitlets
 
-from ..activations import FeatureActs
-from ._base import LabWidget, css, esm, f32, i32
+from ..core.activations import FeatureActs
+from ._base import LabWidget, css, esm, f32, i32, reacts
 
 
 class Heatmap(LabWidget):
@@ -42,37 +42,30 @@ class Heatmap(LabWidget):
     def __init__(self, lab, texts, layer: int | None = None, feature: int | None = None, skip_first: bool = True,
                  skip_special: bool = True, max_length: int | None = 4096, labels=None, **kwargs):
         texts = [texts] if isinstance(texts, str) else list(texts)
-        super().__init__(lab, n_layers=lab.n_layers, layer=lab.n_layers // 2 if layer is None else layer,
-                         skip_first=skip_first, skip_special=skip_special, **kwargs)
+        if feature is not None:
+            kwargs["feature"] = feature
+        super().__init__(lab, texts=texts, n_layers=lab.n_layers,
+                         layer=lab.n_layers // 2 if layer is None else layer, skip_first=skip_first,
+                         skip_special=skip_special, **kwargs)
         self.max_length = max_length
         self.label_store = labels
         self.acts: FeatureActs | None = None
-        self._reverting = False
-        self.texts = texts
-        if feature is not None:
-            self.feature = feature
-        self.ready = True
         self._encode()
 
-    @traitlets.observe("texts", "layer", "skip_first", "skip_special")
+    @reacts("texts", "layer", "skip_first", "skip_special")
     def _inputs_changed(self, change):
-        if self.ready and not self._reverting:
-            self._encode()
-            if self.error and change["name"] != "texts":  # bad input: show the error, keep what was shown
-                self._reverting = True
-                try:
-                    setattr(self, change["name"], change["old"])
-                finally:
-                    self._reverting = False
+        self._encode()
+        if self.error and change["name"] != "texts":  # bad input: show the error, keep what was shown
+            with self.quietly():
+                setattr(self, change["name"], change["old"])
 
-    @traitlets.observe("feature")
+    @reacts("feature")
     def _feature_changed(self, change):
-        if self.ready:
-            self._send_feature()
+        self._send_feature()
 
     def _encode(self) -> None:
         with self.working("encode"):
-            layer = self.check_layer(self.layer)
+            layer = self.lab.check_layer(self.layer)
             if not self.texts or not all(t.strip() for t in self.texts):
                 raise ValueError("give at least one non-empty text")
             acts = self.lab.encode(self.texts, layer, skip_first=self.skip_first, skip_special=self.skip_special,

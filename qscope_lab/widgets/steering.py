@@ -15,9 +15,9 @@ import time
 
 import traitlets
 
-from ..labels import FeatureLabels, label_namespace
-from ..reference import Reference
-from ._base import LabWidget, css, esm
+from ..analysis.labels import FeatureLabels, label_namespace
+from ..analysis.reference import Reference
+from ._base import LabWidget, css, esm, reacts
 
 POSITIONS = ("all", "prompt", "generated")
 
@@ -58,14 +58,13 @@ class SteeringPanel(LabWidget):
         for item in features:
             feature, alpha = item if isinstance(item, tuple) else (item, 0.0)
             self.add_feature(feature, alpha, regenerate=False)
-        self.ready = True
         self.regenerate()
 
     # ------------------------------------------------------------------ public
     def add_feature(self, feature: int, alpha: float = 0.0, layer: int | None = None, regenerate: bool = True):
         """Add a slider (or set the alpha of an existing one) for ``feature`` at ``layer`` (default: the panel's)."""
         with self.working("add feature"):
-            layer = self.check_layer(self.layer if layer is None else layer)
+            layer = self.lab.check_layer(self.layer if layer is None else layer)
             self.lab.sae(layer).check_feature(int(feature))
             rows = [dict(row) for row in self.features]
             for row in rows:
@@ -78,7 +77,8 @@ class SteeringPanel(LabWidget):
             if regenerate:
                 self.features = rows
             else:
-                self._quiet_features(rows)
+                with self.quietly():
+                    self.features = rows
 
     def remove_feature(self, index: int) -> None:
         self.features = [row for i, row in enumerate(self.features) if i != index]
@@ -129,17 +129,9 @@ class SteeringPanel(LabWidget):
         return table
 
     # ------------------------------------------------------------------ plumbing
-    def _quiet_features(self, rows):
-        self._silent = True
-        try:
-            self.features = rows
-        finally:
-            self._silent = False
-
-    @traitlets.observe("features", "prompt", "positions", "mode", "max_new_tokens")
+    @reacts("features", "prompt", "positions", "mode", "max_new_tokens")
     def _inputs_changed(self, change):
-        if self.ready and not getattr(self, "_silent", False):
-            self.regenerate()
+        self.regenerate()
 
     def _on_message(self, widget, content, buffers):
         event = content.get("event")

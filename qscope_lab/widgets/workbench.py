@@ -10,7 +10,8 @@ from __future__ import annotations
 import ipywidgets
 import traitlets
 
-from ..labels import FeatureLabels, label_namespace
+from ..analysis.labels import FeatureLabels, label_namespace
+from ._base import reject_unknown_kwargs
 from .card import FeatureCard
 from .heatmap import Heatmap
 from .steering import SteeringPanel
@@ -19,6 +20,7 @@ from .steering import SteeringPanel
 class Workbench(ipywidgets.VBox):
     def __init__(self, lab, texts, prompt: str = "", layer: int | None = None, steer_alpha: float = 8.0,
                  reference=None, labels=None, **kwargs):
+        reject_unknown_kwargs(self, kwargs)
         labels = labels if labels is not None else FeatureLabels(label_namespace(lab))
         self.heatmap = Heatmap(lab, texts, layer=layer, labels=labels)
         self.card = FeatureCard(lab, layer=self.heatmap.layer, feature=self.heatmap.feature, reference=reference,

@@ -34,7 +34,7 @@ def lang_docs(corpus: Path, lang: str, n: int, chars: int = 1200) -> list[str]:
 
 
 def sae_quality(lab, corpus: Path) -> list[dict]:
-    from qscope_lab.sae_training import collect_activations, fraction_of_variance_explained
+    from qscope_lab.training.sae_training import collect_activations, fraction_of_variance_explained
 
     rows = []
     for lang in ("en", "zh", "code"):
@@ -52,7 +52,8 @@ def sae_quality(lab, corpus: Path) -> list[dict]:
 
 
 def interpretable(lab, corpus: Path) -> dict:
-    from qscope_lab.features import is_digit, is_han, span_labels, token_class_table, top_contexts
+    from qscope_lab.analysis.features import span_labels, token_class_table, top_contexts
+    from qscope_lab.analysis.text_predicates import is_digit, is_han
 
     texts, labels_code = [], []
     for lang in ("en", "zh", "code"):
@@ -85,7 +86,8 @@ def steering(lab, corpus: Path, layer: int, candidates: int = 10, probe_alpha: f
     ``candidates`` features firing most more often on Chinese than English documents, keep the one whose
     addition at ``probe_alpha`` turns the English prompts most Chinese. (At k = 64 the top contrast feature
     alone is often a detector whose decoder direction does not write Chinese.)"""
-    from qscope_lab.features import contrast, han_share
+    from qscope_lab.analysis.features import contrast
+    from qscope_lab.analysis.text_predicates import han_share
 
     zh, en = lang_docs(corpus, "zh", 60, 300), lang_docs(corpus, "en", 60, 300)
     table = contrast(lab, zh, en, layer=layer, top=candidates)
@@ -110,8 +112,8 @@ def steering(lab, corpus: Path, layer: int, candidates: int = 10, probe_alpha: f
         sweep.append({"alpha": alpha, "prompts": "zh", "han_share": round(sum(map(han_share, gen.steered)) / 4, 3),
                       "example": gen.steered[0][:60]})
         print(sweep[-1], flush=True)
-    return {"layer": layer, "feature": feature, "probe_alpha": probe_alpha, "contrast": table.round(4).to_dict("records"),
-            "sweep": sweep}
+    return {"layer": layer, "feature": feature, "probe_alpha": probe_alpha,
+            "contrast": table.round(4).to_dict("records"), "sweep": sweep}
 
 
 def cold_start() -> float:

@@ -82,7 +82,7 @@ def main() -> None:
         sae_logs.append({"layer": int(path.stem.removeprefix("sae_layer")), "steps": int(last.step) + 1,
                          "final mse (scaled)": round(float(last.mse), 5),
                          "dead fraction": round(float(last.dead_fraction), 4), "seconds": last.seconds})
-    from qscope_lab.sae_io import read_qscope_meta
+    from qscope_lab.core.sae_formats import read_qscope_meta
 
     metas = [read_qscope_meta(EMBEDDED / "saes" / f"layer{n}.sae.safetensors")
              for n in range(config["num_hidden_layers"])]
@@ -137,7 +137,7 @@ Held-out loss at the end, bits per character (nats/token / ln 2 x tokens/char):
 ## SAEs
 One per layer, `saes/layer{{n}}.sae.safetensors`, Qwen-Scope orientation and convention (raw residual in,
 no b_dec centring, topk of relu, `x_hat = acts @ W_dec.T + b_dec`), bfloat16 storage, upcast to float32 at load.
-Width 16 x d_model = {width}, k = {k}. Trained by `qscope_lab.sae_training` (public API): inputs scaled to
+Width 16 x d_model = {width}, k = {k}. Trained by `qscope_lab.training.sae_training` (public API): inputs scaled to
 E||x||^2 = d during training and the scale folded into the weights, unit-norm decoder, encoder initialised as
 its transpose with the bias centring the mean, AuxK (k_aux = d/2, coefficient 1/32) for latents silent for
 200k tokens, Adam lr 2e-3 decayed linearly to 0 over the last 20% of steps, 8M tokens sampled from 2M cached
@@ -160,7 +160,7 @@ FVE = fraction of variance explained; ce_delta = next-token CE (nats/token) with
 Targets: FVE >= 0.88 is met in {int((quality.fve >= 0.88).sum())} of {len(quality)} (layer, language) pairs;
 ce_delta <= 0.10 in {int((quality.ce_delta <= 0.10).sum())} of {len(quality)}{over_text(quality)}.
 
-## Interpretable features (found with `qscope_lab.features`)
+## Interpretable features (found with `qscope_lab.analysis.features`)
 {chr(10).join(feature_blocks)}
 
 ## Steering

@@ -105,18 +105,21 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     streams, meta = tokenize_corpus(Path(args.corpus), tokenizer, out / "tokens")
-    train = {lang: np.concatenate([s for (l, _, split), s in sorted(streams.items()) if l == lang and split == "train"])
+    train = {lang: np.concatenate([s for (language, _, split), s in sorted(streams.items())
+                                 if language == lang and split == "train"])
              for lang in MIX}
     heldout = {k: s for k, s in streams.items() if k[2] == "heldout"}
     model = Qwen3ForCausalLM(model_config(len(tokenizer), tokenizer.eos_token_id))
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{n_params / 1e6:.2f} M parameters; train tokens: " + ", ".join(f"{k} {v.size / 1e6:.1f}M" for k, v in train.items()))
+    sizes = ", ".join(f"{k} {v.size / 1e6:.1f}M" for k, v in train.items())
+    print(f"{n_params / 1e6:.2f} M parameters; train tokens: {sizes}")
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95))
     warmup = max(1, args.steps // 20)
-    schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
+    schedule = lambda s: min(1.0, (s + 1) / warmup) * (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     log = open(out / "log.jsonl", "a")
     model.train()

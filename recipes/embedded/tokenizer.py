@@ -39,7 +39,7 @@ def training_sample(corpus: Path, seed: int = 0) -> list[str]:
         by_lang.setdefault(doc["lang"], []).append(doc["text"])
     rng = random.Random(seed)
     sample = []
-    for lang, docs in sorted(by_lang.items()):
+    for _lang, docs in sorted(by_lang.items()):
         rng.shuffle(docs)
         total = 0
         for doc in docs:

@@ -9,8 +9,8 @@ Width 16 x d_model = 2048 (Qwen-Scope's narrowest groups are 16 x 2048 = 32K) an
 64`` measures held-out FVE and the per-language CE cost of each k at the middle layer (MODEL_CARD.md has the
 table: the CE bar of 0.10 nats is what needs k = 64 on a 128-wide residual). Activations of the chosen layers
 come from the same forward passes over an en / zh / code mix of training documents; each SAE is trained by
-``qscope_lab.sae_training`` (the public API) on 2M distinct activation rows with a linear lr decay over the last
-20%, then KL fine-tuned (``finetune_kl``: the later layers cost more CE and get more steps), and stored as
+``qscope_lab.training.sae_training`` (the public API) on 2M distinct activation rows with a linear lr decay over the
+last 20%, then KL fine-tuned (``finetune_kl``: the later layers cost more CE and get more steps), and stored as
 ``layer{n}.sae.safetensors`` in bfloat16 with its training facts in the file's metadata.
 """
 
@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from qscope_lab import Lab
-    from qscope_lab.sae_training import TrainConfig, collect_activations, finetune_kl, train_sae_on_activations
+    from qscope_lab.training.sae_training import TrainConfig, collect_activations, finetune_kl, train_sae_on_activations
 
     torch.set_num_threads(args.threads)
     lab = Lab.load(args.model, device="cpu")
@@ -98,9 +98,10 @@ def sweep_k(lab, texts, args) -> None:
     """The evidence behind k: at the middle layer, each k trained the same way (MSE stage only, no KL), scored by
     held-out FVE and by the CE cost of splicing it in, per language (the two bars of the model card)."""
     from evaluate import lang_docs
+
     from qscope_lab import Lab
-    from qscope_lab.sae_suite import SAESuite
-    from qscope_lab.sae_training import TrainConfig, collect_activations, train_sae_on_activations
+    from qscope_lab.core.sae_suite import SAESuite
+    from qscope_lab.training.sae_training import TrainConfig, collect_activations, train_sae_on_activations
 
     layer = lab.n_layers // 2
     acts = collect_activations(lab, texts, [layer], max_tokens=args.activation_tokens)[layer]
@@ -122,8 +123,8 @@ def sweep_k(lab, texts, args) -> None:
 def continue_kl(lab, texts, layers, out: Path, steps: int) -> None:
     """A second KL stage for the SAEs in ``out`` (the shipped layers 2 and 3 got 1,500 more steps: their CE
     cost was the highest after the first 600)."""
-    from qscope_lab.sae import SAE
-    from qscope_lab.sae_training import finetune_kl
+    from qscope_lab.core.sae import SAE
+    from qscope_lab.training.sae_training import finetune_kl
 
     for layer in layers:
         path = out / f"layer{layer}.sae.safetensors"

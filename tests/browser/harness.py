@@ -149,7 +149,7 @@ class JupyterLabServer:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(values, indent=2))
 
-    def start(self) -> "JupyterLabServer":
+    def start(self) -> JupyterLabServer:
         config_dir, runtime_dir = self.tmp / "config", self.tmp / "runtime"
         for d in (self.root_dir, config_dir, runtime_dir, self.tmp / "ipython"):
             d.mkdir(parents=True, exist_ok=True)
@@ -227,7 +227,7 @@ class JupyterLabServer:
     def cleanup(self) -> None:
         shutil.rmtree(self._own_tmp, ignore_errors=True)
 
-    def __enter__(self) -> "JupyterLabServer":
+    def __enter__(self) -> JupyterLabServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -393,7 +393,7 @@ def open_notebook(page, server: JupyterLabServer, name: str, timeout: float = 60
                                timeout=max(1.0, deadline - time.monotonic()) * 1000)
     except Exception as exc:
         raise NotebookError(f"JupyterLab did not load (no window.jupyterapp; was the server started with "
-                            f"--LabApp.expose_app_in_browser=True?): {exc}\nserver log:\n{server.log_tail()}")
+                            f"--LabApp.expose_app_in_browser=True?): {exc}\nserver log:\n{server.log_tail()}") from exc
     _ensure_helpers(page)
     dialogs: list[str] = []
     while True:

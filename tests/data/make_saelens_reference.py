@@ -13,10 +13,10 @@ from pathlib import Path
 
 import sae_lens
 import torch
-from safetensors.torch import save_file
 from sae_lens import SAE
 from sae_lens.loading import pretrained_sae_loaders as loaders
 from sae_lens.loading.pretrained_sae_loaders import handle_config_defaulting
+from safetensors.torch import save_file
 
 OUT = Path(__file__).parent / "saelens_reference"
 REPO = "Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_16"  # parsed by SAELens for k; sizes overridden below

@@ -1,0 +1,38 @@
+"""``qscope-lab classify``: fit a seed classifier on labelled seeds, report held-out metrics, save it."""
+
+from __future__ import annotations
+
+from .options import add_lab_options, lab_from_args, print_frame
+
+
+def register(sub) -> None:
+    p = sub.add_parser("classify", help="seed-data classifier: fit, evaluate against baselines, save")
+    add_lab_options(p, needs_saes=False)
+    p.add_argument("--train", required=True, help="labelled seeds: .csv/.parquet/.jsonl with text and label")
+    p.add_argument("--test", help="labelled held-out texts (same format): metrics against the baselines")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--n-layers", type=int, default=1)
+    p.add_argument("--save", help="write the fitted classifier (JSON) here")
+    p.add_argument("--out", help="prefix: <prefix>_features.csv, <prefix>_layers.csv, <prefix>_metrics.csv")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    import pandas as pd
+
+    from ..core.textfiles import read_labelled
+    from ..workflows.classify import SeedClassifier
+
+    train = read_labelled(args.train)
+    test = read_labelled(args.test) if args.test else None
+    clf = SeedClassifier(lab_from_args(args), top_k=args.top_k, n_layers=args.n_layers)
+    if test is not None:
+        metrics_frame = clf.compare_baselines(train.text, train.label, test.text, test.label)
+    else:
+        clf.fit(train.text, train.label)
+        metrics_frame = pd.DataFrame([{"method": "sae_or_rule (train)", **clf.evaluate(train.text, train.label)}])
+    chosen = pd.DataFrame(clf.features_, columns=["layer", "feature"]).merge(clf.deltas_, on=["layer", "feature"])
+    for suffix, frame in (("features", chosen), ("layers", clf.layer_scores_), ("metrics", metrics_frame)):
+        print_frame(frame, f"{args.out}_{suffix}.csv" if args.out else None)
+    if args.save:
+        print(f"saved {clf.save(args.save)}")

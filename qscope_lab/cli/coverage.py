@@ -1,0 +1,62 @@
+"""``qscope-lab coverage``: benchmark footprints in SAE feature space, their overlap and coverage curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .options import add_lab_options, add_layer_option, lab_from_args, layer_from_args, print_frame
+
+
+def register(sub) -> None:
+    p = sub.add_parser("coverage", help="benchmark footprints in SAE feature space: redundancy, overlap")
+    add_lab_options(p)
+    add_layer_option(p)
+    p.add_argument("--position", default="last", choices=["last", "all"],
+                   help="active features at the last token (default) or at any token")
+    p.add_argument("--benchmark", action="append", required=True, metavar="NAME=PATH",
+                   help="a benchmark file (.txt one text per line, .jsonl/.json 'text', .csv/.parquet 'text' "
+                        "column); repeat for several")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=256, help="tokens kept per text (0: all)")
+    p.add_argument("--n-orders", type=int, default=20, help="random orders averaged in the coverage curve")
+    p.add_argument("--out", help="write PREFIX_footprint.csv, PREFIX_overlap_asym.csv, PREFIX_overlap_min.csv "
+                                 "and PREFIX_curve.csv instead of printing")
+    p.set_defaults(func=run)
+
+
+def parse_benchmark_args(items: list[str]) -> dict[str, Path]:
+    """``NAME=path`` (or a bare path, named by its stem) -> {name: path}; names must be unique."""
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).stem, item
+        if not name or not path:
+            raise ValueError(f"--benchmark {item!r}: use NAME=path")
+        if name in out:
+            raise ValueError(f"--benchmark: the name {name!r} is given twice")
+        out[name] = Path(path)
+    return out
+
+
+def run(args) -> None:
+    from ..core.textfiles import read_texts
+    from ..workflows.coverage import coverage_report
+
+    benchmarks = {}
+    for name, path in parse_benchmark_args(args.benchmark).items():
+        benchmarks[name] = read_texts(path)
+        if not benchmarks[name]:
+            raise ValueError(f"--benchmark {name}={path}: the file has no texts")
+    lab = lab_from_args(args)
+    tables = coverage_report(lab, benchmarks, layer_from_args(args, lab), position=args.position,
+                             batch_size=args.batch_size, max_length=args.max_length or None, n_orders=args.n_orders)
+    if args.out:
+        for key in ("footprint", "overlap_asym", "overlap_min", "curve"):
+            print_frame(tables[key], f"{args.out}_{key}.csv")
+    else:
+        print_frame(tables["footprint"], None)
+        print("\noverlap |F1 & F2| / |F1| (row F1, column F2):")
+        print_frame(tables["overlap_asym"], None)
+        print("\noverlap |F1 & F2| / min(|F1|, |F2|):")
+        print_frame(tables["overlap_min"], None)

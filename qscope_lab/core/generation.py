@@ -1,0 +1,188 @@
+"""Steered generation through nnsight: one batched run holds the baseline rows and the steered rows.
+
+The prompt batch is ``[baseline prompts..., steered prompts...]``; edits touch the steered rows only, at every
+generation step the chosen ``positions`` cover (step 0 is the prefill of all prompt positions).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+from .steering import Steer, apply_steering, by_layer, check_positions, position_mask
+
+_STEP_RANGES = {"all": (0, None), "prompt": (0, 1), "generated": (1, None)}
+
+
+@dataclass
+class Generation:
+    """Completions for each prompt, steered and (optionally) baseline, with the token ids behind them."""
+
+    prompts: list[str]
+    steered: list[str]
+    baseline: list[str] | None
+    steered_ids: list[list[int]]
+    baseline_ids: list[list[int]] | None
+    steers: list[Steer] = field(default_factory=list)
+    positions: object = "all"
+
+    @property
+    def text(self) -> str:
+        """The (first) steered completion."""
+        return self.steered[0]
+
+    def __str__(self) -> str:
+        return self.text
+
+    def first_difference(self, i: int = 0) -> int | None:
+        """Index of the first generated token where steered and baseline differ (None if identical)."""
+        if self.baseline_ids is None:
+            return None
+        a, b = self.baseline_ids[i], self.steered_ids[i]
+        for j, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return j
+        return None if len(a) == len(b) else min(len(a), len(b))
+
+    def to_frame(self) -> pd.DataFrame:
+        data = {"prompt": self.prompts, "steered": self.steered}
+        if self.baseline is not None:
+            data["baseline"] = self.baseline
+            data["same"] = [b == s for b, s in zip(self.baseline, self.steered)]
+        return pd.DataFrame(data)
+
+    def _repr_html_(self) -> str:
+        edits = ", ".join(f"L{s.layer} f{s.feature} {s.mode} {s.value:+g}" for s in self.steers) or "none"
+        rows = []
+        for i, prompt in enumerate(self.prompts):
+            base = html.escape(self.baseline[i]) if self.baseline is not None else "<i>not run</i>"
+            rows.append(f"<tr><td>{html.escape(prompt)}</td><td>{base}</td>"
+                        f"<td>{html.escape(self.steered[i])}</td></tr>")
+        return (f"<div><b>steering:</b> {html.escape(edits)} (positions: {html.escape(str(self.positions))})"
+                "<table><tr><th>prompt</th><th>baseline</th><th>steered</th></tr>" + "".join(rows) + "</table></div>")
+
+
+def _prompt_texts(lab, prompt, chat: bool) -> list[str]:
+    from .validate import as_texts
+
+    prompts = as_texts(prompt)
+    if not chat:
+        return prompts
+    return [lab.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                              add_generation_prompt=True) for p in prompts]
+
+
+def _completions(lab, ids: torch.Tensor, prompt_len: int) -> tuple[list[str], list[list[int]]]:
+    """Cut each row after the prompt and at its first end-of-text / pad token."""
+    stop = {t for t in (lab.tokenizer.eos_token_id, lab.tokenizer.pad_token_id) if t is not None}
+    stop |= set(_as_list(getattr(lab.hf_model.generation_config, "eos_token_id", None)))
+    texts, all_ids = [], []
+    for row in ids[:, prompt_len:].tolist():
+        cut = next((j for j, t in enumerate(row) if t in stop), len(row))
+        all_ids.append(row[:cut])
+        texts.append(lab.tokenizer.decode(row[:cut], skip_special_tokens=True))
+    return texts, all_ids
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+@torch.no_grad()
+def generate(lab, prompt, steers: list[Steer], positions="all", max_new_tokens: int = 32, baseline: bool = True,
+             do_sample: bool = False, seed: int | None = None, chat: bool = False, **generate_kwargs) -> Generation:
+    check_positions(positions)
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be at least 1")
+    for s in steers:
+        lab.sae(s.layer).check_feature(s.feature)
+    prompts = _prompt_texts(lab, prompt, chat)
+    with_baseline = baseline and bool(steers)
+    rows = prompts + prompts if with_baseline else prompts
+    enc = lab.tokenize(rows)
+    attention = enc["attention_mask"]
+    steered_rows = slice(len(prompts) if with_baseline else 0, len(rows))
+    edits = [(layer, lab.sae(layer), group) for layer, group in by_layer(steers)]
+    if seed is not None:
+        torch.manual_seed(seed)
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=lab.tokenizer.pad_token_id)
+    kwargs.update(generate_kwargs)
+
+    # Which generation steps carry edits: step 0 is the prefill, an open end runs to the last token.
+    first, last = _STEP_RANGES[positions] if isinstance(positions, str) else (0, 1)
+
+    with lab.model.generate(**kwargs) as tracer:
+        with tracer.invoke(dict(enc)):
+            if edits:
+                for step in tracer.iter[first:last]:
+                    for layer, sae, group in edits:
+                        envoy = lab.layers[layer]
+                        h = envoy.output
+                        where = position_mask(step, positions, attention, steered_rows, h.shape[1])
+                        envoy.output = apply_steering(h, sae, group, where)
+        with tracer.invoke():
+            ids = tracer.result.save()
+
+    prompt_len = enc["input_ids"].shape[1]
+    steered, steered_ids = _completions(lab, ids[steered_rows], prompt_len)
+    base, base_ids = (None, None)
+    if with_baseline:
+        base, base_ids = _completions(lab, ids[:len(prompts)], prompt_len)
+    elif not steers:
+        base, base_ids = steered, steered_ids
+    return Generation(prompts=prompts, steered=steered, baseline=base, steered_ids=steered_ids,
+                      baseline_ids=base_ids, steers=steers, positions=positions)
+
+
+def sweep(lab, prompt: str, layer: int, feature: int, alphas=(-16, -8, -4, 0, 4, 8, 16), positions="all",
+          mode: str = "add", max_new_tokens: int = 32, metric=None, **generate_kwargs) -> pd.DataFrame:
+    """One greedy completion per alpha (feature ``feature`` at ``layer``), the unsteered one computed once:
+    alpha, text, same (as unsteered), first_difference, and ``metric(text)`` when given (e.g. ``han_share``).
+    ``generate_kwargs`` go to every generation (e.g. ``repetition_penalty=1.3``)."""
+    base = generate(lab, prompt, [], positions=positions, max_new_tokens=max_new_tokens, **generate_kwargs)
+    rows = []
+    for alpha in alphas:
+        if alpha == 0:
+            out = base
+        else:
+            out = generate(lab, prompt, [Steer(layer, feature, float(alpha), mode)], positions=positions,
+                           max_new_tokens=max_new_tokens, baseline=False, **generate_kwargs)
+            out.baseline, out.baseline_ids = base.steered, base.steered_ids
+        row = {"alpha": alpha, "text": out.text, "same": out.text == base.text,
+               "first_difference": out.first_difference()}
+        if metric is not None:
+            row[getattr(metric, "__name__", "metric")] = metric(out.text)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def next_token_table(lab, prompt: str, steers: list[Steer], top: int = 10) -> pd.DataFrame:
+    """The next token after ``prompt``, clean and with every prompt position steered, side by side: the top
+    ``top`` tokens of each distribution (rank, baseline_token, baseline_p, steered_token, steered_p).
+
+    One traced forward on [prompt, prompt] with the edit on the second row only, so the two columns differ by
+    the steering and nothing else."""
+    if top < 1:
+        raise ValueError("top must be at least 1")
+    for s in steers:
+        lab.sae(s.layer).check_feature(s.feature)
+    enc = lab.tokenize([prompt, prompt])
+    where = enc["attention_mask"].bool().clone()
+    where[0] = False
+    with lab.model.trace(dict(enc)):
+        for layer, group in by_layer(steers):
+            envoy = lab.layers[layer]
+            envoy.output = apply_steering(envoy.output, lab.sae(layer), group, where)
+        logits = lab.model.output.logits[:, -1].save()
+    probs = logits.float().softmax(-1)
+    best = torch.topk(probs, min(top, probs.shape[-1]), dim=-1)
+    names = [lab.token_strings(row) for row in best.indices.tolist()]
+    return pd.DataFrame({"rank": range(1, best.indices.shape[1] + 1),
+                         "baseline_token": names[0], "baseline_p": best.values[0].tolist(),
+                         "steered_token": names[1], "steered_p": best.values[1].tolist()})

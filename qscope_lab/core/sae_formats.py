@@ -1,0 +1,285 @@
+"""SAE file formats: each reads one layer into (tensors, ``SAEConfig``) and writes it back, nothing more.
+
+The formats know nothing of the ``SAE`` class (which builds itself from what they return, as SAELens separates
+its loaders from its SAE class); one table, ``FORMATS``, says which reader and writer a file needs.
+
+- ``qwen-scope``: ``layer{n}.sae.pt``, a torch-saved dict of four float32 tensors, no config. Read with
+  ``torch.load(weights_only=True, mmap=True)``: never arbitrary unpickling, no copy of the weights. k is not in
+  the file: it comes from the caller or from a hub-pattern name (``...-W32K-L0_50``).
+- ``saelens``: a folder with ``cfg.json`` + ``sae_weights.safetensors`` (``W_enc (d_in, d_sae)``); we keep
+  transposed *views*, which ``F.linear`` consumes without copying.
+- ``qscope`` (ours): ``layer{n}.sae.safetensors`` in Qwen-Scope orientation, any float dtype, with k, layer and
+  provenance in the safetensors metadata, so one file describes itself.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .registry import parse_group_name
+
+TENSOR_NAMES = ("W_enc", "W_dec", "b_enc", "b_dec")
+QWEN_SCOPE_KEYS = TENSOR_NAMES  # the hub's .pt holds exactly these
+QSCOPE_FORMAT = "qscope-sae/1"
+_LAYER_FILE = re.compile(r"^layer(\d+)\.sae\.(pt|safetensors)$")
+_SAELENS_HOOK = re.compile(r"(?:blocks|layers?)\.(\d+)\.")
+
+Tensors = dict[str, torch.Tensor]
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A ``.pt`` file asks to import or call something other than tensors: refused without running it."""
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """What a file says about its SAE besides the weights. ``provenance``: everything else it records (hub repo,
+    training statistics, ...), kept as given and written back by the qscope format."""
+
+    d_model: int
+    d_sae: int
+    k: int
+    layer: int | None = None
+    apply_b_dec_to_input: bool = False
+    format: str = "qscope"
+    path: str | None = None
+    hook: str | None = "resid_post"
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def layer_of(path: str | Path) -> int | None:
+    """Layer number of a ``layer{n}.sae.pt`` / ``layer{n}.sae.safetensors`` file name, else None."""
+    match = _LAYER_FILE.match(Path(path).name)
+    return int(match[1]) if match else None
+
+
+def k_from_name(path: str | Path) -> int | None:
+    """k from the nearest path component named in the hub pattern ``...-W{N}K-L0_{k}``."""
+    for part in reversed(Path(path).parts):
+        parsed = parse_group_name(part)
+        if parsed:
+            return parsed[2]
+    return None
+
+
+def _require_tensors(tensors: Tensors, path: Path) -> None:
+    missing = [name for name in TENSOR_NAMES if name not in tensors]
+    if missing:
+        raise ValueError(f"{path}: no tensor {', '.join(missing)} (has {sorted(tensors)})")
+
+
+def _shape_config(tensors: Tensors, path: Path, **fields) -> SAEConfig:
+    _require_tensors(tensors, path)
+    d_sae, d_model = tensors["W_enc"].shape if tensors["W_enc"].ndim == 2 else (0, 0)
+    return SAEConfig(d_model=int(d_model), d_sae=int(d_sae), path=str(path), **fields)
+
+
+# ---------------------------------------------------------------------------- Qwen-Scope .pt
+def _torch_load(path: Path):
+    """``torch.load`` of tensors only, memory-mapped where the file allows it."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): not a torch checkpoint")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        if head[:1] != b"\x80":  # neither torch's zip container nor a legacy pickle
+            raise ValueError(f"{path} is not a torch checkpoint (neither a zip archive nor a pickle)")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def read_qwen_scope(path: str | Path, k: int | None = None) -> tuple[Tensors, SAEConfig]:
+    """The four tensors of a Qwen-Scope checkpoint, memory-mapped, never unpickling code."""
+    path = Path(path)
+    k = k or k_from_name(path)
+    if k is None:
+        raise ValueError(
+            f"Qwen-Scope checkpoints carry no config, so k is unknown for {path}: pass k=50 (or 100), or keep "
+            f"the hub folder name (e.g. 'SAE-Res-Qwen3-1.7B-Base-W32K-L0_50') in the path.")
+    try:
+        state = _torch_load(path)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(
+            f"Refused to load {path}: it is not a plain tensor checkpoint (the pickle asks for something other "
+            f"than tensors, which could run code). Nothing from it was executed.\nDetail: {str(err).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt: "
+                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+    if not isinstance(state, dict) or set(state) != set(QWEN_SCOPE_KEYS):
+        keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} is not a Qwen-Scope SAE checkpoint: expected keys {list(QWEN_SCOPE_KEYS)}, "
+                         f"got {keys}")
+    bad = [name for name, t in state.items() if not isinstance(t, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{path}: entries {bad} are not tensors")
+    return state, _shape_config(state, path, k=int(k), layer=layer_of(path), format="qwen-scope")
+
+
+def write_qwen_scope(path: str | Path, tensors: Tensors, config: SAEConfig, dtype=None) -> Path:
+    """The exact Qwen-Scope file: a dict of four contiguous float32 tensors (no room for a config)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({name: tensors[name].detach().to("cpu", torch.float32).contiguous() for name in TENSOR_NAMES}, path)
+    return path
+
+
+# ---------------------------------------------------------------------------- SAELens folders
+def is_saelens_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "cfg.json").is_file() and (path / "sae_weights.safetensors").is_file()
+
+
+def _saelens_cfg(folder: Path) -> dict:
+    try:
+        cfg = json.loads((folder / "cfg.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{folder / 'cfg.json'} is not valid JSON: {err}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{folder / 'cfg.json'} must hold a JSON object, got {type(cfg).__name__}")
+    return cfg
+
+
+def saelens_layer(folder: str | Path) -> int | None:
+    """The layer a SAELens folder hooks (from cfg.json's hook_name), without reading its weights."""
+    match = _SAELENS_HOOK.search(str(_saelens_cfg(Path(folder)).get("hook_name", "")))
+    return int(match[1]) if match else None
+
+
+def _load_safetensors(path: Path) -> Tensors:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except Exception as err:  # safetensors raises its own SafetensorError for every kind of damage
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
+
+
+def read_saelens(folder: str | Path, k: int | None = None) -> tuple[Tensors, SAEConfig]:
+    folder = Path(folder)
+    if folder.is_file():
+        folder = folder.parent
+    cfg = _saelens_cfg(folder)
+    arch = cfg.get("architecture") or (cfg.get("activation_fn") if cfg.get("activation_fn") == "topk" else None)
+    k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
+    if arch != "topk" or not k:
+        raise ValueError(f"{folder}: only TopK SAELens SAEs are supported (got architecture={arch!r}, k={k!r})")
+    if cfg.get("normalize_activations", "none") not in ("none", None):
+        raise ValueError(f"{folder}: normalize_activations={cfg['normalize_activations']!r} is not supported")
+    sd = _load_safetensors(folder / "sae_weights.safetensors")
+    _require_tensors(sd, folder / "sae_weights.safetensors")
+    hook = str(cfg.get("hook_name", ""))
+    match = _SAELENS_HOOK.search(hook)
+    # SAELens stores W_enc (d_in, d_sae) and W_dec (d_sae, d_in): transposed views, no copy.
+    tensors = {"W_enc": sd["W_enc"].T, "W_dec": sd["W_dec"].T, "b_enc": sd["b_enc"], "b_dec": sd["b_dec"]}
+    return tensors, _shape_config(tensors, folder, k=int(k), layer=int(match[1]) if match else None,
+                                  apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", False)),
+                                  format="saelens", hook=hook or None)
+
+
+# ---------------------------------------------------------------------------- qscope safetensors
+def read_qscope_meta(path: str | Path) -> dict[str, Any]:
+    """The JSON-decoded metadata of one of our safetensors files, without reading its tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
+    meta = {}
+    for key, value in raw.items():
+        try:
+            meta[key] = json.loads(value)
+        except json.JSONDecodeError:
+            meta[key] = value
+    return meta
+
+
+_CONFIG_KEYS = ("format", "k", "d_model", "d_sae", "apply_b_dec_to_input", "layer", "hook")
+
+
+def read_qscope(path: str | Path, k: int | None = None) -> tuple[Tensors, SAEConfig]:
+    """Our safetensors layer file (SAELens' own file when a ``cfg.json`` stands beside it)."""
+    path = Path(path)
+    if (path.parent / "cfg.json").is_file():
+        return read_saelens(path.parent)
+    meta = read_qscope_meta(path)
+    if meta.get("format") != QSCOPE_FORMAT:
+        raise ValueError(f"{path} is a safetensors file without qscope SAE metadata (format={meta.get('format')!r})")
+    if not isinstance(meta.get("k"), int):
+        raise ValueError(f"{path}: its metadata has no integer k (got {meta.get('k')!r})")
+    tensors = _load_safetensors(path)
+    layer = meta.get("layer")
+    return tensors, _shape_config(
+        tensors, path, k=int(meta["k"]), layer=layer if isinstance(layer, int) else layer_of(path),
+        apply_b_dec_to_input=bool(meta.get("apply_b_dec_to_input", False)), format="qscope",
+        hook=meta.get("hook", "resid_post"), provenance={key: v for key, v in meta.items() if key not in _CONFIG_KEYS})
+
+
+def write_qscope(path: str | Path, tensors: Tensors, config: SAEConfig, dtype=None) -> Path:
+    """One layer as ``layer{n}.sae.safetensors`` (Qwen-Scope orientation) with its config as metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = {name: tensors[name].detach().to("cpu", dtype or tensors[name].dtype).contiguous() for name in TENSOR_NAMES}
+    info = {"format": QSCOPE_FORMAT, "k": config.k, "d_model": config.d_model, "d_sae": config.d_sae,
+            "apply_b_dec_to_input": config.apply_b_dec_to_input, "layer": config.layer, "hook": config.hook,
+            **config.provenance}
+    save_file(out, str(path), metadata={key: json.dumps(value) for key, value in info.items()})
+    return path
+
+
+# ---------------------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Format:
+    name: str
+    suffixes: tuple[str, ...]
+    read: Callable[..., tuple[Tensors, SAEConfig]]
+    write: Callable[..., Path] | None
+
+
+FORMATS: dict[str, Format] = {
+    "qwen-scope": Format("qwen-scope", (".pt", ".pth", ".bin"), read_qwen_scope, write_qwen_scope),
+    "qscope": Format("qscope", (".safetensors",), read_qscope, write_qscope),
+    "saelens": Format("saelens", (), read_saelens, None),  # a folder, found by its cfg.json
+}
+
+
+def format_of(path: str | Path) -> Format:
+    """The format that reads ``path`` (a layer file or a SAELens folder); ValueError naming the path if none."""
+    path = Path(path)
+    if is_saelens_folder(path):
+        return FORMATS["saelens"]
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder of several layers: pass layer=")
+    for fmt in FORMATS.values():
+        if path.suffix in fmt.suffixes:
+            return fmt
+    raise ValueError(f"{path}: not a supported SAE file (layer{{n}}.sae.pt, layer{{n}}.sae.safetensors, "
+                     f"or a SAELens folder with cfg.json + sae_weights.safetensors)")
+
+
+def read(path: str | Path, k: int | None = None) -> tuple[Tensors, SAEConfig]:
+    """(tensors, config) of one layer file or SAELens folder, whichever supported format it is in."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no SAE file at {path}")
+    return format_of(path).read(path, k=k)
+
+
+def write(path: str | Path, tensors: Tensors, config: SAEConfig, format: str = "qscope", dtype=None) -> Path:
+    fmt = FORMATS.get(format)
+    if fmt is None or fmt.write is None:
+        writable = [name for name, f in FORMATS.items() if f.write is not None]
+        raise ValueError(f"format must be one of {writable}, got {format!r}")
+    return fmt.write(path, tensors, config, dtype=dtype)

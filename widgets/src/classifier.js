@@ -1,0 +1,55 @@
+// Seed classifier: seeds in, per-layer deltas (SVG from altair), chosen features, held-out metrics, export.
+
+import { fmt, h } from "./lib/common.js";
+import { numberInput, statusLine, textInput } from "./lib/controls.js";
+
+function render({ model, el }) {
+  const root = h("div", { class: "qs-widget qs-classifier" });
+  const area = (name, placeholder) => textInput(model, name, "textarea", { class: `qs-seeds qs-${name}`, placeholder });
+  const pos = area("positives", "positive seeds, one per line");
+  const neg = area("negatives", "negative seeds, one per line");
+  const held = area("heldout", "held-out texts: '+ text' or '- text' per line");
+  const topK = numberInput(model, "top_k", { class: "qs-top-k", min: "1", max: "10", style: "width:4em" });
+  const nLayers = numberInput(model, "n_layers", { class: "qs-n-layers", min: "1", style: "width:4em" });
+  const path = textInput(model, "path", "input", { class: "qs-path", style: "width:16em" });
+  const button = (text, event) => h("button", { class: `qs-${event}`, text, onclick: () => model.send({ event }) });
+  const chart = h("div", { class: "qs-delta-chart" });
+  const chosen = h("table", { class: "qs-table qs-chosen" });
+  const metrics = h("table", { class: "qs-table qs-metrics" });
+  const predictions = h("table", { class: "qs-table qs-predictions" });
+  const message = h("div", { class: "qs-muted qs-message" });
+  root.append(
+    h("div", { class: "qs-columns" },
+      h("div", {}, h("h4", { text: "positive seeds" }), pos),
+      h("div", {}, h("h4", { text: "negative seeds" }), neg),
+      h("div", {}, h("h4", { text: "held out" }), held)),
+    h("div", { class: "qs-toolbar" }, h("label", {}, "features per layer ", topK), h("label", {}, "layers ", nLayers),
+      button("fit", "fit"), path, button("export", "export"), button("load", "load")),
+    statusLine(model), message,
+    h("div", { class: "qs-columns" },
+      h("div", {}, h("h4", { text: "top-1 delta per layer" }), chart),
+      h("div", {}, h("h4", { text: "chosen features (OR rule)" }), chosen, h("h4", { text: "held-out metrics" }), metrics)),
+    h("div", { class: "qs-section" }, h("h4", { text: "held-out predictions" }), predictions));
+  el.append(root);
+
+  function show() {
+    chart.innerHTML = model.get("chart_svg");
+    message.textContent = model.get("message");
+    chosen.replaceChildren(h("tr", {}, ...["layer", "feature", "P(fires|+)", "P(fires|−)", "delta"].map((t) => h("th", { text: t }))),
+      ...model.get("chosen").map((r) => h("tr", { class: "qs-chosen-row" }, h("td", { text: String(r.layer) }),
+        h("td", { text: `f${r.feature}` }), h("td", { class: "qs-num", text: fmt(r.pos_rate) }),
+        h("td", { class: "qs-num", text: fmt(r.neg_rate) }), h("td", { class: "qs-num", text: fmt(r.delta) }))));
+    const rows = model.get("metrics");
+    metrics.replaceChildren(...(rows.length ? [h("tr", {}, ...["method", "precision", "recall", "F1", "accuracy"].map((t) => h("th", { text: t })))] : []),
+      ...rows.map((r) => h("tr", { class: "qs-metric-row", "data-method": r.method }, h("td", { text: r.method }),
+        ...["precision", "recall", "f1", "accuracy"].map((k) => h("td", { class: `qs-num qs-${k}`, text: fmt(r[k]) })))));
+    predictions.replaceChildren(...model.get("predictions").map((p) => h("tr",
+      { class: p.predicted === p.label ? "qs-pred" : "qs-pred qs-wrong" },
+      h("td", { text: p.label ? "+" : "−" }), h("td", { text: p.predicted ? "predicted +" : "predicted −" }),
+      h("td", { class: "qs-num", text: fmt(p.score) }), h("td", { class: "qs-context", text: p.text }))));
+  }
+  for (const name of ["chart_svg", "chosen", "metrics", "predictions", "message"]) model.on(`change:${name}`, show);
+  show();
+}
+
+export default { render };

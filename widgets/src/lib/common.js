@@ -1,0 +1,62 @@
+// Shared helpers of every qscope-lab widget: DOM building, binary traits, the colour scale, number formats.
+// Imported by the components in ../ and bundled into each dist/<component>.js by ../../build.mjs.
+
+/** `h("div", { class, style, text, onclick, ...attributes }, ...children)`: one DOM element. */
+export function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "style") node.style.cssText = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+/** Set a trait from the front-end and send it to the kernel. */
+export function setTrait(model, name, value) {
+  model.set(name, value);
+  model.save_changes();
+}
+
+// Binary traits arrive as DataView; views share the buffer (no copy).
+export function f32(view) {
+  return view && view.byteLength ? new Float32Array(view.buffer, view.byteOffset, view.byteLength / 4) : new Float32Array(0);
+}
+export function i32(view) {
+  return view && view.byteLength ? new Int32Array(view.buffer, view.byteOffset, view.byteLength / 4) : new Int32Array(0);
+}
+export function u8(view) {
+  return view && view.byteLength ? new Uint8Array(view.buffer, view.byteOffset, view.byteLength) : new Uint8Array(0);
+}
+
+// One colour scale for every activation view: white at 0, full orange at vmax (linear alpha).
+const HEAT = [255, 102, 0];
+export function heatAlpha(value, vmax) {
+  if (!(value > 0) || !(vmax > 0)) return 0;
+  return Math.min(1, value / vmax);
+}
+export function heat(value, vmax) {
+  const a = heatAlpha(value, vmax);
+  return a > 0 ? `rgba(${HEAT[0]}, ${HEAT[1]}, ${HEAT[2]}, ${a.toFixed(3)})` : "";
+}
+
+/** The one number format: fixed `digits` decimals. */
+export function fmt(value, digits = 2) {
+  return Number(value).toFixed(digits);
+}
+
+/** A fraction as a percentage: `pct(0.1234) === "12.3%"`. */
+export function pct(fraction, digits = 1) {
+  return `${fmt(100 * fraction, digits)}%`;
+}
+
+/** `f12` or `f12 · label` when the feature has a label (`labels` maps the id as a string to it). */
+export function featureName(feature, labels) {
+  const label = labels && labels[String(feature)];
+  return label ? `f${feature} · ${label}` : `f${feature}`;
+}

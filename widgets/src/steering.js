@@ -1,0 +1,134 @@
+// Steering panel: prompt, layer, positions, one slider per feature; baseline and steered side by side.
+// Sliders debounce while dragging and send at once on release; while the kernel is busy only the latest
+// value waits (no queue of stale generations).
+
+import { featureName, fmt, h, pct, setTrait } from "./lib/common.js";
+import { layerPicker, numberInput, statusLine, textInput } from "./lib/controls.js";
+
+function render({ model, el }) {
+  const root = h("div", { class: "qs-widget qs-steer" });
+  const prompt = textInput(model, "prompt", "textarea", { class: "qs-prompt", rows: "2", style: "width:100%" });
+  const positions = h("select", { class: "qs-positions" },
+    h("option", { value: "all", text: "prompt + generated" }),
+    h("option", { value: "prompt", text: "prompt only" }),
+    h("option", { value: "generated", text: "generated only" }));
+  const maxTokens = numberInput(model, "max_new_tokens", { class: "qs-max-tokens", min: "1", max: "512", style: "width:5em" });
+  const addInput = h("input", { type: "number", class: "qs-add-input", min: "0", placeholder: "feature id", style: "width:7em" });
+  const addButton = h("button", { class: "qs-add", text: "add" });
+  const search = h("input", { type: "search", class: "qs-search", placeholder: "search labels / top tokens" });
+  const results = h("div", { class: "qs-search-results" });
+  const sliders = h("div", { class: "qs-sliders" });
+  const baseline = h("div", { class: "qs-output qs-baseline" });
+  const steered = h("div", { class: "qs-output qs-steered" });
+  const timing = h("span", { class: "qs-muted qs-timing" });
+  const sweep = h("table", { class: "qs-table qs-sweep" });
+  const nextTable = h("table", { class: "qs-table qs-next" });
+  root.append(
+    h("div", { class: "qs-section" }, h("h4", { text: "prompt" }), prompt),
+    h("div", { class: "qs-toolbar" },
+      h("label", {}, "layer ", layerPicker(model)), h("label", {}, "steer ", positions), h("label", {}, "tokens ", maxTokens),
+      h("span", {}, addInput, addButton), search),
+    results, statusLine(model), sliders,
+    h("div", { class: "qs-columns" },
+      h("div", {}, h("h4", { text: "baseline" }), baseline),
+      h("div", {}, h("h4", {}, "steered ", timing), steered)),
+    nextTable, sweep);
+  el.append(root);
+
+  positions.addEventListener("change", () => setTrait(model, "positions", positions.value));
+  const syncPositions = () => { positions.value = model.get("positions"); };
+  model.on("change:positions", syncPositions);
+  syncPositions();
+  const add = () => { if (addInput.value !== "") model.send({ event: "add", feature: Number(addInput.value) }); };
+  addButton.addEventListener("click", add);
+  addInput.addEventListener("keydown", (e) => { if (e.key === "Enter") add(); });
+  let searchTimer = null;
+  search.addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => model.send({ event: "search", query: search.value }), 250);
+  });
+
+  // --- sending alphas: debounce while dragging, immediate on release, coalesce while busy
+  let pending = null;
+  let timer = null;
+  function sendFeatures(rows) {
+    clearTimeout(timer);
+    if (model.get("busy")) { pending = rows; return; }
+    pending = null;
+    el.dataset.sentAt = String(performance.now());
+    setTrait(model, "features", rows);
+  }
+  model.on("change:busy", () => { if (!model.get("busy") && pending) sendFeatures(pending); });
+  function withAlpha(index, alpha) {
+    return model.get("features").map((row, i) => (i === index ? { ...row, alpha } : row));
+  }
+
+  function renderSliders() {
+    const top = model.get("alpha_max");
+    sliders.replaceChildren(...model.get("features").map((row, index) => {
+      const value = h("span", { class: "qs-num qs-alpha-value", text: fmt(row.alpha, 1) });
+      const slider = h("input", { type: "range", class: "qs-slider", min: String(-top), max: String(top), step: "0.5",
+        value: String(row.alpha), "data-feature": String(row.feature) });
+      slider.addEventListener("input", () => {
+        value.textContent = fmt(slider.value, 1);
+        clearTimeout(timer);
+        timer = setTimeout(() => sendFeatures(withAlpha(index, Number(slider.value))), 200);
+      });
+      slider.addEventListener("change", () => sendFeatures(withAlpha(index, Number(slider.value))));
+      const name = `L${row.layer} ` + featureName(row.feature, row.label ? { [row.feature]: row.label } : null);
+      return h("div", { class: "qs-slider-row", "data-feature": String(row.feature) },
+        h("span", { class: "qs-slider-name", text: name }), slider, value,
+        h("button", { class: "qs-sweep-button", text: "sweep", onclick: () => model.send({ event: "sweep", index }) }),
+        h("button", { class: "qs-remove", text: "×", title: "remove", onclick: () => model.send({ event: "remove", index }) }));
+    }));
+    if (!model.get("features").length) sliders.append(h("div", { class: "qs-muted", text: "no features yet: add one by id or search" }));
+  }
+
+  function renderOutputs() {
+    const differs = model.get("differs");
+    baseline.replaceChildren(...model.get("baseline_tokens").map((t) => h("span", { class: "qs-gen-tok", text: t })));
+    steered.replaceChildren(...model.get("steered_tokens").map((t, i) =>
+      h("span", { class: differs[i] ? "qs-gen-tok qs-diff" : "qs-gen-tok", text: t })));
+    timing.textContent = `(${fmt(model.get("generation_ms"), 0)} ms in the kernel)`;
+    el.dataset.generations = String(model.get("generations"));
+    el.dataset.renderedAt = String(performance.now());
+  }
+
+  function renderSweep() {
+    const rows = model.get("sweep_rows");
+    sweep.replaceChildren(...(rows.length ? [h("tr", {}, h("th", { text: "alpha" }), h("th", { text: "steered text" }))] : []),
+      ...rows.map((r) => h("tr", {}, h("td", { class: "qs-num", text: fmt(r.alpha, 1) }),
+        h("td", { class: r.same ? "qs-context qs-muted" : "qs-context", text: r.text }))));
+  }
+
+  function renderNext() {
+    const rows = model.get("next_tokens");
+    const inBaseline = new Set(rows.map((r) => r.baseline_token));
+    nextTable.replaceChildren(...(rows.length ? [
+      h("caption", { class: "qs-muted", text: "next token after the prompt" }),
+      h("tr", {}, h("th", { text: "#" }), h("th", { text: "baseline" }), h("th", { text: "p" }),
+        h("th", { text: "steered" }), h("th", { text: "p" }))] : []),
+      ...rows.map((r) => h("tr", {}, h("td", { class: "qs-num", text: String(r.rank) }),
+        h("td", { class: "qs-next-tok", text: JSON.stringify(r.baseline_token) }), h("td", { class: "qs-num", text: pct(r.baseline_p) }),
+        h("td", { class: inBaseline.has(r.steered_token) ? "qs-next-tok" : "qs-next-tok qs-diff",
+          title: inBaseline.has(r.steered_token) ? "" : "not among the baseline's top tokens", text: JSON.stringify(r.steered_token) }),
+        h("td", { class: "qs-num", text: pct(r.steered_p) }))));
+  }
+
+  function renderResults() {
+    results.replaceChildren(...model.get("search_results").map((r) => h("button", { class: "qs-feature qs-result",
+      "data-feature": String(r.feature), title: r.match,
+      text: `f${r.feature}${r.label ? " · " + r.label : ""} [${r.top_tokens.map((t) => JSON.stringify(t)).join(" ")}]`,
+      onclick: () => model.send({ event: "add", feature: r.feature }) })));
+  }
+
+  model.on("change:features", renderSliders);
+  model.on("change:alpha_max", renderSliders);
+  model.on("change:generations", renderOutputs);
+  model.on("change:sweep_rows", renderSweep);
+  model.on("change:next_tokens", renderNext);
+  model.on("change:search_results", renderResults);
+  renderSliders(); renderOutputs(); renderNext(); renderSweep(); renderResults();
+}
+
+export default { render };
