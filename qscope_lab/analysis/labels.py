@@ -1,19 +1,32 @@
 """User labels and notes for features, kept in one JSON file so they outlive the kernel.
 
 Keys are ``"<sae suite>/<layer>/<feature>"``: the same feature id means different things in different SAE
-suites. Every write re-reads the file and replaces it atomically, so two notebooks labelling at once lose
-nothing and a crash mid-write leaves the old file intact.
+suites. Every write takes a cross-process file lock (``labels.json.lock``), re-reads the file, merges the one
+change and replaces the file atomically (written to a temporary file, flushed to disk, then renamed): two
+notebooks or processes labelling at once lose nothing, and a writer killed mid-write leaves the old file or the
+new one, never a torn one, and no temporary file behind once the next write has run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+from ..core import validate
+
+if TYPE_CHECKING:
+    from ..core.lab import Lab
+
+_TEMP_PREFIX = ".labels-"
+_LOCK_TIMEOUT_S = 30.0
 
 
 def default_path() -> Path:
@@ -21,25 +34,61 @@ def default_path() -> Path:
     return Path(os.environ.get("QSCOPE_LAB_HOME", Path.home() / ".qscope-lab")) / "labels.json"
 
 
-def label_namespace(lab) -> str:
+def label_namespace(lab: Lab) -> str:
     """Model and SAE suite: the same feature id means different things in different suites."""
     return f"{lab.name}|{lab.saes.name}" if lab.saes is not None else lab.name
 
 
 class FeatureLabels:
-    def __init__(self, namespace: str, path: str | os.PathLike | None = None):
+    """Labels and notes of one namespace (model + SAE suite) in a shared JSON file.
+
+    ``check(layer, feature)`` refuses features that do not exist (``FeatureLabels.for_lab`` uses the Lab's own
+    check), so a typo in a feature box never stores a label for feature 1,000,000."""
+
+    def __init__(self, namespace: str, path: str | os.PathLike | None = None,
+                 check: Callable[[int, int], object] | None = None):
+        if not isinstance(namespace, str) or not namespace:
+            raise ValueError(f"namespace must be a non-empty str, got {namespace!r}")
         self.namespace = namespace
         self.path = Path(path) if path is not None else default_path()
+        self.check = check
         self._lock = threading.Lock()
+        self.sweep()
 
-    def _key(self, layer: int, feature: int) -> str:
-        return f"{self.namespace}/{int(layer)}/{int(feature)}"
+    @classmethod
+    def for_lab(cls, lab: Lab, path: str | os.PathLike | None = None) -> FeatureLabels:
+        """The labels of ``lab``'s model and SAE suite, refusing layers and features it does not have."""
+        return cls(label_namespace(lab), path, check=lambda layer, feature: lab.check_feature(layer, feature))
 
+    # ------------------------------------------------------------------ keys
+    def _key(self, layer, feature) -> str:
+        layer = validate.integer(layer, "layer", minimum=0)
+        feature = validate.integer(feature, "feature", minimum=0)
+        if self.check is not None:
+            self.check(layer, feature)
+        return f"{self.namespace}/{layer}/{feature}"
+
+    def _split(self, key: str) -> tuple[int, int] | None:
+        """(layer, feature) of a key of this namespace exactly (``"a"`` does not own ``"a/b/2/5"``), else None."""
+        namespace, _, rest = key.rpartition("/")
+        namespace, _, layer = namespace.rpartition("/")
+        if namespace != self.namespace or not layer.isdigit() or not rest.isdigit():
+            return None
+        return int(layer), int(rest)
+
+    # ------------------------------------------------------------------ file
     def _read(self) -> dict:
-        if not self.path.exists():
-            return {}
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8") or "{}")
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        except NotADirectoryError:
+            raise NotADirectoryError(f"cannot read labels at {self.path}: a parent of it is a file, not a folder "
+                                     f"(set QSCOPE_LAB_HOME to a folder)") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"cannot read labels at {self.path}: {err}") from None
+        try:
+            data = json.loads(text or "{}")
         except json.JSONDecodeError as err:
             raise ValueError(f"{self.path} is not a labels file (JSON error: {err}); "
                              "move it away to start afresh") from None
@@ -47,6 +96,69 @@ class FeatureLabels:
             raise ValueError(f"{self.path} is not a labels file (expected a JSON object)")
         return data
 
+    @contextlib.contextmanager
+    def _locked(self):
+        """This object's thread lock, then the cross-process file lock beside the labels file."""
+        from filelock import FileLock, Timeout
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise NotADirectoryError(f"cannot store labels in {self.path.parent}: it is a file, not a folder "
+                                     f"(set QSCOPE_LAB_HOME to a folder)") from None
+        except PermissionError:
+            raise PermissionError(f"cannot create {self.path.parent} for the labels: permission denied "
+                                  f"(set QSCOPE_LAB_HOME to a writable folder)") from None
+        with self._lock:
+            try:
+                with FileLock(str(self.path) + ".lock", timeout=_LOCK_TIMEOUT_S):
+                    yield
+            except Timeout:
+                raise TimeoutError(f"another process has held {self.path}.lock for {_LOCK_TIMEOUT_S:.0f} s; "
+                                   f"if none is writing labels, delete the lock file") from None
+            except PermissionError:
+                raise PermissionError(f"cannot write labels in {self.path.parent}: permission denied "
+                                      f"(set QSCOPE_LAB_HOME to a writable folder)") from None
+
+    def _sweep(self) -> None:
+        """Remove temporary files a writer killed mid-write (SIGKILL, power loss) left; only ever called with the
+        file lock held, so no live writer's file is touched."""
+        for stale in self.path.parent.glob(_TEMP_PREFIX + "*.json"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+    def sweep(self) -> None:
+        """Clean up after a killed writer now, if no other process is writing (else the next write does)."""
+        from filelock import FileLock, Timeout
+
+        if not self.path.parent.is_dir():
+            return
+        try:
+            with FileLock(str(self.path) + ".lock", timeout=0):
+                self._sweep()
+        except (Timeout, OSError):
+            pass
+
+    def _write(self, data: dict) -> None:
+        """Replace the file atomically; the temporary file never outlives this call, whatever fails."""
+        self._sweep()
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=_TEMP_PREFIX, suffix=".json")
+        except PermissionError:
+            raise PermissionError(f"cannot write labels in {self.path.parent}: permission denied "
+                                  f"(set QSCOPE_LAB_HOME to a writable folder)") from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, ensure_ascii=False, indent=1, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    # ------------------------------------------------------------------ API
     def get(self, layer: int, feature: int) -> dict:
         """``{"label": str, "note": str}`` (empty strings when never set)."""
         entry = self._read().get(self._key(layer, feature), {})
@@ -54,32 +166,32 @@ class FeatureLabels:
 
     def set(self, layer: int, feature: int, label: str | None = None, note: str | None = None) -> dict:
         """Update the label and/or note (None keeps the stored value); an entry with both empty is removed."""
-        with self._lock:
-            data = self._read()
-            key = self._key(layer, feature)
+        key = self._key(layer, feature)
+        for value, name in ((label, "label"), (note, "note")):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+            if value is not None and value:
+                validate.text(value, name)
+        with self._locked():
+            data = self._read()  # re-read under the lock: another process may have written since
             entry = {"label": "", "note": "", **data.get(key, {})}
             if label is not None:
-                entry["label"] = str(label)
+                entry["label"] = label
             if note is not None:
-                entry["note"] = str(note)
+                entry["note"] = note
             if entry["label"] or entry["note"]:
                 data[key] = entry
             else:
                 data.pop(key, None)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".labels-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, ensure_ascii=False, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
+            self._write(data)
             return {"label": entry["label"], "note": entry["note"]}
 
     def to_frame(self) -> pd.DataFrame:
         """This namespace's labels: layer, feature, label, note."""
         rows = []
-        prefix = self.namespace + "/"
         for key, entry in self._read().items():
-            if key.startswith(prefix):
-                layer, feature = key[len(prefix):].split("/")
-                rows.append({"layer": int(layer), "feature": int(feature), "label": entry.get("label", ""),
+            where = self._split(key)
+            if where is not None and isinstance(entry, dict):
+                rows.append({"layer": where[0], "feature": where[1], "label": entry.get("label", ""),
                              "note": entry.get("note", "")})
         return pd.DataFrame(rows, columns=["layer", "feature", "label", "note"])

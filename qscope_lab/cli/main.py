@@ -10,6 +10,7 @@ default when ``-m`` is omitted, and on the middle layer when ``--layer`` is.
     qscope-lab language-features [--layer L] [--texts zh=zh.txt --texts en=en.txt] [--out features.csv]
     qscope-lab sasft-demo [--steps 30] [--weight 0.25] [--out table.csv]
     qscope-lab synthesize [-m MODEL] [--layer L] --seeds seeds.txt --targets-from goal.txt [--out prefix]
+    qscope-lab index build --corpus docs.jsonl --out my-index [--layers 2 3] [--engine ray];  index info | export
 
 Each subcommand is a module of this package with ``register(subparsers)``; heavy imports happen inside the
 command, so ``qscope-lab saes`` or ``--help`` never load torch.
@@ -18,11 +19,12 @@ command, so ``qscope-lab saes`` or ``--help`` never load torch.
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 
-from . import classify, coverage, encode, info, saes, steer, synthesize, training
+from . import classify, coverage, encode, index, info, saes, steer, synthesize, training
 
-COMMANDS = (saes, info, encode, steer, classify, coverage, training, synthesize)
+COMMANDS = (saes, info, encode, steer, classify, coverage, training, synthesize, index)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,13 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a user can cause (a bad argument, a missing or damaged file, a refused pickle, a busy lock): one line
+# on stderr and exit 2. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, pickle.UnpicklingError)
+
+
+def one_line(err: BaseException) -> str:
+    message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    return " ".join(str(message).split()) or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, TypeError, KeyError, IndexError, FileNotFoundError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"qscope-lab {args.command}: error: {message}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"qscope-lab {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
     return 0
 

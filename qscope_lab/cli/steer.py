@@ -33,6 +33,10 @@ def parse_steer_args(items: list[str], layer: int | None) -> dict:
                 steer[(layer, int(key))] = float(value)
         except ValueError:
             raise ValueError(f"--steer {item!r}: use FEATURE=ALPHA (at --layer) or LAYER:FEATURE=ALPHA") from None
+    from ..core import validate  # torch-free
+
+    for (at, feature), alpha in steer.items():
+        validate.alpha(alpha, f"--steer {at}:{feature} alpha")
     return steer
 
 

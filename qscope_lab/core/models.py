@@ -39,6 +39,27 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(device, name: str = "device") -> str | None:
+    """``device`` if this torch can use it; a ValueError naming what is missing instead of torch's bare
+    AssertionError ("Torch not compiled with CUDA enabled") deep inside a load."""
+    if device is None:
+        return None
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{name} must be a str such as 'cpu', 'cuda' or 'cuda:1', got {type(device).__name__}")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{name}={device!r} is not a device: use 'cpu', 'cuda', 'cuda:1', 'mps' ...") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={device!r}, but this torch has no usable CUDA GPU (use 'cpu')")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}={device!r}, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={device!r}, but MPS is not available here (use 'cpu')")
+    return str(device)
+
+
 def local_model_folder(model: str | Path) -> Path:
     """A folder holding config + weights: the path itself, or the hub snapshot (fetched only if missing)."""
     path = Path(model).expanduser()
@@ -47,8 +68,9 @@ def local_model_folder(model: str | Path) -> Path:
             raise FileNotFoundError(f"{path} has no config.json: not a transformers checkpoint folder")
         return path
     text = str(model)
-    if text.startswith((".", "/", "~")) or text.count("/") > 1:
-        raise FileNotFoundError(f"no checkpoint folder at '{model}' (and it is not a hub id like 'Qwen/Qwen3-8B-Base')")
+    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise FileNotFoundError(f"no checkpoint folder at '{model}' (and it is not a hub id like "
+                                f"'Qwen/Qwen3-8B-Base')")
     return hub.fetch_snapshot(str(model), allow_patterns=_MODEL_FILES)
 
 
@@ -64,6 +86,19 @@ def _quiet_transformers():
         logger.setLevel(level)
 
 
+@contextmanager
+def _no_loading_bar():
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_pretrained(folder: Path, device: str, dtype: torch.dtype | None):
     """The checkpoint's own class (from config.architectures) so VL Qwen3.5 checkpoints load with all weights."""
     import transformers
@@ -75,7 +110,8 @@ def load_pretrained(folder: Path, device: str, dtype: torch.dtype | None):
     cls = cls or AutoModelForCausalLM
     # device_map places big checkpoints straight onto the GPU(s); on CPU it only adds accelerate's overhead
     placement = {} if str(device) == "cpu" else {"device_map": device}
-    model = cls.from_pretrained(folder, dtype=dtype or "auto", **placement)
+    with _no_loading_bar():  # files are local by now: a "Loading weights 100%" bar on stderr says nothing
+        model = cls.from_pretrained(folder, dtype=dtype or "auto", **placement)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return model.eval(), tokenizer
 

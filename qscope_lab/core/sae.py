@@ -196,7 +196,10 @@ class SAE(nn.Module):
         tensors, config = sae_formats.read(path, k=k)
         if dtype is None and any(t.dtype in (torch.float16, torch.bfloat16) for t in tensors.values()):
             dtype = torch.float32
-        sae = cls.from_parts(tensors, config, device=device, dtype=dtype)
+        try:
+            sae = cls.from_parts(tensors, config, device=device, dtype=dtype)
+        except ValueError as err:  # shapes that do not form one SAE: name the file
+            raise ValueError(f"{path}: {err}") from None
         if sae.layer is None and layer is not None:
             sae.meta["layer"] = layer
         if not sae_sources.is_local(source):

@@ -36,8 +36,18 @@ _SAELENS_HOOK = re.compile(r"(?:blocks|layers?)\.(\d+)\.")
 Tensors = dict[str, torch.Tensor]
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A ``.pt`` file asks to import or call something other than tensors: refused without running it."""
+class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
+    """A ``.pt`` file asks to import or call something other than tensors: refused without running it. Also a
+    ValueError: to a caller it is a bad input file like any other."""
+
+
+def _refusal_detail(err: Exception) -> str:
+    """What torch's weights-only unpickler objected to, without its advice to retry with weights_only=False
+    (which would run the file's code)."""
+    for line in str(err).splitlines():
+        if "WeightsUnpickler error" in line or "Unsupported" in line:
+            return line.strip()
+    return type(err).__name__
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,20 @@ def _require_tensors(tensors: Tensors, path: Path) -> None:
         raise ValueError(f"{path}: no tensor {', '.join(missing)} (has {sorted(tensors)})")
 
 
+def check_values(tensors: Tensors, path: Path | str) -> None:
+    """Every tensor is floating point and finite. One summing pass per tensor (memory-mapped files stay mapped;
+    a NaN or inf anywhere makes the sum non-finite), then an exact count only when something is wrong."""
+    for name in TENSOR_NAMES:
+        t = tensors[name]
+        if not t.is_floating_point():
+            raise ValueError(f"{path}: {name} holds {str(t.dtype).replace('torch.', '')} values, not floats: "
+                             f"not an SAE checkpoint")
+        if t.numel() and not torch.isfinite(t.sum(dtype=torch.float64)):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ValueError(f"{path}: {name} holds {bad} NaN or infinite value(s) of {t.numel()}: the file is "
+                             f"damaged or was saved from a diverged training run")
+
+
 def _shape_config(tensors: Tensors, path: Path, **fields) -> SAEConfig:
     _require_tensors(tensors, path)
     d_sae, d_model = tensors["W_enc"].shape if tensors["W_enc"].ndim == 2 else (0, 0)
@@ -91,6 +115,9 @@ def _torch_load(path: Path):
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as handle:
             head = handle.read(2)
+        if head == b"PK":  # torch's zip container, cut before its central directory
+            raise ValueError(f"{path} is truncated: a torch checkpoint (zip archive) whose end is missing, "
+                             f"{path.stat().st_size:,} bytes on disk; download it again")
         if head[:1] != b"\x80":  # neither torch's zip container nor a legacy pickle
             raise ValueError(f"{path} is not a torch checkpoint (neither a zip archive nor a pickle)")
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -110,7 +137,7 @@ def read_qwen_scope(path: str | Path, k: int | None = None) -> tuple[Tensors, SA
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpointError(
             f"Refused to load {path}: it is not a plain tensor checkpoint (the pickle asks for something other "
-            f"than tensors, which could run code). Nothing from it was executed.\nDetail: {str(err).splitlines()[0]}"
+            f"than tensors, which could run code). Nothing from it was executed. Detail: {_refusal_detail(err)}"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt: "
@@ -274,7 +301,9 @@ def read(path: str | Path, k: int | None = None) -> tuple[Tensors, SAEConfig]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no SAE file at {path}")
-    return format_of(path).read(path, k=k)
+    tensors, config = format_of(path).read(path, k=k)
+    check_values(tensors, path)
+    return tensors, config
 
 
 def write(path: str | Path, tensors: Tensors, config: SAEConfig, format: str = "qscope", dtype=None) -> Path:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core import validate
+
 IGNORE_INDEX = -100
 
 
@@ -59,14 +61,14 @@ class SASFTLoss(nn.Module):
             layers_path = find_layers(model)[0]
         object.__setattr__(self, "_model", model)  # not a submodule: .to() / parameters() leave the model alone
         self.layers_path = layers_path
-        self.weight = float(weight)
+        self.weight = validate.number(weight, "weight", minimum=0.0)
         if not features:
             raise ValueError("features must name at least one layer: {layer: [feature ids]}")
         self.layers: list[int] = sorted(int(layer) for layer in features)
         self.features: dict[int, list[int]] = {}
         for layer in self.layers:
             sae = get_sae(layer)
-            ids = [int(f) for f in features[layer]]
+            ids = [validate.feature(f, sae.d_sae, f"features[{layer}]") for f in features[layer]]
             if not ids:
                 raise ValueError(f"layer {layer}: no features given")
             for f in ids:
@@ -81,6 +83,8 @@ class SASFTLoss(nn.Module):
                 alpha = alpha.expand(len(ids))
             if alpha.numel() != len(ids):
                 raise ValueError(f"layer {layer}: {len(ids)} features but {alpha.numel()} alphas")
+            if not torch.isfinite(alpha).all():
+                raise ValueError(f"alphas of layer {layer} must be finite numbers, got {alpha.tolist()}")
             self.register_buffer(f"W_{layer}", sae.W_enc.detach().index_select(0, index).float().clone())
             self.register_buffer(f"b_{layer}", sae.b_enc.detach().index_select(0, index).float().clone())
             self.register_buffer(f"alpha_{layer}", alpha.clone().to(sae.W_enc.device))
