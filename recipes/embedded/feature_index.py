@@ -1,0 +1,44 @@
+"""Build the feature index shipped with the embedded default (qscope_lab/embedded/index/): every layer's feature
+statistics over the corpus's held-out split, so the default's cards and search open without encoding anything.
+
+    python recipes/embedded/corpus.py --out build/corpus          # the corpus (held-out split included)
+    python recipes/embedded/feature_index.py --corpus build/corpus --out qscope_lab/embedded/index
+
+Held out from the model's and SAEs' training, like reference.jsonl but about ten times larger; documents are cut
+to ``--chars`` characters and the index keeps fewer, shorter contexts than the library default, so it stays a
+few MB in the wheel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+from corpus import iter_docs
+
+from qscope_lab import FeatureIndex, Lab
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", default="build/corpus")
+    parser.add_argument("--out", default="qscope_lab/embedded/index")
+    parser.add_argument("--chars", type=int, default=1200)
+    args = parser.parse_args()
+
+    docs = [{"text": d["text"].strip()[:args.chars], "source": d["source"]}
+            for d in iter_docs(Path(args.corpus), "heldout") if len(d["text"].strip()) >= 60]
+    shutil.rmtree(args.out, ignore_errors=True)
+    lab = Lab.load(index=False)
+    start = time.perf_counter()
+    index = FeatureIndex.build(lab, docs, None, args.out, n_top=10, window=5, samples_per_bin=1,
+                               context_length=256, shard_documents=256, progress=True)
+    size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
+    print(f"{index.documents} documents, {index.tokens:,} tokens, {size / 1e6:.1f} MB, "
+          f"{time.perf_counter() - start:.0f} s -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Feature index on the embedded default: exact against brute force, resumable after SIGKILL, Ray == local,
+extendable, refused for another model / suite, corrupt files named, exported in Neuronpedia's layout."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qscope_lab import FeatureIndex, Lab
+from qscope_lab.core.feature_index import CorruptIndexError
+from qscope_lab.embedded import reference_documents
+
+LAYERS = [1, 2]
+OPTIONS = {"n_top": 5, "context_length": 96, "batch_size": 8, "window": 4}
+
+
+@pytest.fixture(scope="module")
+def elab() -> Lab:
+    return Lab.load(index=False)
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[dict]:
+    """24 short held-out documents (8 per language), each under the context length, with their sources."""
+    rows = reference_documents()
+    picked = [r for lang in ("en", "zh", "code") for r in [x for x in rows if x["lang"] == lang][:8]]
+    return [{"text": r["text"][:60], "source": r["source"]} for r in picked]
+
+
+@pytest.fixture(scope="module")
+def built(elab, docs, tmp_path_factory) -> FeatureIndex:
+    return FeatureIndex.build(elab, docs, LAYERS, tmp_path_factory.mktemp("idx") / "one", shard_documents=100,
+                              **OPTIONS)
+
+
+def state_tables(index: FeatureIndex) -> dict:
+    """Every table of the index's state, read whole (what two builds must agree on exactly)."""
+    out = {}
+    for layer in index.layers:
+        folder = index.path / "state" / f"layer{layer}"
+        out[layer, "contexts"] = pa.ipc.open_file(str(folder / "contexts.arrow")).read_all()
+        for name in ("stats", "histogram", "sources"):
+            out[layer, name] = pq.read_table(folder / f"{name}.parquet")
+    meta = json.loads((index.path / "state" / "partial.json").read_text())
+    out["meta"] = {k: meta[k] for k in ("sources", "tokens_by_source", "documents", "chunks")}
+    return out
+
+
+def assert_same_index(a: FeatureIndex, b: FeatureIndex) -> None:
+    ta, tb = state_tables(a), state_tables(b)
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        assert ta[key] == tb[key] if key == "meta" else ta[key].equals(tb[key]), key
+
+
+def brute_force(elab, docs, layer) -> pd.DataFrame:
+    acts = elab.encode([d["text"] for d in docs], layer, batch_size=OPTIONS["batch_size"], skip_first=True)
+    assert max(len(ids) for ids in acts.token_ids) <= OPTIONS["context_length"]  # one chunk per document
+    return acts.to_frame()
+
+
+def test_top_contexts_and_counts_equal_brute_force(elab, docs, built):
+    for layer in LAYERS:
+        frame = brute_force(elab, docs, layer)
+        stats = built.stats(layer)
+        counts = frame.groupby("feature").size()
+        assert stats.firing_count.sum() == len(frame) and (stats.firing_count[counts.index] == counts.values).all()
+        np.testing.assert_allclose(stats["max"][counts.index], frame.groupby("feature").activation.max(), rtol=1e-6)
+        assert built.tokens == int(elab.encode([d["text"] for d in docs], layer, skip_first=True).mask.sum())
+        for feature in counts.sort_values().index[-40:].tolist() + counts.index[:20].tolist():
+            want = frame[frame.feature == feature].sort_values(["activation", "text", "position"],
+                                                              ascending=[False, True, True]).head(5)
+            got = built.top_contexts(layer, feature)
+            assert got.document.tolist() == want.text.tolist() and got.position.tolist() == want.position.tolist()
+            np.testing.assert_allclose(got.activation, want.activation, rtol=1e-6)
+            row = got.iloc[0]  # the window's own value at its centre is the activation
+            assert row["values"][row["center"]] == pytest.approx(row["activation"])
+            hist = built.histogram(layer, feature)
+            assert hist["count"].sum() == counts[feature]
+            rates = built.source_rates(layer, feature)
+            assert rates.firing_count.sum() == counts[feature]
+            samples = built.quantile_samples(layer, feature)
+            assert ((samples.activation >= samples.lower - 1e-6) & (samples.activation < samples.upper)).all()
+
+
+def test_card_from_index_shows_brute_force_contexts(elab, docs, built):
+    from qscope_lab.widgets import FeatureCard
+
+    layer = 2
+    frame = brute_force(elab, docs, layer)
+    feature = int(frame.groupby("feature").size().sort_values().index[-3])
+    elab.use_index(built)
+    try:
+        card = FeatureCard(elab, layer, feature, n_contexts=5)
+    finally:
+        elab.use_index(None)
+    want = frame[frame.feature == feature].sort_values(["activation", "text", "position"],
+                                                      ascending=[False, True, True]).head(5)
+    assert [c["text"] for c in card.contexts] == want.text.tolist()
+    assert [c["token"] for c in card.contexts] == want.token.tolist()
+    np.testing.assert_allclose([c["activation"] for c in card.contexts], want.activation, rtol=1e-6)
+    assert card.stats["fires"] == (frame.feature == feature).sum() and "indexed tokens" in card.histogram_svg
+
+
+def test_other_model_or_suite_is_refused_naming_both(built, lab, tmp_path):
+    with pytest.raises(ValueError, match="qscope-embedded.*this Lab is model") as err:
+        lab.use_index(built.path)
+    assert repr(lab.name) in str(err.value)
+    other = tmp_path / "other"
+    other.mkdir()
+    for p in built.path.rglob("*"):
+        target = other / p.relative_to(built.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if p.is_file():
+            target.write_bytes(p.read_bytes())
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["sae_suite"] = "Qwen/SAE-Res-Qwen3-8B-Base-W64K-L0_50"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="SAE-Res-Qwen3-8B.*qscope-embedded/saes"):
+        Lab.load(index=other)
+
+
+def test_killed_build_resumes_to_the_uninterrupted_index(elab, docs, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs * 2), encoding="utf-8")
+    options = dict(OPTIONS, shard_documents=4)
+    script = (f"from qscope_lab import Lab, FeatureIndex\n"
+              f"FeatureIndex.build(Lab.load(index=False), {str(corpus)!r}, {LAYERS}, {str(tmp_path / 'killed')!r}, "
+              f"checkpoint_every=3, **{options!r})\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 120
+    shards = tmp_path / "killed" / "shards"
+    while time.time() < deadline and proc.poll() is None:
+        done = len(list(shards.glob("*/partial.json"))) if shards.is_dir() else 0
+        if done >= 1 and (tmp_path / "killed" / "state").is_dir():  # a checkpoint and a shard after it
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = FeatureIndex.build(elab, corpus, LAYERS, tmp_path / "killed", **options)
+    whole = FeatureIndex.build(elab, corpus, LAYERS, tmp_path / "whole", **options)
+    assert resumed.documents == whole.documents == 48
+    assert_same_index(resumed, whole)
+    with pytest.raises(ValueError, match="differs from the one indexed"):  # resuming with another corpus
+        FeatureIndex.build(elab, [{"text": "other " * 5}] * 48, LAYERS, tmp_path / "killed", **options)
+
+
+def test_documents_added_later_equal_one_build(elab, docs, tmp_path):
+    options = dict(OPTIONS, shard_documents=4)
+    first = FeatureIndex.build(elab, docs[:12], LAYERS, tmp_path / "grown", **options)
+    grown = first.add(elab, docs[12:])
+    assert_same_index(grown, FeatureIndex.build(elab, docs, LAYERS, tmp_path / "all", **options))
+    assert grown.documents == 24 and len(grown.manifest["shards"]) == 6
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_corrupt_shard_is_named_not_skipped(elab, docs, tmp_path):
+    def crashing():
+        for i, doc in enumerate(docs):
+            if i == 12:
+                raise _Crash
+            yield doc
+
+    with pytest.raises(_Crash):
+        FeatureIndex.build(elab, crashing(), LAYERS, tmp_path / "x", shard_documents=4, checkpoint_every=99,
+                           **OPTIONS)
+    shard = tmp_path / "x" / "shards" / "00001" / "layer2" / "stats.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes: only the checksum can tell
+    shard.write_bytes(bytes(data))
+    with pytest.raises(CorruptIndexError, match="shards/00001/layer2/stats.parquet"):
+        FeatureIndex.build(elab, docs, LAYERS, tmp_path / "x", shard_documents=4, **OPTIONS)
+
+
+def test_opened_index_names_a_damaged_file(built, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built.path, copy)
+    target = copy / "state" / "layer1" / "contexts.arrow"
+    target.write_bytes(target.read_bytes()[:-100])
+    with pytest.raises(CorruptIndexError, match="layer1/contexts.arrow"):
+        FeatureIndex.open(copy)
+
+
+def test_ray_engine_equals_local(elab, docs, built, tmp_path):
+    ray = pytest.importorskip("ray")
+    for attempt in range(2):  # a raylet has 30 s to register; on two busy shared cores it sometimes misses that
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt:
+                raise
+    try:
+        remote = FeatureIndex.build(elab, docs, LAYERS, tmp_path / "ray", engine="ray", workers=2,
+                                    shard_documents=100, **OPTIONS)
+    finally:
+        ray.shutdown()
+    assert_same_index(remote, built)
+
+
+def test_neuronpedia_export_layout(elab, built, tmp_path):
+    folders = built.export_neuronpedia(tmp_path / "np", layers=[2], lab=elab)
+    folder = folders[0]
+    assert folder == tmp_path / "np" / "qscope-embedded" / "2-qscope-res"
+    assert {p.name for p in folder.iterdir()} >= {"features", "activations", "source.jsonl", "model.jsonl"}
+    features = [json.loads(x) for f in sorted((folder / "features").glob("*.jsonl.gz"))
+                for x in gzip.open(f, "rt")]
+    acts = [json.loads(x) for f in sorted((folder / "activations").glob("*.jsonl.gz")) for x in gzip.open(f, "rt")]
+    fired = built.stats(2)
+    assert len(features) == int((fired.firing_count > 0).sum())
+    first = features[0]
+    f = int(first["index"])
+    assert first["maxActApprox"] == pytest.approx(float(fired["max"][f])) and len(first["pos_str"]) == 10
+    top = [a for a in acts if a["index"] == str(f) and a.get("binMin") is None]
+    assert top[0]["maxValue"] == pytest.approx(built.top_contexts(2, f).activation.iloc[0])
+    assert top[0]["tokens"][top[0]["qualifyingTokenIndex"]] == built.top_contexts(2, f).token.iloc[0]
+
+
+def test_cli_index_build_info_export(docs, tmp_path, capsys):
+    from qscope_lab.cli.main import main
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs[:8]), encoding="utf-8")
+    out = tmp_path / "cli-index"
+    assert main(["index", "build", "--corpus", str(corpus), "--out", str(out), "--layers", "1",
+                 "--n-top", "3", "--context-length", "48"]) == 0
+    assert "indexed 8 documents" in capsys.readouterr().out
+    assert main(["index", "info", str(out)]) == 0
+    assert "qscope-embedded" in capsys.readouterr().out
+    assert main(["index", "export", str(out), "--out", str(tmp_path / "np")]) == 0
+    assert list((tmp_path / "np").rglob("activations/batch-0.jsonl.gz"))
+    assert main(["index", "info", str(tmp_path / "nowhere")]) == 2
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bad=st.one_of(st.just(0), st.integers(max_value=-1), st.booleans(), st.floats(), st.text(max_size=3)))
+def test_bad_options_and_lookups_are_refused(elab, built, tmp_path, bad):
+    with pytest.raises((TypeError, ValueError)):
+        FeatureIndex.build(elab, ["a text"], [1], tmp_path / "bad", n_top=bad)
+    with pytest.raises((TypeError, ValueError, IndexError)):
+        built.top_contexts(bad if not isinstance(bad, int) or bad in LAYERS else 0, 0)
+    with pytest.raises((TypeError, ValueError, IndexError)):
+        built.top_contexts(1, bad if not isinstance(bad, int) or isinstance(bad, bool) else 10**6)
