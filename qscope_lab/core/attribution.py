@@ -1,0 +1,307 @@
+"""Which SAE features made the model say that: attribution of a target metric to every (position, layer,
+feature) of the chosen layers' SAEs, spliced in with their error terms (``splice.py``: the forward is exactly
+the model's).
+
+- ``grad_x_act``: one forward + backward; attribution = activation x d(metric)/d(activation), the linear
+  estimate of what zeroing the feature at that position would change (attribution patching).
+- ``integrated_gradients``: the same gradient averaged over ``steps`` points of the path from every chosen
+  layer's activations at zero (error terms kept) to the clean ones; the attributions then add up to
+  ``metric - baseline_metric`` (completeness).
+- ``ablation``: exact; one re-run per feature (the ``top`` strongest by grad x act per prompt) with that feature
+  zeroed at its position, everything downstream recomputed. Its frame has a ``grad_x_act`` column beside it.
+
+Error-term rows (feature -1, activation = the error's norm) carry gradient x error (grad_x_act and integrated
+gradients) or the exact effect of removing the error at that position and layer (ablation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import splice, targets
+from .steering import Steer
+
+METHODS = ("grad_x_act", "integrated_gradients", "ablation")
+
+
+@dataclass
+class Attribution:
+    """What ``lab.attribute`` returns. ``metric`` / ``baseline_metric``: one float per prompt (a float for one
+    prompt); ``to_frame()`` the rows; ``top_features()`` / ``by_position()`` / ``error_share()`` summaries."""
+
+    lab: object = field(repr=False)
+    prompts: list[str]
+    tokens: list[list[str]]
+    layers: list[int]
+    method: str
+    target: targets.Target = field(repr=False)
+    rows: dict = field(repr=False)
+    metrics: np.ndarray = field(repr=False)
+    probabilities: np.ndarray | None = field(repr=False)
+    steers: list[Steer] = field(default_factory=list, repr=False)
+    enc: dict = field(default_factory=dict, repr=False)
+    clean: dict = field(default_factory=dict, repr=False)
+    _baseline: np.ndarray | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ numbers
+    def _one(self, values: np.ndarray):
+        return float(values[0]) if len(self.prompts) == 1 else values
+
+    @property
+    def metric(self):
+        """The target on the clean run (with any ``steer`` applied)."""
+        return self._one(self.metrics)
+
+    @property
+    def baseline_metric(self):
+        """The target with the chosen layers' feature activations at zero and their error terms kept (computed
+        on first use for grad_x_act and ablation; the integrated gradients' start)."""
+        if self._baseline is None:
+            rows = self.enc["input_ids"].shape[0]
+            logits, _ = splice.run(self.lab, self.enc, self.layers, keep=self.target.keep, steers=self.steers,
+                                   fixed=self.clean, scale=torch.zeros(rows), grad=False)
+            self._baseline = self.target(logits).cpu().numpy()
+        return self._one(self._baseline)
+
+    @property
+    def probability(self):
+        """Probability of the target token (or of the whole continuation) on the clean run; None otherwise."""
+        return None if self.probabilities is None else self._one(self.probabilities)
+
+    @property
+    def description(self) -> str:
+        return self.target.describe(self.lab)
+
+    # ------------------------------------------------------------------ tables
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (prompt, position, layer, feature) that fired, plus error-term rows (feature -1): prompt,
+        position, token, layer, feature, activation, attribution (+ grad_x_act for ablation), strongest first."""
+        r = self.rows
+        frame = pd.DataFrame({
+            "prompt": r["prompt"], "position": r["position"],
+            "token": [self.tokens[p][s] for p, s in zip(r["prompt"], r["position"])],
+            "layer": r["layer"], "feature": r["feature"], "activation": r["activation"],
+            "attribution": r["attribution"]})
+        if "grad_x_act" in r:
+            frame["grad_x_act"] = r["grad_x_act"]
+        order = np.lexsort((-np.abs(frame["attribution"].to_numpy()), frame["prompt"].to_numpy()))
+        return frame.iloc[order].reset_index(drop=True)
+
+    def top_features(self, n: int = 20, prompt: int = 0) -> pd.DataFrame:
+        """Features summed over positions, most positive first: layer, feature, attribution, activation (max),
+        positions (how many it fired at). Error rows left out."""
+        frame = self.to_frame()
+        frame = frame[(frame.prompt == prompt) & (frame.feature >= 0)]
+        grouped = frame.groupby(["layer", "feature"], as_index=False).agg(
+            attribution=("attribution", "sum"), activation=("activation", "max"), positions=("position", "size"))
+        return grouped.sort_values("attribution", ascending=False).head(n).reset_index(drop=True)
+
+    def by_position(self, prompt: int = 0) -> pd.DataFrame:
+        """Per token: the features' total attribution and the error terms' (summed over layers)."""
+        frame = self.to_frame()
+        frame = frame[frame.prompt == prompt]
+        tokens = self.tokens[prompt]
+        feats = frame[frame.feature >= 0].groupby("position")["attribution"].sum()
+        errors = frame[frame.feature < 0].groupby("position")["attribution"].sum()
+        return pd.DataFrame({"position": range(len(tokens)), "token": tokens,
+                             "attribution": [float(feats.get(i, 0.0)) for i in range(len(tokens))],
+                             "error": [float(errors.get(i, 0.0)) for i in range(len(tokens))]})
+
+    def error_share(self) -> pd.DataFrame:
+        """Per layer: sum |error attribution| / sum |all attribution| (small when the SAE explains the metric)."""
+        frame = self.to_frame()
+        out = []
+        for layer, group in frame.groupby("layer"):
+            total = group.attribution.abs().sum()
+            error = group[group.feature < 0].attribution.abs().sum()
+            out.append({"layer": int(layer), "error": float(error), "features": float(total - error),
+                        "error_share": float(error / total) if total > 0 else float("nan")})
+        return pd.DataFrame(out)
+
+    def completeness(self) -> dict:
+        """Sum of the feature attributions against ``metric - baseline_metric`` (equal for integrated gradients)."""
+        frame = self.to_frame()
+        total = frame[frame.feature >= 0].groupby("prompt").attribution.sum().reindex(range(len(self.prompts)),
+                                                                                      fill_value=0.0)
+        base = np.atleast_1d(self.baseline_metric)
+        change = self.metrics - base
+        return {"attribution_sum": self._one(total.to_numpy()), "metric_change": self._one(change),
+                "relative_error": self._one(np.abs(total.to_numpy() - change) / np.maximum(np.abs(change), 1e-12))}
+
+    def spearman(self) -> float:
+        """Ablation results only: Spearman rank correlation of the exact effects with grad x act over the ablated
+        features (how far the one-backward estimate can be trusted for ranking)."""
+        frame = self.to_frame()
+        if "grad_x_act" not in frame:
+            raise ValueError("spearman() compares exact ablation with grad x act: use method='ablation'")
+        frame = frame[frame.feature >= 0]
+        return float(frame.attribution.rank().corr(frame.grad_x_act.rank()))
+
+    def chart(self, n: int = 20, prompt: int = 0):
+        """Signed bars of the top features (altair)."""
+        from ..viz.charts import attribution_bars
+
+        return attribution_bars(self.top_features(n, prompt), title=f"attribution to {self.description}")
+
+    # ------------------------------------------------------------------ interventions
+    def intervene(self, steer: list[Steer]) -> pd.DataFrame:
+        """Re-run every prompt with ``steer`` (e.g. ``[Steer(2, f, 1.0, "ablate")]``) on top of the attribution's
+        own: prompt, metric, new_metric, probability, new_probability."""
+        logits, _ = splice.run(self.lab, self.enc, (), keep=self.target.keep, steers=self.steers, then=list(steer),
+                               grad=False)
+        new = self.target(logits).cpu().numpy()
+        new_p = probabilities(self.target, logits)
+        frame = pd.DataFrame({"prompt": range(len(self.prompts)), "metric": self.metrics, "new_metric": new})
+        if new_p is not None:
+            frame["probability"], frame["new_probability"] = self.probabilities, new_p
+        return frame
+
+    def _repr_html_(self) -> str:
+        head = (f"<b>attribution</b> ({self.method}) of {self.description}, layers {self.layers}; metric "
+                f"{np.round(self.metrics, 4).tolist()}")
+        return f"<div>{head}</div>" + self.top_features(10)._repr_html_()
+
+
+def probabilities(target: targets.Target, logits: torch.Tensor) -> np.ndarray | None:
+    """Per row: the target token's probability at the last position, or exp(log p) of a continuation."""
+    if isinstance(target, targets.Continuation):
+        return np.exp(target(logits).cpu().numpy())
+    ids = [target.token(row) for row in range(logits.shape[0])] if target.token(0) is not None else None
+    if ids is None:
+        return None
+    probs = logits[:, -1].float().softmax(-1)
+    return probs[torch.arange(len(ids)), torch.as_tensor(ids, device=probs.device)].cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------- the methods
+def attribute(lab, prompts: list[str], target, layers: list[int], method: str, steps: int = 16, top: int = 20,
+              steers: list[Steer] = (), batch_size: int = 16) -> Attribution:
+    target = targets.resolve(lab, target)
+    ids = [row + target.suffix for row in lab.token_ids(prompts)]
+    enc = lab.pad(ids)
+    steers = list(steers)
+    differentiable = method != "integrated_gradients"  # its path starts from the stored activations instead
+    logits, sites = splice.run(lab, enc, layers, keep=target.keep, steers=steers, grad=differentiable)
+    if isinstance(target, targets.TopToken):
+        target = targets.NextToken(ids=logits[:, -1].argmax(-1).tolist())
+    metric = target(logits)
+    clean = {layer: splice.Site(s.values, s.indices, s.error) for layer, s in sites.items()}
+    result = Attribution(lab=lab, prompts=prompts, tokens=[lab.token_strings(row) for row in ids], layers=layers,
+                         method=method, target=target, rows={}, metrics=metric.detach().cpu().numpy(),
+                         probabilities=probabilities(target, logits.detach()), steers=steers, enc=enc, clean=clean)
+    if not differentiable:
+        feature_grads, error_grads, baseline = _integrated(lab, enc, target, layers, clean, steers, steps, batch_size)
+        result._baseline = baseline
+    else:
+        leaves = [sites[layer].leaf for layer in layers]
+        outs = [sites[layer].out for layer in layers]
+        grads = torch.autograd.grad(metric.sum(), leaves + outs)
+        feature_grads = dict(zip(layers, grads[:len(layers)]))
+        error_grads = dict(zip(layers, grads[len(layers):]))
+    result.rows = _rows(enc, clean, feature_grads, error_grads)
+    if method == "ablation":
+        result.rows = _ablate(lab, result, top, batch_size)
+    return result
+
+
+def _rows(enc: dict, clean: dict, feature_grads: dict, error_grads: dict) -> dict:
+    """Flat arrays of every fired feature and every error term at real positions (positions counted from each
+    prompt's first real token)."""
+    mask = enc["attention_mask"].bool()
+    pad = (~mask).sum(-1)
+    cols: dict[str, list] = {k: [] for k in ("prompt", "position", "layer", "feature", "activation", "attribution")}
+    for layer, site in clean.items():
+        values = site.values.float()
+        attr = (values * feature_grads[layer].float()).detach()
+        fired = (values > 0) & mask[..., None]
+        p, s, j = fired.nonzero(as_tuple=True)
+        err_attr = (error_grads[layer].float() * site.error.to(error_grads[layer].device).float()).sum(-1).detach()
+        ep, es = mask.nonzero(as_tuple=True)
+        cols["prompt"] += [p, ep]
+        cols["position"] += [s - pad[p], es - pad[ep]]
+        cols["layer"] += [torch.full_like(p, layer), torch.full_like(ep, layer)]
+        cols["feature"] += [site.indices[p, s, j], torch.full_like(ep, -1)]
+        cols["activation"] += [values[p, s, j], site.error[ep, es].float().norm(dim=-1)]
+        cols["attribution"] += [attr[p, s, j], err_attr[ep, es]]
+    return {k: torch.cat([t.cpu() for t in v]).numpy() for k, v in cols.items()}
+
+
+def _integrated(lab, enc, target, layers, clean, steers, steps: int, batch_size: int):
+    """Midpoint-rule integrated gradients over ``steps`` points, plus the path's two ends (0: the baseline
+    metric; 1: the clean gradient the error terms are measured with). Rows are chunked ``batch_size`` at a time."""
+    prompts = enc["input_ids"].shape[0]
+    alphas = torch.cat([torch.tensor([0.0, 1.0]), (torch.arange(steps) + 0.5) / steps])
+    per_chunk = max(1, batch_size // prompts)
+    feature_sum = {layer: torch.zeros_like(clean[layer].values, dtype=torch.float32) for layer in layers}
+    error_grads: dict[int, torch.Tensor] = {}
+    baseline = None
+    for start in range(0, len(alphas), per_chunk):
+        chunk = alphas[start:start + per_chunk]
+        rows = {key: splice.repeat_rows(value, len(chunk)) for key, value in enc.items()}
+        scale = chunk.repeat(prompts)
+        logits, sites = splice.run(lab, rows, layers, keep=target.keep, steers=steers, fixed=clean, scale=scale)
+        metric = target(logits)
+        grads = torch.autograd.grad(metric.sum(), [sites[x].leaf for x in layers] + [sites[x].out for x in layers])
+        for i, alpha in enumerate(chunk.tolist()):
+            pick = slice(i, None, len(chunk))  # this alpha's row of every prompt
+            if alpha == 0.0 and start == 0:
+                baseline = metric[pick].detach().cpu().numpy()
+                continue
+            if alpha == 1.0 and start <= 1 < start + len(chunk):
+                error_grads = {x: grads[len(layers) + n][pick] for n, x in enumerate(layers)}
+                continue
+            for n, x in enumerate(layers):
+                feature_sum[x] += grads[n][pick].float() / steps
+    return feature_sum, error_grads, baseline
+
+
+def _ablate(lab, result: Attribution, top: int, batch_size: int) -> dict:
+    """Exact effects of the ``top`` features with the largest |grad x act| per prompt and of every error term:
+    one row of a batched forward each, with that activation (or error) removed at its position and layer."""
+    r = result.rows
+    enc = result.enc
+    pad = (~enc["attention_mask"].bool()).sum(-1).cpu().numpy()
+    picked = []
+    for p in range(len(result.prompts)):
+        rows = np.flatnonzero((r["prompt"] == p) & (r["feature"] >= 0))
+        picked += list(rows[np.argsort(-np.abs(r["attribution"][rows]), kind="stable")[:top]])
+        picked += list(np.flatnonzero((r["prompt"] == p) & (r["feature"] < 0)))
+    picked = np.asarray(picked, dtype=int)
+    exact = np.zeros(len(picked))
+    for start in range(0, len(picked), batch_size):
+        chunk = picked[start:start + batch_size]
+        rows = {key: value[torch.as_tensor(r["prompt"][chunk], device=value.device)] for key, value in enc.items()}
+        edits = {}
+        for layer in sorted(set(r["layer"][chunk].tolist())):
+            mine = np.flatnonzero(r["layer"][chunk] == layer)
+            vectors = torch.stack([_removed(lab, result, layer, chunk[i], pad) for i in mine])
+            cols = torch.as_tensor(r["position"][chunk[mine]] + pad[r["prompt"][chunk[mine]]])
+            edits[layer] = _subtract(torch.as_tensor(mine), cols, vectors)
+        logits, _ = splice.run(lab, rows, (), keep=result.target.keep, steers=result.steers, edits=edits,
+                               grad=False)
+        exact[start:start + len(chunk)] = result.metrics[r["prompt"][chunk]] - result.target(logits).cpu().numpy()
+    out = {key: value[picked] for key, value in r.items()}
+    out["grad_x_act"], out["attribution"] = out["attribution"], exact
+    return out
+
+
+def _removed(lab, result: Attribution, layer: int, row: int, pad) -> torch.Tensor:
+    """The vector a feature (activation x decoder column) or an error term adds at its position."""
+    r = result.rows
+    p, col = int(r["prompt"][row]), int(r["position"][row] + pad[r["prompt"][row]])
+    if r["feature"][row] < 0:
+        return result.clean[layer].error[p, col]
+    sae = lab.sae(layer)
+    return float(r["activation"][row]) * sae.W_dec[:, int(r["feature"][row])]
+
+
+def _subtract(rows: torch.Tensor, cols: torch.Tensor, vectors: torch.Tensor):
+    def edit(h: torch.Tensor) -> torch.Tensor:
+        h = h.clone()
+        h[rows.to(h.device), cols.to(h.device)] -= vectors.to(device=h.device, dtype=h.dtype)
+        return h
+    return edit

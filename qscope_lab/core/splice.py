@@ -1,0 +1,155 @@
+"""The model's own forward with SAEs spliced in *with their error terms*, so feature activations become inputs
+a gradient can reach while the output stays exactly the model's.
+
+At a spliced layer the block output h becomes ``h + W_dec (f - V)``: V are the SAE's activations of h (top-k,
+fixed indices), f a leaf tensor equal to V (or scaled along an integrated-gradients path, or edited), and the
+error term ``e = h - x_hat(V)`` rides along untouched. With f = V that is h to the last bit, so everything
+downstream is the unmodified model; d(metric)/d(h') is the error term's gradient and ``W_dec^T`` of it is the
+features'. The gradient passes through h unchanged, so upstream layers see the true derivative.
+
+Plain PyTorch forward hooks on the decoder blocks (``lab.hf_model.get_submodule(lab.layers_path)[n]``, whose
+output is a plain tensor in transformers 5); autograd is switched on only from the first spliced layer, with
+the model's parameters frozen meanwhile, so the graph holds the chosen layers onwards and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .steering import Steer, apply_steering, by_layer
+
+
+@dataclass
+class Site:
+    """One spliced layer in one run: ``values`` / ``indices`` ``[rows, seq, k]`` (the SAE's clean top-k),
+    ``leaf`` (the activations on this run's path; requires grad when the run is differentiable), ``error``
+    ``[rows, seq, d_model]``, ``h`` the block output before the splice and ``out`` after it."""
+
+    values: torch.Tensor
+    indices: torch.Tensor
+    error: torch.Tensor
+    leaf: torch.Tensor | None = None
+    h: torch.Tensor | None = None
+    out: torch.Tensor | None = None
+
+
+class _Stop(Exception):
+    """Raised by the hook of ``stop_at``: the rest of the forward is not needed."""
+
+
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module):
+    """Parameters without requires_grad for the duration: gradients reach the spliced activations only."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def decode_delta(sae, delta: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``sum_k delta_k W_dec[:, idx_k]`` per position (no bias): gathers k decoder rows, differentiable in delta."""
+    lead = delta.shape[:-1]
+    out = F.embedding_bag(indices.reshape(-1, indices.shape[-1]), sae.decoder_rows(),
+                          per_sample_weights=delta.reshape(-1, delta.shape[-1]).to(sae.dtype), mode="sum")
+    return out.view(*lead, sae.d_model)
+
+
+def encode_site(sae, h: torch.Tensor) -> Site:
+    """The SAE's clean top-k of ``h`` and its error term, without a graph."""
+    with torch.no_grad():
+        values, indices = sae.encode_sparse(h)
+        error = h.to(sae.dtype) - sae.decode_sparse(values, indices)
+    return Site(values=values, indices=indices, error=error)
+
+
+def repeat_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
+    """Each row ``times`` times in a row (prompt-major order, as the batched runs lay rows out)."""
+    return tensor if times == 1 else tensor.repeat_interleave(times, dim=0)
+
+
+def run(lab, enc: dict, layers=(), *, keep: int = 1, steers: list[Steer] = (), then: list[Steer] = (),
+        fixed: dict[int, Site] | None = None, scale: torch.Tensor | None = None,
+        edits: dict[int, Callable] | None = None, grad: bool = True,
+        stop_at: int | None = None) -> tuple[torch.Tensor | None, dict[int, Site]]:
+    """One forward of ``enc``: (logits of the last ``keep`` positions (0: all), {layer: Site}).
+
+    ``steers`` edit every real position first, ``then`` after them (an ablation of a steered feature sees its
+    steered activation); ``edits[layer](h) -> h`` run next (ablations); then each of
+    ``layers`` is spliced. ``fixed``: clean Sites to splice against (rows of ``enc`` repeat each prompt
+    ``rows // prompts`` times), else the SAE encodes this run's h. ``scale`` ``[rows]``: the leaf is
+    ``scale * V`` (integrated-gradient steps; 0 is the baseline). ``stop_at``: return after that block
+    (logits None)."""
+    layers = sorted(set(layers))
+    stages = [dict(by_layer(list(group))) for group in (steers, then) if group]
+    edits = edits or {}
+    where = enc["attention_mask"].bool()
+    first = layers[0] if grad and layers else None
+    sites: dict[int, Site] = {}
+
+    owner = threading.get_ident()  # a background encode on another thread meanwhile sees the clean model
+
+    def hook_for(layer: int):
+        def hook(module, args, output):
+            if threading.get_ident() != owner:
+                return None
+            h = output[0] if isinstance(output, tuple) else output
+            for stage in stages:
+                if layer in stage:
+                    h = apply_steering(h, lab.sae(layer), stage[layer], where)
+            if layer in edits:
+                h = edits[layer](h)
+            if layer == first:
+                torch.set_grad_enabled(True)  # undone when run()'s no_grad block exits
+            if layer in layers:
+                h = _splice(lab.sae(layer), h, layer, fixed, scale, grad, sites)
+            if layer == stop_at:
+                raise _Stop
+            return (h, *output[1:]) if isinstance(output, tuple) else h
+        return hook
+
+    blocks = lab.hf_model.get_submodule(lab.layers_path)
+    steered = {layer for stage in stages for layer in stage}
+    hooked = sorted(set(layers) | steered | set(edits) | ({stop_at} if stop_at is not None else set()))
+    handles = [blocks[layer].register_forward_hook(hook_for(layer)) for layer in hooked]
+    logits = None
+    try:
+        with frozen(lab.hf_model), torch.no_grad():
+            try:
+                out = lab.hf_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False,
+                                   logits_to_keep=keep)
+                logits = out.logits
+            except _Stop:
+                pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, sites
+
+
+def _splice(sae, h, layer, fixed, scale, grad, sites) -> torch.Tensor:
+    if fixed is None:
+        site = encode_site(sae, h.detach())
+    else:
+        clean = fixed[layer]
+        times = h.shape[0] // clean.values.shape[0]
+        site = Site(values=repeat_rows(clean.values, times), indices=repeat_rows(clean.indices, times),
+                    error=repeat_rows(clean.error, times))
+    leaf = site.values if scale is None else site.values * scale.to(site.values)[:, None, None]
+    leaf = leaf.detach().clone().requires_grad_(grad)
+    site.leaf, site.h = leaf, h
+    if scale is None and not grad:
+        site.out = h  # f = V exactly: nothing to add
+    else:
+        site.out = h + decode_delta(sae, leaf - site.values, site.indices).to(h.dtype)
+    sites[layer] = site
+    return site.out
