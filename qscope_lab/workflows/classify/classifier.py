@@ -1,0 +1,361 @@
+"""``SeedClassifier``: label a few texts, keep the few SAE features that best separate them, each with a
+threshold chosen on the seeds; no training, so each decision is readable as named features.
+
+``statistic="any"`` is the report's rule (positive if ANY selected feature fires at any token, eps = 0); on
+longer text nobody here wrote it calls most negatives positive, so by default the statistic ("rate": share of
+counted tokens where a feature fires, "mean": its mean activation, or "any"), the layer and the number of
+features are chosen by leave-one-out over the seeds (``rules.cross_validate``), never on held-out data.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ...core import validate
+from . import rules, stats
+from .common import STORE_LIMIT, NotFittedError, metrics, texts_labels
+from .files import load_classifier, save_classifier
+
+if TYPE_CHECKING:
+    from ...core.lab import Lab
+
+SCREEN = 32        # features per layer and statistic kept by the screening pass
+
+
+def _choices(value, name: str, allowed, auto) -> tuple:
+    """A single choice, a list of them, or "auto" (all of ``auto``) -> a tuple of validated choices."""
+    if isinstance(value, str) and value == "auto":
+        return tuple(auto)
+    single = isinstance(value, (str, bytes)) or not hasattr(value, "__iter__")
+    values = [value] if single else list(value)
+    if not values:
+        raise ValueError(f"{name} is empty")
+    for v in values:
+        if allowed is None:
+            validate.integer(v, name, 1, 32)
+        elif v not in allowed:
+            raise ValueError(f"{name} must be one of {list(allowed)} or 'auto', got {v!r}")
+    return tuple(dict.fromkeys(int(v) if allowed is None else v for v in values))
+
+
+class SeedClassifier:
+    """A few SAE features of one layer, each with a threshold chosen on the seeds.
+
+    ``statistic``: "rate", "mean", "any" (the report's OR rule), a list of them, or "auto" (all three); ``top_k``:
+    features per rule (1-10), a list, or "auto" (1, 3, 5); ``select="loo"`` picks layer, statistic and K by
+    leave-one-out over the seeds (ten folds beyond 64 seeds); ``select="delta"`` is the report's choice: the
+    layer with the largest top-1 delta, with ``n_layers=m > 1`` the top-1 feature of each of the m best layers.
+    ``drop_always_on`` drops "any" features firing in every seed (True) or in that share of them (a float);
+    ``eps``: a feature fires when its activation exceeds it (0 in the report)."""
+
+    def __init__(self, lab: Lab, layers=None, statistic="mean", top_k=10, select: str = "loo",
+                 combine: str = "sum", n_layers: int = 1, skip_first: bool = True, skip_special: bool = True,
+                 drop_always_on: bool | float = True, batch_size: int = 16, max_length: int | None = 256,
+                 eps: float = 0.0, progress: bool | None = None):
+        # scikit-learn's convention: store the parameters as given; ``fit`` validates them
+        self.lab, self.layers, self.statistic, self.top_k, self.select = lab, layers, statistic, top_k, select
+        self.combine = combine
+        self.n_layers, self.skip_first, self.skip_special = n_layers, skip_first, skip_special
+        self.drop_always_on, self.batch_size, self.max_length = drop_always_on, batch_size, max_length
+        self.eps, self.progress = eps, progress
+
+    _PARAMS = ("lab", "layers", "statistic", "top_k", "select", "combine", "n_layers", "skip_first", "skip_special",
+               "drop_always_on", "batch_size", "max_length", "eps", "progress")
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's parameters (scikit-learn's ``get_params``)."""
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    def set_params(self, **params) -> SeedClassifier:
+        """Change constructor parameters; unknown names are refused. Takes effect at the next ``fit``."""
+        unknown = sorted(set(params) - set(self._PARAMS))
+        if unknown:
+            raise ValueError(f"SeedClassifier has no parameter(s) {unknown}; valid: {list(self._PARAMS)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def _validate_params(self) -> None:
+        """Check the parameters; derive ``candidate_layers_`` and the candidate statistics and K values."""
+        lab = self.lab
+        self._statistics = _choices(self.statistic, "statistic", rules.STATISTICS, rules.STATISTICS)
+        self._ks = _choices(self.top_k, "top_k", None, rules.TOP_KS)
+        if self.select not in ("loo", "delta"):
+            raise ValueError(f"select must be 'loo' or 'delta', got {self.select!r}")
+        if self.combine not in ("sum", "vote"):
+            raise ValueError(f"combine must be 'sum' or 'vote', got {self.combine!r}")
+        layers = self.layers
+        if layers is None:  # every layer that has an SAE
+            layers = range(lab.n_layers) if lab.saes is None else lab.saes.layers
+        self.candidate_layers_ = sorted(lab.check_layers(layers))
+        validate.integer(self.n_layers, "n_layers", 1, len(self.candidate_layers_))
+        if self.select == "delta" and (len(self._statistics) > 1 or len(self._ks) > 1):
+            raise ValueError("select='delta' needs one statistic and one top_k (it does no model selection)")
+        if self.n_layers > 1 and self.select != "delta":
+            raise ValueError("n_layers > 1 is the report's multi-layer variant: use select='delta'")
+        validate.integer(self.batch_size, "batch_size", 1)
+        if self.max_length is not None:
+            validate.integer(self.max_length, "max_length", 2)
+        validate.number(self.eps, "eps", 0.0)
+        if not isinstance(self.drop_always_on, bool):
+            validate.number(self.drop_always_on, "drop_always_on", 0.0, 1.0)
+
+    def _config(self) -> dict:
+        config = {k: getattr(self, k) for k in ("statistic", "top_k", "select", "combine", "n_layers", "skip_first",
+                                                "skip_special", "drop_always_on", "batch_size", "max_length",
+                                                "eps")}
+        config["statistic"] = list(self._statistics) if len(self._statistics) > 1 else self._statistics[0]
+        config["top_k"] = list(self._ks) if len(self._ks) > 1 else self._ks[0]
+        return {"layers": list(self.candidate_layers_), **config}
+
+    def __repr__(self) -> str:
+        fitted = f", features={self.features_}" if hasattr(self, "features_") else ""
+        return f"SeedClassifier(statistic={self.statistic!r}, top_k={self.top_k!r}, layers={self.layers}{fitted})"
+
+    def _check_fitted(self) -> None:
+        if "features_" not in self.__dict__:
+            raise NotFittedError("this SeedClassifier is not fitted yet: call fit(texts, labels) or "
+                                 "SeedClassifier.load(path, lab) first")
+
+    def _scan_options(self) -> dict:
+        return {"batch_size": self.batch_size, "max_length": self.max_length, "skip_first": self.skip_first,
+                "skip_special": self.skip_special, "progress": self.progress}
+
+    # ------------------------------------------------------------------ fit
+    def seed_stats(self, texts, labels=None) -> tuple[stats.TextStats, np.ndarray]:
+        """Per-text statistics of the seeds at every candidate layer (one scan; two beyond ``STORE_LIMIT``
+        seeds, the first keeping only per-class sums to screen features, so memory stays flat)."""
+        self._validate_params()
+        texts, y = texts_labels(texts, labels)
+        layers, options = self.candidate_layers_, self._scan_options()
+        if len(texts) <= STORE_LIMIT:
+            return stats.collect(self.lab, texts, layers, eps=self.eps, **options, desc="fit"), y
+        sums = stats.summaries(self.lab, texts, y, layers, self.eps, **options, desc="screen")
+        keep = {}
+        n = np.array([max(int(y.sum()), 1), max(int((~y).sum()), 1)])[:, None]
+        for layer, (fires, r1, r2, m1, m2) in sums.items():
+            picked = [np.argsort(-(fires[0] / n[0] - fires[1] / n[1]))[:SCREEN]]
+            for s1, s2 in ((r1, r2), (m1, m2)):
+                mu = s1 / n
+                sd = np.sqrt(np.maximum(s2 / n - mu ** 2, 0).mean(0)) + 1e-9
+                picked.append(np.argsort(-np.abs(mu[0] - mu[1]) / sd)[:SCREEN])
+            keep[layer] = np.unique(np.concatenate(picked))
+        return stats.collect(self.lab, texts, layers, keep, eps=self.eps, **options, desc="fit"), y
+
+    def fit(self, texts, labels=None) -> SeedClassifier:
+        """Collect the seeds' statistics, choose layer / statistic / K on them alone, fit the rule."""
+        self.__dict__.pop("features_", None)  # a failed refit must not leave the old selection usable
+        self._validate_params()
+        texts, y = texts_labels(texts, labels)
+        n_pos, n_neg = int(y.sum()), int((~y).sum())
+        if not n_pos or not n_neg:
+            raise ValueError(f"both classes are needed: got {n_pos} positive and {n_neg} negative texts")
+        seed, y = self.seed_stats(texts, y)
+        return self.fit_stats(seed, y)
+
+    def fit_stats(self, seed: stats.TextStats, y) -> SeedClassifier:
+        """``fit`` on statistics already collected from the seeds (``seed_stats``): reads nothing else."""
+        self.__dict__.pop("features_", None)
+        self._validate_params()
+        y = np.asarray(y, bool)
+        if not y.any() or y.all():
+            raise ValueError(f"both classes are needed: got {int(y.sum())} positive and {int((~y).sum())} "
+                             f"negative texts")
+        feats = {layer: seed.features(layer) if layer in seed.entries else np.zeros(0, int)
+                 for layer in self.candidate_layers_}
+        needed = set(self._statistics) | {"any"}
+        mats = {(layer, s): seed.matrix(layer, s, feats[layer]) for layer in feats for s in needed}
+        self._tables(mats, feats, y)
+        if self.select == "delta":
+            best = self.layer_scores_.head(self.n_layers)
+            layers = [int(x) for x in best.layer[best.top1_delta > 0]]
+            if not layers:
+                raise ValueError("no feature fires in more positive than negative seed texts: add seeds or layers")
+            if len(layers) < self.n_layers:
+                warnings.warn(f"only {len(layers)} of the {self.n_layers} layers asked for have a feature "
+                              f"firing more on positives than negatives", stacklevel=2)
+            choice = (layers, self._statistics[0], self._ks[0] if self.n_layers == 1 else 1)
+            self.selection_ = pd.DataFrame()
+        else:
+            table = rules.cross_validate({key: m for key, m in mats.items() if key[1] in self._statistics}, y,
+                                         self._ks, self.eps, self.drop_always_on, combine=self.combine)
+            table["chosen"] = np.arange(len(table)) == 0
+            self.selection_ = table
+            top = table.iloc[0]
+            choice = ([int(top.layer)], str(top.statistic), int(top.top_k))
+        layers, statistic, k = choice
+        picked = []
+        for layer in layers:
+            x = mats[(layer, statistic)]
+            ranking = rules.rank(x, y, statistic, self.eps, self.drop_always_on)
+            rule = rules.top_rule(ranking, statistic, k, self.combine)
+            picked += [(layer, int(feats[layer][c]), float(t), int(d), float(sc), x[y, c].mean(), x[~y, c].mean())
+                       for c, t, d, sc in zip(rule.features, rule.thresholds, rule.directions, rule.scales)]
+        if not picked:
+            raise ValueError(f"no feature separates the seeds at layer(s) {layers} with statistic "
+                             f"{statistic!r}: add seeds or layers")
+        self.statistic_, self.top_k_, self.layers_, self.layer_ = statistic, k, layers, layers[0]
+        self.rules_ = pd.DataFrame(picked, columns=["layer", "feature", "threshold", "direction", "scale",
+                                                    "pos_mean", "neg_mean"])
+        self.rules_.insert(2, "statistic", statistic)
+        self.thresholds_ = self.rules_.threshold.tolist()
+        self.directions_ = self.rules_.direction.tolist()
+        self.scales_ = self.rules_.scale.tolist()
+        self.n_seeds_ = (int(y.sum()), int((~y).sum()))
+        self._candidates_ = {layer: f for layer, f in feats.items() if len(f)}
+        self._seed_ = (seed, y)
+        self.features_ = [(int(a), int(b)) for a, b in zip(self.rules_.layer, self.rules_.feature)]
+        return self
+
+    def _tables(self, mats: dict, feats: dict, y: np.ndarray) -> None:
+        """``deltas_`` (the report's per-layer top features) and ``layer_scores_`` (top-1 delta per layer)."""
+        table, scores = [], []
+        k = max(self._ks) if self.select == "loo" else self._ks[0]
+        for layer, f in feats.items():
+            fires = mats[(layer, "any")] > self.eps
+            ranking = rules.rank(mats[(layer, "any")], y, "any", self.eps, self.drop_always_on)
+            top = ranking.order[:k]
+            for rank, c in enumerate(top, 1):
+                table.append({"layer": layer, "feature": int(f[c]), "pos_rate": float(fires[y, c].mean()),
+                              "neg_rate": float(fires[~y, c].mean()), "delta": float(ranking.scores[rank - 1]),
+                              "rank": rank})
+            scores.append({"layer": layer, "feature": int(f[top[0]]) if len(top) else -1,
+                           "top1_delta": float(ranking.scores[0]) if len(top) else 0.0,
+                           "topk_delta": float(ranking.scores[:k].mean()) if len(top) else 0.0})
+        self.deltas_ = pd.DataFrame(table, columns=["layer", "feature", "pos_rate", "neg_rate", "delta", "rank"])
+        # the largest top-1 delta wins; ties go to the larger top-k mean, then to the earlier layer
+        self.layer_scores_ = pd.DataFrame(scores).sort_values(["top1_delta", "topk_delta"], ascending=False,
+                                                              kind="stable", ignore_index=True)
+
+    # ------------------------------------------------------------------ predict
+    def _rule(self) -> rules.Rule:
+        return rules.Rule(self.statistic_, np.arange(len(self.features_)), np.asarray(self.thresholds_, float),
+                          np.asarray(self.directions_, int), np.asarray(self.scales_, float), self.combine)
+
+    def stats_matrix(self, text_stats: stats.TextStats, features=None) -> np.ndarray:
+        """``[n_texts, n_features]`` of this rule's statistic, read from collected statistics."""
+        features = self.features_ if features is None else features
+        out = np.zeros((text_stats.n_texts, len(features)))
+        for layer in dict.fromkeys(layer for layer, _ in features):
+            cols = [j for j, (l2, _) in enumerate(features) if l2 == layer]
+            if layer in text_stats.entries:
+                out[:, cols] = text_stats.matrix(layer, self.statistic_, [features[j][1] for j in cols])
+        return out
+
+    def transform(self, texts, features=None) -> np.ndarray:
+        """``[n_texts, n_features]``: the rule's statistic of each selected (layer, feature) (for "any" the
+        largest activation over the counted tokens)."""
+        self._check_fitted()
+        features = self.features_ if features is None else features
+        texts = validate.texts(texts)
+        by_layer = {layer: [f for l2, f in features if l2 == layer] for layer, _ in features}
+        if not by_layer:
+            return np.zeros((len(texts), 0))
+        collected = stats.collect(self.lab, texts, list(by_layer), by_layer, eps=self.eps, **self._scan_options(),
+                                  desc="classify")
+        return self.stats_matrix(collected, features)
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        """Bool per row of a ``transform`` matrix: OR for "any", else the summed margins (or the votes)."""
+        return self._rule().predict(x)
+
+    def decision_function(self, texts) -> np.ndarray:
+        """"any": the largest activation of any selected feature (> eps is the OR rule); otherwise the summed
+        margins past the thresholds in units of seed spread (> 0: positive; with ``combine="vote"`` the share of
+        features voting positive minus one half, a tie going to the first feature)."""
+        x = self.transform(texts)
+        if self.statistic_ == "any":
+            return x.max(1, initial=0.0)
+        rule = self._rule()
+        return rule.margins(x).sum(1) if self.combine == "sum" else rule.votes(x).mean(1) - 0.5
+
+    def predict(self, texts) -> np.ndarray:
+        """Bool per text."""
+        return self.predict_matrix(self.transform(texts))
+
+    def score(self, texts, labels=None) -> float:
+        """Accuracy, as in scikit-learn."""
+        return self.evaluate(texts, labels)["accuracy"]
+
+    def evaluate(self, texts, labels=None) -> dict:
+        """accuracy, precision, recall, f1 (positive class) and n."""
+        texts, y = texts_labels(texts, labels)
+        return metrics(self.predict(texts), y)
+
+    # ------------------------------------------------------------------ baselines
+    def random_feature_control(self, seed: int = 0) -> SeedClassifier:
+        """A copy with as many features drawn at random (same layers, same statistic) among those that fire in
+        some seed text, thresholds chosen on the seeds the same way: what the ranking adds."""
+        self._check_fitted()
+        if not getattr(self, "_candidates_", None):
+            raise NotFittedError("the random control needs the seed statistics of fit (not kept by save/load)")
+        rng = np.random.default_rng(seed)
+        seed_stats, y = self._seed_
+        control = copy.copy(self)
+        control.features_, control.thresholds_, control.directions_, control.scales_ = [], [], [], []
+        for layer in dict.fromkeys(layer for layer, _ in self.features_):
+            n = sum(1 for l2, _ in self.features_ if l2 == layer)
+            pool = self._candidates_[layer]
+            drawn = [int(f) for f in rng.choice(pool, size=min(n, len(pool)), replace=False)]
+            if self.statistic_ == "any":
+                thresholds, directions, scales = [self.eps] * len(drawn), [1] * len(drawn), [1.0] * len(drawn)
+            else:
+                x = seed_stats.matrix(layer, self.statistic_, drawn)
+                _, thresholds, directions = rules._best_cuts(x, y)
+                scales = x.std(0) + 1e-9
+            control.features_ += [(layer, f) for f in drawn]
+            control.thresholds_ += [float(t) for t in thresholds]
+            control.directions_ += [int(d) for d in directions]
+            control.scales_ += [float(v) for v in scales]
+        return control
+
+    def logreg_probe(self, train_texts, train_labels, test_texts, layer=None, steps: int = 100,
+                     l2: float = 1e-3) -> np.ndarray:
+        """Bool predictions of a logistic regression (LBFGS, standardized inputs) on the mean residual at
+        ``layer`` (default: the chosen one): the dense, trained baseline the rule is measured against."""
+        from .baselines import logreg
+
+        if layer is None:
+            self._check_fitted()
+            layer = self.layer_
+        train_texts, y = texts_labels(train_texts, train_labels)
+        opts = {**self._scan_options(), "desc": "probe"}
+        train = stats.collect(self.lab, train_texts, [], residual_layers=[layer], **opts).residual_means[layer]
+        test = stats.collect(self.lab, validate.texts(test_texts), [], residual_layers=[layer],
+                             **opts).residual_means[layer]
+        return logreg(train, y, test, steps, l2)
+
+    def compare_baselines(self, train_texts, train_labels, test_texts, test_labels, n_random: int = 5,
+                          seed: int = 0, draws: int = 1, n_seeds: int | None = None) -> pd.DataFrame:
+        """Held-out metrics of the report's rule, this (calibrated) rule, random features and a logistic probe;
+        with ``draws > 1`` over that many draws of ``n_seeds`` seeds per class (mean, sd, min, max)."""
+        from .baselines import compare_draws, summarize
+
+        per_draw = compare_draws(self, train_texts, train_labels, test_texts, test_labels, n_random, seed,
+                                 draws, n_seeds)
+        table = summarize(per_draw)
+        table.attrs["draws"] = per_draw
+        return table
+
+    def delta_chart(self):
+        """Bar chart of the top-1 delta per layer; the chosen layer(s) highlighted."""
+        from ...viz import charts
+
+        self._check_fitted()
+        return charts.classifier_layers(self.layer_scores_, self.layers_)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path):
+        """JSON with the config, model and SAE names, the rule (features, thresholds) and the seed tables."""
+        self._check_fitted()
+        return save_classifier(self, path)
+
+    @classmethod
+    def load(cls, path, lab: Lab) -> SeedClassifier:
+        """Rebuild a saved classifier on ``lab``; refuses a file fitted on another model."""
+        return load_classifier(cls, path, lab)
