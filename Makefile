@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 browser:  ## Debian's chromium for the real-browser widget tests (Playwright drives it; it cannot download one here)
 	@command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+	@# a CJK font, or the Chinese of the widgets and screenshots is missing-glyph boxes
+	@dpkg -s fonts-noto-cjk >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q fonts-noto-cjk; }
 
 lint: setup  ## ruff and the import contracts of pyproject.toml (the layers, no import circle)
 	$(BIN)/ruff check .
@@ -25,8 +28,9 @@ test: lint
 	# one torch thread per process: the models here are tiny, and the browser tests run a kernel beside pytest
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
-lab: setup  ## the main command: set up, then JupyterLab on the quickstart notebook
-	HF_HUB_OFFLINE=1 $(BIN)/jupyter lab notebooks/quickstart.ipynb $(if $(filter 0,$(shell id -u)),--allow-root,)
+lab: setup  ## the main command: set up, then JupyterLab on the repo (its file browser) with the quickstart open
+	HF_HUB_OFFLINE=1 $(BIN)/jupyter lab --ServerApp.root_dir=. notebooks/quickstart.ipynb \
+	  $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 quickstart: setup  ## the same notebook, headless (what CI runs)
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/run_notebook.py notebooks/quickstart.ipynb

@@ -31,6 +31,7 @@ import tempfile
 import time
 
 import torch
+from timing import medians  # benchmarks/timing.py: the one timing rule
 
 THREADS = 2
 
@@ -47,19 +48,6 @@ def cpu_busy(seconds: float = 1.0) -> float:
         return float("nan")
 
 
-def medians(*fns, repeats: int, warmup: int = 1) -> list[float]:
-    """Median seconds of each fn over repeats, after warmup calls. Round-robin (a, b, a, b, ...) so that any
-    background load hits every method alike and the ratios stay fair."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
 
 
 # ---------------------------------------------------------------------------------------------- 1. loading

@@ -1,7 +1,9 @@
 """Widget latency in a real browser: what a user waits for, measured in headless Chromium on JupyterLab.
 
 1. Steering slider: release the thumb with the mouse -> the new steered text is in the DOM, for 32 new tokens on
-   the embedded model (target: under 300 ms on a 2-core CPU). Timed in the page with ``performance.now()``: the
+   the embedded model (target: under 300 ms on a 2-core CPU), in the quickstart's panel and in the Workbench's.
+   The first release is printed apart from the later ones (target: within 1.5x of them: the warm-up is paid
+   while the panel is built, not on the user's first move). Timed in the page with ``performance.now()``: the
    panel stamps the moment it sends the alphas (on release) and the moment it has rendered the new tokens.
    The kernel's own generation time is printed beside it, and a plain ``model.generate`` of the same 32 tokens
    for the ratio.
@@ -29,7 +31,10 @@ PROMPT = "The weather today is"
 CELLS = [
     "from qscope_lab import Lab\nfrom qscope_lab.widgets import SteeringPanel, Heatmap\nlab = Lab.load()",
     "from qscope_lab.embedded import known_features\nlayer, feature = known_features()['chinese']\n"
-    f"panel = SteeringPanel(lab, {PROMPT!r}, layer=layer, features=[feature], max_new_tokens=32)\npanel",
+    f"panel = SteeringPanel(lab, {PROMPT!r}, layer=layer, features=[(feature, 32.0)], alpha_max=64)\npanel",
+    "from qscope_lab.widgets import Workbench\n"
+    "wb = Workbench(lab, ['The 3 cats sat on the mat in 1999.', '今天的天气很好，我们去公园散步。'], "
+    f"prompt={PROMPT!r}, layer=layer)\nwb.steering.add_feature(feature, 8.0)\nwb",
     # a 2,000-token text from the shipped reference corpus
     "import time\nfrom qscope_lab.analysis.reference import default_texts\n"
     "ids = [t for text in default_texts() for t in lab.tokenizer(text).input_ids][:2000]\n"
@@ -54,18 +59,20 @@ def printed(page, key: str) -> float:
     raise RuntimeError(f"{key} not printed")
 
 
-def slider_latencies(page, alphas) -> tuple[list[float], list[float]]:
-    panel = page.locator(".qs-steer")
+def slider_latencies(page, alphas, which: int = 0) -> tuple[list[float], list[float]]:
+    panel = page.locator(".qs-steer").nth(which)
     el = panel.locator("xpath=..")  # the anywidget element carries the data-* stamps
     slider = panel.locator(".qs-slider").first
+    slider.scroll_into_view_if_needed()
     box = slider.bounding_box()
-    y, lo, hi, thumb = box["y"] + box["height"] / 2, -32.0, 32.0, 8
+    lo, hi = float(slider.get_attribute("min")), float(slider.get_attribute("max"))
+    y, thumb = box["y"] + box["height"] / 2, 8
 
     def x_of(v):
         return box["x"] + thumb + (v - lo) / (hi - lo) * (box["width"] - 2 * thumb)
 
     browser_ms, kernel_ms = [], []
-    current = 0.0
+    current = float(slider.input_value())
     for alpha in alphas:
         before = int(el.get_attribute("data-generations") or 0)
         page.mouse.move(x_of(current), y)
@@ -94,14 +101,15 @@ def main() -> None:
         page.locator(".qs-steer .qs-baseline .qs-gen-tok").first.wait_for(state="attached")
 
         alphas = [8, 16, 24, 12, 4, -8, 20, 28, 10, 2]
-        browser_ms, kernel_ms = slider_latencies(page, alphas)
+        runs = {"quickstart panel": slider_latencies(page, [a * 2 for a in alphas], 0),
+                "Workbench panel": slider_latencies(page, [a - 3 for a in alphas], 1)}  # its slider starts at 8
         hf_ms = printed(page, "HF_GENERATE_MS")
-        heat = page.locator(".qs-heatmap").locator("xpath=..")
+        heat = page.locator(".qs-heatmap").last.locator("xpath=..")  # the long text's (the Workbench has one too)
         render_ms = float(heat.get_attribute("data-render-ms"))
         tokens = int(heat.get_attribute("data-tokens"))
         kernel_heat = printed(page, "HEATMAP_KERNEL_MS")
         # re-colour on a feature click (grid label -> kernel slices -> DOM colours)
-        label = page.locator(".qs-heatmap .qs-grid-label").nth(3)
+        label = page.locator(".qs-heatmap").last.locator(".qs-grid-label").nth(3)
         feature = label.get_attribute("data-feature")
         start = time.perf_counter()
         label.click()
@@ -109,12 +117,15 @@ def main() -> None:
         click_ms = (time.perf_counter() - start) * 1000
         browser.close()
 
-    median = statistics.median(browser_ms)
-    print(f"slider release -> new text in the DOM, 32 new tokens, {len(alphas)} releases:")
-    print(f"  browser: median {median:.0f} ms, max {max(browser_ms):.0f} ms  (target 300 ms: "
-          f"{median / 300:.2f}x of target)")
-    print(f"  kernel generation: median {statistics.median(kernel_ms):.0f} ms; plain HF generate of 32 tokens "
-          f"{hf_ms:.0f} ms -> steered panel / plain generate = {statistics.median(kernel_ms) / hf_ms:.2f}x")
+    for name, (browser_ms, kernel_ms) in runs.items():
+        later = statistics.median(browser_ms[1:])
+        print(f"{name}: slider release -> new text in the DOM, 32 new tokens, {len(browser_ms)} releases:")
+        print(f"  first release {browser_ms[0]:.0f} ms; later ones median {later:.0f} ms, "
+              f"max {max(browser_ms[1:]):.0f} ms -> first / later = {browser_ms[0] / later:.2f}x (target <= 1.5x); "
+              f"later / 300 ms target = {later / 300:.2f}x")
+        print(f"  kernel generation: first {kernel_ms[0]:.0f} ms, later median {statistics.median(kernel_ms[1:]):.0f} "
+              f"ms; plain HF generate of 32 tokens {hf_ms:.0f} ms -> steered panel / plain generate = "
+              f"{statistics.median(kernel_ms[1:]) / hf_ms:.2f}x")
     print(f"heatmap of a {tokens}-token text: front-end render {render_ms:.0f} ms, kernel encode + send "
           f"{kernel_heat:.0f} ms, feature click -> recoloured {click_ms:.0f} ms")
 

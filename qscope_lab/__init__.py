@@ -16,6 +16,10 @@ from . import _moved
 
 _moved.install()
 
+from .viz import render as _render  # noqa: E402  (no altair import: registers by class name)
+
+_render.install_display_hook()  # in a notebook, any altair chart then draws offline (no CDN)
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -27,6 +31,9 @@ _EXPORTS = {
     "synthesize": "workflows.synthesis", "SASFTLoss": "training.sasft", "language_features": "training.language",
     "sasft_targets": "training.language", "repetition_features": "training.repetition",
     "steered_rollouts": "training.rollouts", "code_switch_ratio": "analysis.text_predicates",
+    "FeatureIndex": "index.build",
+    "Attribution": "core.attribution", "Continuation": "core.targets", "NextToken": "core.targets",
+    "LogitDiff": "core.targets",
 }
 __all__ = list(_EXPORTS)
 

@@ -36,3 +36,12 @@ def arch_lab(request, tokenizer) -> Lab:
 def no_grad():
     with torch.no_grad():
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Real-browser tests last: Playwright's sync API keeps an asyncio loop marked as running in this thread for
+    the rest of the session, which would make every later test look as if it ran inside a kernel."""
+    browser = [item for item in items if "/tests/browser/" in str(item.fspath).replace("\\", "/")]
+    if browser:
+        others = [item for item in items if item not in browser]
+        items[:] = others + browser

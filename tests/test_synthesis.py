@@ -96,9 +96,26 @@ def test_steered_synthesis_raises_coverage(emb, targets, steered):
     assert steered.rejected.sum() == len(steered.candidates) - (steered.candidates.activation > 0).sum()
     assert steered.rejected.sum() > 0 and report.n_rejected == steered.rejected.sum()
     assert list(steered.rejected.index) == targets
-    rejected = steered.candidates[~steered.candidates.kept]
+    rejected = steered.candidates[steered.candidates.activation <= 0]
     first = int(rejected.target.iloc[0])
     assert (_max_by_encode(emb, rejected.text[rejected.target == first].tolist(), first) == 0).all()
+
+
+def test_kept_candidates_pass_the_fluency_check(emb, targets, steered):
+    """Every kept candidate is fluent (distinct bigrams, perplexity within 2x the seeds' 90th percentile); the
+    report counts the firing candidates dropped for fluency, and a looping text fails the check."""
+    from qscope_lab.analysis.fluency import distinct_n, fluency, perplexity_limit
+
+    cand, report = steered.candidates, steered.report.iloc[0]
+    print(report.to_dict())
+    assert cand.loc[cand.kept, "fluent"].all() and (steered.kept.distinct >= 0.5).all()
+    assert report.n_dropped_fluency == int(((cand.activation > 0) & ~cand.fluent).sum())
+    assert report.n_kept + report.n_dropped_fluency + report.n_rejected >= len(cand.drop_duplicates(["target", "text"]))
+    limit = perplexity_limit(emb, EN_SEEDS)
+    loop = "the the the the the the the the the the the the the the the the"
+    table = fluency(emb, [EN_SEEDS[0], loop, "zq xv 9#k @@ ~~ qj"], limit)
+    assert list(table.fluent) == [True, False, False] and distinct_n([1, 1, 1, 1]) == pytest.approx(1 / 3)
+    assert table.perplexity.iloc[2] > limit
 
 
 def test_dataset_coverage_matches_report(emb, targets, steered):

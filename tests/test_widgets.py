@@ -23,14 +23,15 @@ from qscope_lab.analysis.reference import Reference
 from qscope_lab.embedded import known_features
 from qscope_lab.widgets import ClassifierPanel, Compare, FeatureCard, Heatmap, SteeringPanel, Workbench
 from qscope_lab.widgets._base import assets_dir
+from qscope_lab.widgets.attribution import AttributionPanel
 
 TEXTS = ["The 3 cats sat on the mat in 1999.", "今天的天气很好，我们去公园散步。", "def add(a, b):\n    return a + b\n"]
 PROMPT = "The weather today is"
 ZH_LAYER, ZH_FEATURE = known_features()["chinese"]  # the model card's steering feature (contrast(zh, en))
 WIDGETS = Path(__file__).resolve().parents[1] / "widgets"
 COMPONENTS = sorted(p.name for p in (WIDGETS / "src").glob("*.js"))
-LAB_WIDGETS = {"card.js": FeatureCard, "classifier.js": ClassifierPanel, "compare.js": Compare,
-               "heatmap.js": Heatmap, "steering.js": SteeringPanel}
+LAB_WIDGETS = {"attribution.js": AttributionPanel, "card.js": FeatureCard, "classifier.js": ClassifierPanel,
+               "compare.js": Compare, "heatmap.js": Heatmap, "steering.js": SteeringPanel}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_heatmap_sends_the_selected_feature_as_float32(lab):
     np.testing.assert_allclose(floats(hm.values), torch.cat(acts.feature(hm.feature)).numpy(), atol=1e-6)
     assert hm.vmax == pytest.approx(float(floats(hm.values).max()))
     top = floats(hm.top_values).reshape(-1, hm.n_top)
-    assert (np.diff(top, axis=1) <= 1e-6).all()  # strongest first
+    assert (top >= 0).all() and (top[:, 0] > 0).any()  # hover order: activation x rarity (test_first_hour.py)
     counted = np.frombuffer(hm.counted, dtype=np.uint8)
     assert counted[0] == 0 and (top[counted == 0] == 0).all()  # skipped tokens carry nothing
     grid = floats(hm.grid).reshape(len(hm.grid_features), -1)
@@ -210,15 +211,17 @@ def test_classifier_panel_fits_reports_and_round_trips(lab, tmp_path):
     panel = ClassifierPanel(lab, ZH_SEEDS[:12], EN_SEEDS[:12], heldout=heldout, path=str(tmp_path / "clf.json"))
     assert panel.error == ""
     scores = {row["method"]: row["f1"] for row in panel.metrics}
-    assert scores["sae_or_rule"] >= 0.9 > scores["random_features"]
-    assert len(panel.predictions) == 20 and len(panel.chosen) == 1
+    assert scores["calibrated_rule"] >= 0.9 and scores["report_rule"] >= 0.9
+    assert len(panel.predictions) == 20 and len(panel.chosen) == len(panel.classifier.features_) >= 1
+    assert all(row["statistic"] == "mean" and row["direction"] in (-1, 1) for row in panel.chosen)
     assert panel.chart_svg.startswith("<svg")
     message(panel, event="export")
     assert (tmp_path / "clf.json").exists() and "saved" in panel.message
     features = panel.classifier.features_
     message(panel, event="load")
     assert panel.classifier.features_ == features
-    assert panel.metrics[0]["method"] == "loaded" and panel.metrics[0]["f1"] == pytest.approx(scores["sae_or_rule"])
+    assert panel.metrics[0]["method"] == "loaded"
+    assert panel.metrics[0]["f1"] == pytest.approx(scores["calibrated_rule"])
     panel.heldout = "no sign here"
     message(panel, event="fit")
     assert "must start with + or -" in panel.error and panel.classifier.features_ == features

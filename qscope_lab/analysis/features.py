@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
+from ..core import tokens
 from ..core.activations import FeatureActs
 
 if TYPE_CHECKING:
@@ -94,8 +95,12 @@ def span_labels(tokenizer, acts: FeatureActs, in_class: Callable[[str], bool]) -
     return torch.tensor(labels, dtype=torch.bool)
 
 
-def top_contexts(acts: FeatureActs, feature: int, n: int = 10, window: int = 8) -> pd.DataFrame:
-    """The n strongest activations of ``feature`` with ``window`` tokens either side; the token in [[ ]]."""
+def top_contexts(acts: FeatureActs, feature: int, n: int = 10, window: int = 8, lab: Lab | None = None
+                 ) -> pd.DataFrame:
+    """The n strongest activations of ``feature`` with ``window`` tokens either side; the token in [[ ]].
+
+    With ``lab``, a character split over byte tokens is shown whole (``core.tokens``): the [[ ]] token is its
+    character, and ``boundary`` says which byte token of it fired."""
     per_text = acts.feature(feature)
     scores = torch.cat(per_text)
     n = min(n, int((scores > 0).sum()))
@@ -104,12 +109,16 @@ def top_contexts(acts: FeatureActs, feature: int, n: int = 10, window: int = 8) 
     for row in best.tolist():
         text = int(acts.text_index[row])
         pos = int(acts.position[row])
-        toks = acts.tokens[text]
-        left = "".join(toks[max(0, pos - window):pos])
+        if lab is None:
+            toks, start, token, boundary = acts.tokens[text], pos, acts.tokens[text][pos], ""
+        else:
+            toks, starts = tokens.groups(lab, acts.token_ids[text])
+            start, token, boundary = starts[pos], tokens.whole(toks, starts, pos), tokens.hover(toks, starts, pos)
+        left = "".join(toks[max(0, pos - window):start])
         right = "".join(toks[pos + 1:pos + 1 + window])
-        rows.append({"text": text, "position": pos, "token": toks[pos], "activation": float(scores[row]),
-                     "context": f"{left}[[{toks[pos]}]]{right}"})
-    return pd.DataFrame(rows, columns=["text", "position", "token", "activation", "context"])
+        rows.append({"text": text, "position": pos, "token": token, "activation": float(scores[row]),
+                     "context": f"{left}[[{token}]]{right}", "boundary": boundary})
+    return pd.DataFrame(rows, columns=["text", "position", "token", "activation", "context", "boundary"])
 
 
 def logit_table(lab: Lab, layer: int, feature: int, n: int = 10) -> pd.DataFrame:
@@ -123,7 +132,7 @@ def logit_table(lab: Lab, layer: int, feature: int, n: int = 10) -> pd.DataFrame
     for side, largest in (("top", True), ("bottom", False)):
         best = torch.topk(logits, min(n, logits.numel()), largest=largest)
         for rank, (value, tok) in enumerate(zip(best.values.tolist(), best.indices.tolist())):
-            rows.append({"side": side, "rank": rank, "token_id": tok, "token": lab.token_strings([tok])[0],
+            rows.append({"side": side, "rank": rank, "token_id": tok, "token": tokens.raw_label(lab, tok),
                          "logit": value})
     return pd.DataFrame(rows)
 

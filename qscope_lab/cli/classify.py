@@ -10,7 +10,9 @@ def register(sub) -> None:
     add_lab_options(p, needs_saes=False)
     p.add_argument("--train", required=True, help="labelled seeds: .csv/.parquet/.jsonl with text and label")
     p.add_argument("--test", help="labelled held-out texts (same format): metrics against the baselines")
-    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--statistic", default="mean", help="mean, rate, any (the report's OR rule) or auto")
+    p.add_argument("--top-k", default="10", help="features in the rule (1-32), or auto (1, 3, 5 by leave-one-out)")
+    p.add_argument("--select", default="loo", help="loo (layer by leave-one-out) or delta (the report's choice)")
     p.add_argument("--n-layers", type=int, default=1)
     p.add_argument("--save", help="write the fitted classifier (JSON) here")
     p.add_argument("--out", help="prefix: <prefix>_features.csv, <prefix>_layers.csv, <prefix>_metrics.csv")
@@ -25,14 +27,16 @@ def run(args) -> None:
 
     train = read_labelled(args.train)
     test = read_labelled(args.test) if args.test else None
-    clf = SeedClassifier(lab_from_args(args), top_k=args.top_k, n_layers=args.n_layers)
+    top_k = args.top_k if args.top_k == "auto" else int(args.top_k)
+    clf = SeedClassifier(lab_from_args(args), statistic=args.statistic, top_k=top_k, select=args.select,
+                         n_layers=args.n_layers)
     if test is not None:
         metrics_frame = clf.compare_baselines(train.text, train.label, test.text, test.label)
     else:
         clf.fit(train.text, train.label)
-        metrics_frame = pd.DataFrame([{"method": "sae_or_rule (train)", **clf.evaluate(train.text, train.label)}])
-    chosen = pd.DataFrame(clf.features_, columns=["layer", "feature"]).merge(clf.deltas_, on=["layer", "feature"])
-    for suffix, frame in (("features", chosen), ("layers", clf.layer_scores_), ("metrics", metrics_frame)):
+        metrics_frame = pd.DataFrame([{"method": "calibrated_rule (train)", **clf.evaluate(train.text,
+                                                                                           train.label)}])
+    for suffix, frame in (("features", clf.rules_), ("layers", clf.layer_scores_), ("metrics", metrics_frame)):
         print_frame(frame, f"{args.out}_{suffix}.csv" if args.out else None)
     if args.save:
         print(f"saved {clf.save(args.save)}")

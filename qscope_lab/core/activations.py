@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from . import validate
+
 
 @dataclass
 class FeatureActs:
@@ -94,8 +96,9 @@ class FeatureActs:
             "mean_activation": (total[fired] / count[fired].float()).numpy(),
         }).sort_values("max_activation", ascending=False, ignore_index=True)
 
-    def top_features(self, n: int = 10, max_firing_rate: float | None = None) -> pd.DataFrame:
-        """The n features with the largest activation; ``max_firing_rate`` drops always-on 'register' features."""
+    def top_features(self, n: int = 10, max_firing_rate: float | None = 0.5) -> pd.DataFrame:
+        """The n features with the largest activation. ``max_firing_rate`` (default 0.5) drops always-on 'register'
+        features, which otherwise top every ranking and say nothing about the text; None keeps them."""
         stats = self.feature_stats()
         if max_firing_rate is not None:
             stats = stats[stats.firing_rate <= max_firing_rate]
@@ -107,15 +110,19 @@ class FeatureActs:
         count = torch.bincount(self.indices[keep], minlength=self.d_sae)
         return count.float() / max(int(self.mask.sum()), 1)
 
-    def to_frame(self, min_activation: float = 0.0, max_firing_rate: float | None = None) -> pd.DataFrame:
+    def to_frame(self, min_activation: float = 0.0, max_firing_rate: float | None = None,
+                 top: int | None = None) -> pd.DataFrame:
         """One row per (text, position, active feature): text (its index), snippet (its first words), position,
         token, feature, activation, rank (0 = strongest at that token).
 
         ``max_firing_rate`` leaves out features firing on more than that share of these counted tokens (the
-        always-on 'register' features that otherwise top every token) and ranks the rest."""
+        always-on 'register' features that otherwise top every token) and ranks the rest; ``top`` keeps the
+        ``top`` strongest of each token (``to_frame(max_firing_rate=0.5, top=1)``: one telling row per token)."""
         keep = self.mask.unsqueeze(-1) & (self.values > min_activation)
         if max_firing_rate is not None:
             keep &= (self.firing_rates() <= max_firing_rate)[self.indices]
+        if top is not None:
+            keep &= keep.cumsum(-1) <= validate.integer(top, "top", minimum=1)
         rows, slots = keep.nonzero(as_tuple=True)
         # rank among the kept features of each token: values are sorted per row, so count the kept ones before
         ranks = (keep.cumsum(-1) - 1)[rows, slots]

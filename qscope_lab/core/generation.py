@@ -1,7 +1,9 @@
-"""Steered generation through nnsight: one batched run holds the baseline rows and the steered rows.
+"""Steered generation: one batched ``generate`` holds the baseline rows and the steered rows.
 
 The prompt batch is ``[baseline prompts..., steered prompts...]``; edits touch the steered rows only, at every
-generation step the chosen ``positions`` cover (step 0 is the prefill of all prompt positions).
+generation step the chosen ``positions`` cover (step 0 is the prefill of all prompt positions). The edits are
+forward hooks on the steered decoder blocks for the length of the call (``steering.hooked``), not nnsight
+interventions: the same edit, bit for bit, at the cost of plain ``generate`` (``benchmarks/speed_bench.py``).
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from .steering import Steer, apply_steering, by_layer, check_positions, position_mask
-
-_STEP_RANGES = {"all": (0, None), "prompt": (0, 1), "generated": (1, None)}
+from . import models, tokens
+from .steering import Steer, apply_steering, by_layer, check_positions, hooked
 
 
 @dataclass
@@ -113,20 +114,9 @@ def generate(lab, prompt, steers: list[Steer], positions="all", max_new_tokens: 
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=lab.tokenizer.pad_token_id)
     kwargs.update(generate_kwargs)
 
-    # Which generation steps carry edits: step 0 is the prefill, an open end runs to the last token.
-    first, last = _STEP_RANGES[positions] if isinstance(positions, str) else (0, 1)
-
-    with lab.model.generate(**kwargs) as tracer:
-        with tracer.invoke(dict(enc)):
-            if edits:
-                for step in tracer.iter[first:last]:
-                    for layer, sae, group in edits:
-                        envoy = lab.layers[layer]
-                        h = envoy.output
-                        where = position_mask(step, positions, attention, steered_rows, h.shape[1])
-                        envoy.output = apply_steering(h, sae, group, where)
-        with tracer.invoke():
-            ids = tracer.result.save()
+    modules = models.find_layers(lab.hf_model)[1]
+    with hooked({layer: modules[layer] for layer, _, _ in edits}, edits, positions, attention, steered_rows):
+        ids = lab.hf_model.generate(**enc, **kwargs)
 
     prompt_len = enc["input_ids"].shape[1]
     steered, steered_ids = _completions(lab, ids[steered_rows], prompt_len)
@@ -182,7 +172,7 @@ def next_token_table(lab, prompt: str, steers: list[Steer], top: int = 10) -> pd
         logits = lab.model.output.logits[:, -1].save()
     probs = logits.float().softmax(-1)
     best = torch.topk(probs, min(top, probs.shape[-1]), dim=-1)
-    names = [lab.token_strings(row) for row in best.indices.tolist()]
+    names = [[tokens.raw_label(lab, t) for t in row] for row in best.indices.tolist()]  # byte tokens: ⟨e7 8c⟩
     return pd.DataFrame({"rank": range(1, best.indices.shape[1] + 1),
                          "baseline_token": names[0], "baseline_p": best.values[0].tolist(),
                          "steered_token": names[1], "steered_p": best.values[1].tolist()})

@@ -11,13 +11,12 @@ import torch
 
 from . import models, validate
 from .activations import FeatureActs
+from .feature_index import FeatureIndex
 from .registry import default_group
 from .sae import SAE
 from .sae_suite import SAESuite
 from .scan import scan
 from .steering import Steer, SteerSpec, apply_steering, by_layer, parse_steer
-
-_DANGLING = r".*was never reached.*"  # nnsight's note when an open generation loop outlives the run
 
 
 class Lab:
@@ -42,6 +41,7 @@ class Lab:
             raise ValueError(f"SAEs '{saes.name}' expect d_model={saes.d_model} but {self.name} has "
                              f"hidden_size={self.d_model}: they were trained on another model")
         self._token_strings: dict[int, str] = {}
+        self.index: FeatureIndex | None = None  # a corpus feature index read by cards and search (use_index)
 
     def __repr__(self) -> str:
         saes = f"{self.saes.name!r}" if self.saes is not None else None
@@ -51,23 +51,29 @@ class Lab:
     # ------------------------------------------------------------------ construction
     @classmethod
     def load(cls, model=None, tokenizer=None, saes=None, device: str | None = None, dtype=None,
-             k: int | None = None, sae_dtype=torch.float32, cache_bytes: int | None = None) -> Lab:
+             k: int | None = None, sae_dtype=torch.float32, cache_bytes: int | None = None, index=None) -> Lab:
         """Build a Lab from a hub id, a local checkpoint folder, or a built transformers model (+ tokenizer).
 
         ``saes``: a Qwen-Scope hub id, a local folder or file of SAEs, a ``{layer: SAE}`` dict, or None (a
         registered Qwen-Scope backbone then gets its k=50 group; nothing is downloaded until a layer is used).
+        ``index``: a feature index folder (``FeatureIndex.build``) that cards and search read; the embedded
+        default uses the one it ships unless ``index=False``.
         """
         from nnsight import TransformersModel
 
         from .. import embedded
 
         dtype = models.resolve_dtype(dtype)
-        name = None
+        device = models.check_device(device)
+        if k is not None:
+            k = validate.integer(k, "k", minimum=1)
+        name = suite_name = None
         if model is None:  # the embedded default: offline, CPU, seconds
             embedded.require()
             model, name = embedded.MODEL_DIR, embedded.NAME
             if saes is None and embedded.SAE_DIR.is_dir():
                 saes = embedded.SAE_DIR
+                suite_name = embedded.SAE_NAME
         if isinstance(model, TransformersModel):
             wrapped = model
         elif isinstance(model, torch.nn.Module):
@@ -91,7 +97,14 @@ class Lab:
         sae_device = device or next(wrapped._module.parameters()).device
         suite = None if saes is None else SAESuite.open(saes, k=k, device=sae_device, dtype=sae_dtype,
                                                         cache_bytes=cache_bytes)
-        return cls(wrapped, suite, name=name)
+        if suite is not None and suite_name:
+            suite.name = suite_name
+        lab = cls(wrapped, suite, name=name)
+        if index is None and suite_name == embedded.SAE_NAME and embedded.INDEX_DIR.is_dir():
+            index = embedded.INDEX_DIR
+        if index is not None and index is not False:
+            lab.use_index(index)
+        return lab
 
     # ------------------------------------------------------------------ basics
     @property
@@ -108,6 +121,18 @@ class Lab:
             raise ValueError(f"layer {layer} SAE has d_model={sae.d_model} (W_enc {tuple(sae.W_enc.shape)}) but "
                              f"{self.name} has hidden_size={self.d_model}")
         return sae
+
+    def use_index(self, index) -> FeatureIndex | None:
+        """Read feature cards, search and hover labels from a feature index (a folder or an opened index); it
+        must be built for this model and SAE suite (refused naming both otherwise). ``None`` detaches it."""
+        if index is None:
+            self.index = None
+            return None
+        if not isinstance(index, FeatureIndex):
+            index = FeatureIndex.open(index)
+        index.check(self)
+        self.index = index
+        return index
 
     def check_layer(self, layer, name: str = "layer") -> int:
         """``layer`` as an int if it is a decoder block of this model; TypeError / ValueError naming it if not."""
@@ -135,30 +160,38 @@ class Lab:
         """Like ``token_strings`` but for reading generated text: a character split over several byte-level
         tokens (each alone decodes to U+FFFD) is shown whole on its first token and the others get ''. The
         list keeps one entry per token, so per-token flags still line up."""
-        ids = list(ids)
-        out = self.token_strings(ids)
-        start = 0
-        while start < len(ids):
-            if "\ufffd" not in out[start]:
-                start += 1
-                continue
-            for end in range(start + 2, min(start + max_group, len(ids)) + 1):
-                whole = self.tokenizer.decode(ids[start:end])
-                if "\ufffd" not in whole:
-                    out[start:end] = [whole] + [""] * (end - start - 1)
-                    start = end
-                    break
-            else:
-                start += 1
-        return out
+        from .tokens import join_split_characters
+
+        return join_split_characters(self, ids, max_group)
 
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Left-padded batch encoding on the model's device; empty texts are refused with their index."""
         return self.pad(self.token_ids(validate.texts(texts), max_length))
 
+    @property
+    def max_positions(self) -> int | None:
+        """The longest sequence the model reads (``max_position_embeddings``), None if its config does not say."""
+        limit = getattr(models.text_config(self.hf_model), "max_position_embeddings", None)
+        return int(limit) if isinstance(limit, int) and limit > 0 else None
+
     def token_ids(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
-        """Token ids of each text (special tokens the tokenizer adds included), cut to ``max_length``."""
-        return self.tokenizer(list(texts), truncation=max_length is not None, max_length=max_length)["input_ids"]
+        """Token ids of each text (special tokens the tokenizer adds included), cut to ``max_length``.
+
+        A text longer than the model's positions is cut there with a warning that says how long it was: the
+        model cannot read past its context, and minutes of encoding garbage would be worse than a cut."""
+        if max_length is not None:
+            max_length = validate.integer(max_length, "max_length", minimum=1)
+        ids = self.tokenizer(list(texts), truncation=max_length is not None, max_length=max_length)["input_ids"]
+        limit = self.max_positions
+        if limit is not None and (max_length is None or max_length > limit):
+            long = [(i, len(row)) for i, row in enumerate(ids) if len(row) > limit]
+            if long:
+                i, n = long[0]
+                more = f" (and {len(long) - 1} more)" if len(long) > 1 else ""
+                warnings.warn(f"text {i} has {n} tokens{more}; {self.name} reads at most {limit} positions: "
+                              f"truncated to {limit}", stacklevel=3)
+                ids = [row[:limit] for row in ids]
+        return ids
 
     def pad(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         """Left-pad token id lists into a batch (``input_ids``, ``attention_mask``) on the model's device."""
@@ -201,6 +234,7 @@ class Lab:
         ``skip_first`` masks position 0 (the attention sink); ``skip_special`` masks special tokens."""
         texts = validate.texts(texts)
         layer = self.check_layer(layer)
+        batch_size = validate.integer(batch_size, "batch_size", minimum=1)
         sae = self.sae(layer)
         parts: dict[int, tuple] = {}
         token_ids: list[list[int]] = [[] for _ in texts]
@@ -225,7 +259,9 @@ class Lab:
         """How well the SAE stands in for the layer: FVU, cosine, L0 and the CE loss clean vs SAE spliced in."""
         from .reconstruction import reconstruction_report
 
-        return reconstruction_report(self, validate.texts(texts), layer, batch_size=batch_size,
+        batch_size = validate.integer(batch_size, "batch_size", minimum=1)
+        return reconstruction_report(self, validate.texts(texts), self.check_layers(layer, "layer"),
+                                     batch_size=batch_size,
                                      skip_first=skip_first, max_length=max_length)
 
     def generate(self, prompt: str | Sequence[str], layer: int | None = None, steer: SteerSpec = None,
@@ -238,11 +274,10 @@ class Lab:
         or a list of prompt positions. ``mode``: "add", "clamp" or "ablate". Greedy unless ``do_sample``."""
         from .generation import generate
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_DANGLING)
-            return generate(self, prompt, parse_steer(steer, layer, mode), positions=positions,
-                            max_new_tokens=max_new_tokens, baseline=baseline, do_sample=do_sample, seed=seed,
-                            chat=chat, **generate_kwargs)
+        steers = self.check_steers(parse_steer(steer, layer, mode))
+        max_new_tokens = self.check_new_tokens(max_new_tokens, prompt)
+        return generate(self, prompt, steers, positions=positions, max_new_tokens=max_new_tokens,
+                        baseline=baseline, do_sample=do_sample, seed=seed, chat=chat, **generate_kwargs)
 
     def sweep(self, prompt: str, layer: int, feature: int, alphas=(-16, -8, -4, 0, 4, 8, 16), **options):
         """Steering sweep: one greedy completion per alpha as a table (options: positions, mode,
@@ -250,9 +285,15 @@ class Lab:
         ``repetition_penalty``)."""
         from .generation import sweep
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_DANGLING)
-            return sweep(self, prompt, layer, feature, alphas, **options)
+        validate.text(prompt, "prompt")
+        feature = self.check_feature(layer, feature)
+        if isinstance(alphas, (str, bytes)) or not hasattr(alphas, "__iter__"):
+            raise TypeError(f"alphas must be a list of numbers, got {type(alphas).__name__}")
+        alphas = [validate.alpha(a, f"alphas[{i}]") for i, a in enumerate(alphas)]
+        if not alphas:
+            raise ValueError("alphas is empty: give at least one steering strength")
+        options["max_new_tokens"] = self.check_new_tokens(options.get("max_new_tokens", 32), prompt)
+        return sweep(self, prompt, layer, feature, alphas, **options)
 
     def next_tokens(self, prompt: str, layer: int | None = None, steer: SteerSpec = None, mode: str = "add",
                     top: int = 10) -> pd.DataFrame:
@@ -260,7 +301,87 @@ class Lab:
         (the official demo's view of what a steer does before any text is generated)."""
         from .generation import next_token_table
 
-        return next_token_table(self, prompt, parse_steer(steer, layer, mode), top=top)
+        validate.text(prompt, "prompt")
+        top = validate.integer(top, "top", minimum=1, maximum=len(self.tokenizer))
+        return next_token_table(self, prompt, self.check_steers(parse_steer(steer, layer, mode)), top=top)
+
+    def check_steers(self, steers: list[Steer]) -> list[Steer]:
+        """Each edit's layer and feature exist in this Lab's SAEs (IndexError / ValueError naming them)."""
+        for s in steers:
+            self.check_feature(s.layer, s.feature, name=f"steer feature (layer {s.layer})")
+        return steers
+
+    def check_new_tokens(self, max_new_tokens, prompt=None) -> int:
+        """``max_new_tokens`` as an int >= 1 that, with the longest prompt, fits the model's positions."""
+        n = validate.integer(max_new_tokens, "max_new_tokens", minimum=1)
+        limit = self.max_positions
+        if limit is not None:
+            texts = validate.texts(prompt, "prompt") if prompt is not None else []
+            longest = max((len(ids) for ids in self.tokenizer(texts)["input_ids"]), default=0) if texts else 0
+            if longest >= limit:
+                raise ValueError(f"the prompt has {longest} tokens; {self.name} reads at most {limit} positions, "
+                                 f"so nothing can be generated after it: shorten the prompt")
+            if longest + n > limit:
+                raise ValueError(f"max_new_tokens={n} with a prompt of {longest} tokens passes the {limit} positions "
+                                 f"{self.name} can read: use at most {limit - longest}")
+        return n
+
+    # ------------------------------------------------------------------ attribution
+    def attribute(self, prompt: str | Sequence[str], target=None, layers=None, method: str = "grad_x_act",
+                  steps: int = 16, top: int = 20, steer: SteerSpec = None, batch_size: int = 16):
+        """Which SAE features at ``layers`` (default: the middle one) made the model produce ``target`` after
+        ``prompt`` (one or a batch), with the SAEs spliced in with their error terms (the forward is exactly the
+        model's). ``target``: None (the model's own top next token), a token str / id (its logit), ``(a, b)``
+        (logit difference), ``Continuation(text)``, ``NextToken(t, "logprob")`` or ``fn(logits) -> [batch]``.
+        ``method``: "grad_x_act" (one backward), "integrated_gradients" (``steps`` points from zero activations)
+        or "ablation" (exact, the ``top`` strongest features per prompt). ``steer`` edits the prompt first, as
+        in ``generate``. Returns an ``Attribution`` (``to_frame()``, ``metric``, ``baseline_metric``)."""
+        from .attribution import METHODS, attribute
+
+        prompts = validate.texts(prompt, "prompt")
+        layers = sorted(self.check_layers(self.n_layers // 2 if layers is None else layers))
+        for layer in layers:
+            self.sae(layer)
+        method = validate.choice(method, METHODS, "method")
+        steps = validate.integer(steps, "steps", minimum=1)
+        top = validate.integer(top, "top", minimum=1)
+        batch_size = validate.integer(batch_size, "batch_size", minimum=1)
+        steers = self.check_steers(parse_steer(steer, layers[0] if len(layers) == 1 else None))
+        return attribute(self, prompts, target, layers, method, steps=steps, top=top, steers=steers,
+                         batch_size=batch_size)
+
+    def attribute_edges(self, prompt: str, upstream: int, downstream: int, target=None, top: int = 10,
+                        top_upstream: int = 10, steer: SteerSpec = None) -> pd.DataFrame:
+        """How much each feature at layer ``upstream`` drives each of the ``top`` features at ``downstream``
+        (strongest by attribution to ``target``, or by activation), by gradient through the spliced model: one
+        row per edge (upstream feature -1: the error term). ``viz.charts.edge_graph`` draws it."""
+        from .edges import attribute_edges
+
+        validate.text(prompt, "prompt")
+        upstream, downstream = self.check_layer(upstream, "upstream"), self.check_layer(downstream, "downstream")
+        top = validate.integer(top, "top", minimum=1)
+        top_upstream = validate.integer(top_upstream, "top_upstream", minimum=1)
+        steers = self.check_steers(parse_steer(steer))
+        return attribute_edges(self, prompt, upstream, downstream, target=target, top=top,
+                               top_upstream=top_upstream, steers=steers)
+
+    def direct_logit_attribution(self, prompt: str, position: int = -1, layers=None, token=None) -> pd.DataFrame:
+        """What each feature active at ``position`` adds to ``token``'s logit (default: the top prediction)
+        through the final norm and the unembedding; feature -1 is the rest of the residual.
+        ``viz.charts.logit_bars`` draws it."""
+        from .logit_lens import direct_logit_attribution
+
+        validate.text(prompt, "prompt")
+        position = validate.integer(position, "position")
+        return direct_logit_attribution(self, prompt, position=position, layers=layers, token=token)
+
+    def logit_lens(self, prompt: str, top: int = 3) -> pd.DataFrame:
+        """Top ``top`` next tokens of every layer's residual at every position, through the final norm and
+        unembedding. ``viz.charts.logit_lens_grid`` draws it."""
+        from .logit_lens import logit_lens
+
+        validate.text(prompt, "prompt")
+        return logit_lens(self, prompt, top=validate.integer(top, "top", minimum=1, maximum=len(self.tokenizer)))
 
     def info(self) -> pd.DataFrame:
         """Model and SAE facts as a two-column table."""
@@ -268,6 +389,9 @@ class Lab:
                  "d_model": self.d_model, "layers_path": self.layers_path, "device": str(self.device),
                  "dtype": str(next(self.hf_model.parameters()).dtype), "vocab": len(self.tokenizer)}
         if self.saes is not None:
+            middle = self.saes.layers[len(self.saes.layers) // 2]  # a folder's suite learns d_sae / k from a file
+            d_sae = self.saes.d_sae if self.saes.d_sae is not None else self.sae(middle).d_sae
+            k = self.saes.k if self.saes.k is not None else self.sae(middle).k
             facts.update({"saes": self.saes.name, "sae_layers": f"{self.saes.layers[0]}..{self.saes.layers[-1]}",
-                          "d_sae": self.saes.d_sae, "k": self.saes.k, "cached_layers": self.saes.cached_layers})
+                          "d_sae": d_sae, "k": k, "cached_layers": self.saes.cached_layers})
         return pd.DataFrame({"field": list(facts), "value": [str(v) for v in facts.values()]})

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 _NAME_PATTERN = re.compile(r"SAE-Res-(?P<backbone>.+)-W(?P<width>\d+)K-L0_(?P<k>\d+)$")
 
@@ -91,12 +93,20 @@ def default_group(backbone: str) -> SAEGroup | None:
     return groups[0] if groups else None
 
 
-def registry_frame() -> pd.DataFrame:
-    """All groups as a table, with the size of one layer file and of the whole group."""
+def registry_rows() -> list[dict]:
+    """All groups as plain rows, with the size of one layer file and of the whole group (no pandas: the CLI's
+    static table prints these without paying pandas' import)."""
     rows = []
     for g in GROUPS:
         row = asdict(g)
         row["layer_file_gb"] = round(g.bytes_per_layer / 1e9, 2)
         row["group_gb"] = round(g.bytes_per_layer * g.n_layers / 1e9, 1)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return rows
+
+
+def registry_frame() -> pd.DataFrame:
+    """All groups as a table, with the size of one layer file and of the whole group."""
+    import pandas as pd
+
+    return pd.DataFrame(registry_rows())

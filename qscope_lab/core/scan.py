@@ -69,6 +69,7 @@ def scan(lab, texts: list[str], layers: Sequence[int] = (), batch_size: int = 16
          skip_first: bool = True, skip_special: bool = True, chunk: int = CHUNK, progress: bool | None = None,
          desc: str = "scan") -> Iterator[Batch]:
     """Yield a ``Batch`` per ``batch_size`` texts (validated texts, checked layers; see the module docstring).
+    Rows of token ids (lists of int, e.g. documents chunked to a context length) pass through untokenized.
 
     With ``layers`` empty no forward runs: callers that need their own forward (reconstruction) still get the
     batching and the masks. ``progress``: the library's rule (a bar beyond 500 texts) unless True / False."""
@@ -79,7 +80,9 @@ def scan(lab, texts: list[str], layers: Sequence[int] = (), batch_size: int = 16
     with progress_bars.bar(len(texts), progress, desc) as bar:
         for start in range(0, len(texts), chunk):
             stop = min(start + chunk, len(texts))
-            ids = lab.token_ids(texts[start:stop], max_length)
+            part = texts[start:stop]
+            ids = ([list(row)[:max_length] if max_length else list(row) for row in part]
+                   if part and not isinstance(part[0], str) else lab.token_ids(part, max_length))
             order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
             for b in range(0, len(order), batch_size):
                 rows = order[b:b + batch_size]

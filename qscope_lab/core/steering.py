@@ -6,14 +6,22 @@
 
 a_f(h) is the SAE's own TopK activation at that position. Edits apply to the chosen positions of the chosen
 batch rows only; every other entry of the layer output is left bit-for-bit alone.
+
+Traces (``Lab.residuals``, ``next_tokens``) make the edit through nnsight; generation makes the same edit with
+plain forward hooks held for the whole ``generate`` call (``hooked``): nnsight's per-step interventions cost
+~25% of a small model's decode step, a hook costs nothing measurable.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
+
+from . import validate
 
 MODES = ("add", "clamp", "ablate")
 POSITIONS = ("all", "prompt", "generated")
@@ -28,9 +36,13 @@ class Steer:
     value: float
     mode: str = "add"
 
-    def __post_init__(self):
+    def __post_init__(self):  # no silent coercion: 3.9 is not feature 3, "2" is not layer 2, NaN is no strength
         if self.mode not in MODES:
             raise ValueError(f"unknown steering mode {self.mode!r}: use one of {MODES}")
+        object.__setattr__(self, "layer", validate.integer(self.layer, "steer layer", minimum=0))
+        object.__setattr__(self, "feature", validate.integer(self.feature, "steer feature", minimum=0))
+        name = {"add": "alpha", "clamp": "clamp value", "ablate": "ablation lambda"}[self.mode]
+        object.__setattr__(self, "value", validate.alpha(self.value, f"steering {name} of feature {self.feature}"))
 
 
 SteerSpec = Mapping | Iterable[Steer] | None
@@ -48,12 +60,15 @@ def parse_steer(steer: SteerSpec, layer: int | None = None, mode: str = "add") -
             if isinstance(key, tuple):
                 if len(key) != 2:
                     raise ValueError(f"steer key {key!r}: use feature or (layer, feature)")
-                out.append(Steer(int(key[0]), int(key[1]), float(value), mode))
+                out.append(Steer(key[0], key[1], value, mode))
             else:
                 if layer is None:
                     raise ValueError("steer={feature: alpha} needs layer=; or key the dict by (layer, feature)")
-                out.append(Steer(int(layer), int(key), float(value), mode))
+                out.append(Steer(layer, key, value, mode))
         return out
+    if isinstance(steer, (str, bytes)) or not isinstance(steer, Iterable):
+        raise TypeError(f"steer must be {{feature: alpha}}, {{(layer, feature): alpha}} or a list of Steer, "
+                        f"got {type(steer).__name__}")
     out = list(steer)
     bad = [s for s in out if not isinstance(s, Steer)]
     if bad:
@@ -112,7 +127,7 @@ def position_mask(step: int, positions, attention_mask: torch.Tensor, steered_ro
                 for p in positions:
                     idx = start + p if p >= 0 else seq_len + p
                     if not start <= idx < seq_len:
-                        raise IndexError(f"steering position {p} is outside a prompt of {int(lengths[row])} tokens")
+                        raise IndexError(f"positions: {p} is outside a prompt of {int(lengths[row])} tokens")
                     where[row, idx] = True
     elif positions in ("all", "generated"):
         where[steered_rows] = True
@@ -123,5 +138,50 @@ def check_positions(positions) -> None:
     if isinstance(positions, str):
         if positions not in POSITIONS:
             raise ValueError(f"positions={positions!r}: use one of {POSITIONS} or a list of prompt positions")
-    elif not all(isinstance(p, int) for p in positions):
-        raise TypeError("positions must be 'all', 'prompt', 'generated' or a list of int prompt positions")
+        return
+    if not isinstance(positions, Iterable) or isinstance(positions, (bytes, bytearray)):
+        raise TypeError(f"positions must be 'all', 'prompt', 'generated' or a list of int prompt positions, "
+                        f"got {type(positions).__name__}")
+    positions = list(positions)
+    if not positions:
+        raise ValueError("positions is an empty list: it would steer nothing (use 'all', 'prompt' or 'generated')")
+    for i, p in enumerate(positions):
+        validate.integer(p, f"positions[{i}]")
+
+
+@contextlib.contextmanager
+def hooked(blocks: Mapping[int, torch.nn.Module], edits: list[tuple[int, object, list[Steer]]], positions,
+           attention_mask: torch.Tensor, steered_rows: slice):
+    """Steer ``generate`` calls inside the block: a forward hook on each edited decoder block applies
+    ``apply_steering`` with the mask ``position_mask`` gives for that step (the n-th call of a block is step n;
+    step 0 is the prefill). Only forwards of the thread that entered the block are edited, so a background
+    encode running meanwhile sees the clean model. The hooks are removed on exit, whatever happened."""
+    owner = threading.get_ident()
+    handles = []
+
+    def make_hook(sae, group):
+        state = {"step": 0, "masks": {}}
+
+        def hook(module, args, output):
+            if threading.get_ident() != owner:
+                return None
+            h = output[0] if isinstance(output, tuple) else output
+            step, state["step"] = state["step"], state["step"] + 1
+            key = (min(step, 1), h.shape[1])  # every step after the prefill is steered alike
+            where = state["masks"].get(key)
+            if where is None:
+                where = state["masks"][key] = position_mask(step, positions, attention_mask, steered_rows, h.shape[1])
+            edited = apply_steering(h, sae, group, where)
+            if edited is h:
+                return None
+            return (edited, *output[1:]) if isinstance(output, tuple) else edited
+
+        return hook
+
+    try:
+        for layer, sae, group in edits:
+            handles.append(blocks[layer].register_forward_hook(make_hook(sae, group)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

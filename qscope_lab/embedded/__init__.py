@@ -11,8 +11,10 @@ from pathlib import Path
 HERE = Path(__file__).parent
 MODEL_DIR = HERE / "model"
 SAE_DIR = HERE / "saes"
+INDEX_DIR = HERE / "index"  # feature index of held-out text (recipes/embedded/feature_index.py)
 REFERENCE_FILE = HERE / "reference.jsonl"  # held-out texts for feature cards and search (reference_corpus.py)
 NAME = "qscope-embedded"
+SAE_NAME = "qscope-embedded/saes"  # the suite's name (labels are kept per model and suite name)
 
 
 def available() -> bool:

@@ -1,16 +1,20 @@
 """Altair charts the library and the widgets share, and their offline SVG rendering for widgets.
 
-Widgets embed charts as SVG rendered in the kernel by vl-convert: no Vega JavaScript is fetched from a CDN, so
-they draw offline (CI, Binder, air-gapped GPU boxes). In a notebook the charts themselves are ordinary altair.
+Widgets embed charts as SVG rendered in the kernel by vl-convert, and importing this module switches altair (when
+it gets imported: by the first chart built, ``lazy_altair``) to the same offline SVG renderer and the one qscope
+theme (``render.enable``): no Vega JavaScript is fetched from a CDN, so every chart draws offline (CI, Binder,
+air-gapped GPU boxes, a static HTML export).
 """
 
 from __future__ import annotations
 
-import altair as alt
 import numpy as np
 import pandas as pd
 
-ACCENT = "#ff6600"  # the one colour of activations in every chart and widget (widgets/qscope.css uses it too)
+from .lazy_altair import alt, on_import  # altair itself loads with the first chart built (~2 s of imports)
+from .render import ACCENT, enable
+
+on_import(enable)
 
 
 def activation_histogram(values, bins: int = 30, title: str = "") -> alt.Chart:
@@ -45,6 +49,29 @@ def classifier_layers(layer_scores: pd.DataFrame, chosen: list[int]) -> alt.Char
         tooltip=["layer", "feature", alt.Tooltip("top1_delta", format=".2f"),
                  alt.Tooltip("topk_delta", format=".2f")],
     ).properties(title="P(fires | positive) - P(fires | negative), best feature per layer")
+
+
+def classifier_baselines(summary: pd.DataFrame, title: str = "held-out accuracy over seed draws") -> alt.Chart:
+    """Mean held-out accuracy per method (a ``classify.summarize`` table), with a rule from the worst to the best
+    seed draw; one row per task when the table has a ``task`` column. The calibrated rule in the accent."""
+    data = summary.copy()
+    if "variant" in data.columns:  # one bar per method and statistic variant
+        data["method"] = np.where(data.variant.isin(["-", ""]), data.method, data.method + " (" + data.variant + ")")
+    data["calibrated"] = data.method.str.startswith("calibrated")
+    y = alt.Y("method:N", title=None, sort=None)
+    base = alt.Chart(data)
+    bars = base.mark_bar().encode(
+        y=y, x=alt.X("accuracy:Q", title="accuracy (mean over draws)", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("calibrated:N", legend=None, scale=alt.Scale(domain=[False, True],
+                                                                      range=["#bbbbbb", ACCENT])),
+        tooltip=["method", alt.Tooltip("accuracy:Q", format=".3f"), alt.Tooltip("accuracy_min:Q", format=".3f"),
+                 alt.Tooltip("accuracy_max:Q", format=".3f"), "draws:Q"])
+    spread = base.mark_rule(color="black").encode(y=y, x="accuracy_min:Q", x2="accuracy_max:Q")
+    chart = (bars + spread).properties(width=300, height=alt.Step(14))
+    if "task" in data.columns:
+        return chart.facet(row=alt.Row("task:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
+                           title=title)
+    return chart.properties(title=title)
 
 
 def coverage_curve(curve: pd.DataFrame, title: str) -> alt.Chart:
@@ -89,6 +116,89 @@ def coverage_before_after(before: float, after: float, covered: tuple[int, int],
         y=alt.Y("coverage:Q", title="target coverage", scale=alt.Scale(domain=[0, 1])),
         tooltip=["data", alt.Tooltip("coverage", format=".1%"), "covered", "targets"],
     ).properties(width=200, height=160, title=f"Target coverage, layer {layer} ({n_targets} targets)")
+
+
+NEGATIVE = "#3b7dd8"  # signed views (attribution, logit contributions): ACCENT pushes towards, this away
+
+
+def _signed(field: str) -> alt.Color:
+    return alt.Color(f"sign({field}):N", legend=None,
+                     scale=alt.Scale(domain=["+", "-"], range=[ACCENT, NEGATIVE]))
+
+
+def _with_sign(frame: pd.DataFrame, field: str) -> pd.DataFrame:
+    return frame.assign(**{f"sign({field})": np.where(frame[field] >= 0, "+", "-")})
+
+
+def attribution_bars(features: pd.DataFrame, title: str = "attribution") -> alt.Chart:
+    """Signed bars of ``Attribution.top_features()`` (layer, feature, attribution), in the frame's order."""
+    data = _with_sign(features.assign(name=[f"L{a} f{b}" for a, b in zip(features.layer, features.feature)]),
+                      "attribution")
+    return alt.Chart(data, title=title).mark_bar().encode(
+        x=alt.X("attribution:Q"), y=alt.Y("name:N", sort=None, title=None), color=_signed("attribution"),
+        tooltip=["layer", "feature", alt.Tooltip("attribution:Q", format=".4f"),
+                 alt.Tooltip("activation:Q", format=".3f")]).properties(width=320)
+
+
+def logit_bars(frame: pd.DataFrame, n: int = 20) -> alt.Chart:
+    """Direct logit attribution (layer, feature, logit): the ``n`` largest |contributions|, signed."""
+    top = frame.reindex(frame.logit.abs().sort_values(ascending=False).index).head(n)
+    top = _with_sign(top.assign(name=[f"L{a} " + (f"f{b}" if b >= 0 else "rest") for a, b in
+                                      zip(top.layer, top.feature)]), "logit")
+    token = frame.token.iloc[0] if len(frame) else ""
+    return alt.Chart(top, title=f"direct logit attribution to {token!r}").mark_bar().encode(
+        x=alt.X("logit:Q", title="logit contribution"), y=alt.Y("name:N", sort="-x", title=None),
+        color=_signed("logit"), tooltip=["layer", "feature", alt.Tooltip("activation:Q", format=".3f"),
+                                         alt.Tooltip("logit:Q", format=".4f")]).properties(width=320)
+
+
+def logit_lens_grid(frame: pd.DataFrame) -> alt.Chart:
+    """The logit lens (layer x position): each cell's top prediction, shaded by its probability."""
+    top = frame[frame["rank"] == 1].assign(column=lambda f: f.position.astype(str) + " " + f.token)
+    order = list(dict.fromkeys(top.sort_values("position").column))
+    base = alt.Chart(top, title="logit lens: top next token per layer and position").encode(
+        x=alt.X("column:N", sort=order, title="input token"), y=alt.Y("layer:O", sort="descending"))
+    cells = base.mark_rect().encode(
+        color=alt.Color("probability:Q", scale=alt.Scale(domain=[0, 1], range=["#ffffff", ACCENT])),
+        tooltip=["layer", "position", "token", "prediction", alt.Tooltip("probability:Q", format=".3f")])
+    text = base.mark_text(fontSize=10).encode(text="prediction:N")
+    return (cells + text).properties(width=max(200, 48 * len(order)), height=max(120, 26 * top.layer.nunique()))
+
+
+def edge_graph(edges: pd.DataFrame) -> alt.Chart:
+    """``lab.attribute_edges`` as a two-column graph: upstream features left, downstream right, one line per
+    edge (width |weight|, colour its sign)."""
+    up = list(dict.fromkeys(edges.upstream_feature))
+    down = list(dict.fromkeys(edges.downstream_feature))
+    y_up = {f: i / max(len(up) - 1, 1) for i, f in enumerate(up)}
+    y_down = {f: i / max(len(down) - 1, 1) for i, f in enumerate(down)}
+    layers = (edges.upstream_layer.iloc[0], edges.downstream_layer.iloc[0]) if len(edges) else (0, 1)
+    lines = _with_sign(edges.assign(x=0.0, x2=1.0, y=edges.upstream_feature.map(y_up),
+                                    y2=edges.downstream_feature.map(y_down), size=edges.weight.abs()), "weight")
+    nodes = pd.DataFrame(
+        [{"x": 0.0, "y": y, "name": "error" if f < 0 else f"L{layers[0]} f{f}"} for f, y in y_up.items()]
+        + [{"x": 1.0, "y": y, "name": f"L{layers[1]} f{f}"} for f, y in y_down.items()])
+    axis = dict(axis=None, scale=alt.Scale(domain=[-0.25, 1.25]))
+    rules = alt.Chart(lines).mark_rule(opacity=0.7).encode(
+        x=alt.X("x:Q", **axis), x2="x2:Q", y=alt.Y("y:Q", axis=None), y2="y2:Q", color=_signed("weight"),
+        strokeWidth=alt.StrokeWidth("size:Q", legend=None, scale=alt.Scale(range=[0.5, 6])),
+        tooltip=["upstream_feature", "downstream_feature", alt.Tooltip("weight:Q", format=".4f")])
+    points = alt.Chart(nodes).mark_circle(size=80, color="#555").encode(x=alt.X("x:Q", **axis), y="y:Q")
+    labels = alt.Chart(nodes).mark_text(dx=0, dy=-9, fontSize=10).encode(x=alt.X("x:Q", **axis), y="y:Q",
+                                                                          text="name:N")
+    return (rules + points + labels).properties(width=360, height=max(160, 22 * max(len(up), len(down))),
+                                                 title=f"edges L{layers[0]} -> L{layers[1]}")
+
+
+def binned_histogram(frame: pd.DataFrame, title: str = "") -> alt.Chart:
+    """A histogram already binned (columns lower, upper, count; e.g. a feature index's log-spaced bins), on a
+    log activation axis and a log count axis."""
+    frame = frame[frame["count"] > 0].assign(upper=lambda f: f.upper.where(f.upper < float("inf"), f.lower * 1.5),
+                                             lower=lambda f: f.lower.where(f.lower > 0, f.upper / 1.5))
+    return alt.Chart(frame, title=title).mark_bar(color=ACCENT).encode(
+        x=alt.X("lower:Q", title="activation", scale=alt.Scale(type="log")), x2="upper:Q",
+        y=alt.Y("count:Q", title="tokens", scale=alt.Scale(type="log")),
+        tooltip=["lower:Q", "upper:Q", "count:Q"]).properties(width=280, height=120)
 
 
 def to_svg(chart: alt.TopLevelMixin) -> str:

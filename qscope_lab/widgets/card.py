@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import traitlets
 
+from ..analysis import index_view
 from ..analysis.features import logit_table
-from ..analysis.labels import FeatureLabels, label_namespace
+from ..analysis.labels import FeatureLabels
 from ..analysis.reference import Reference
+from ..core import tokens
 from ..viz.charts import activation_histogram, to_svg
 from ._base import LabWidget, css, esm, reacts
 
@@ -34,14 +36,16 @@ class FeatureCard(LabWidget):
                  n_contexts: int = 8, window: int = 10, **kwargs):
         super().__init__(lab, n_layers=lab.n_layers, layer=lab.n_layers // 2 if layer is None else layer,
                          feature=feature, **kwargs)
+        self.use_index = reference is None  # a Lab's feature index serves the card unless a corpus is given
         if reference is None:
             reference = Reference.of(lab)
         elif not isinstance(reference, Reference):
             reference = Reference(lab, reference)
         self.reference = reference
-        self.labels = labels if labels is not None else FeatureLabels(label_namespace(lab))
+        self.labels = labels if labels is not None else FeatureLabels.for_lab(lab)
         self.n_contexts, self.window = n_contexts, window
         self._steer_callbacks = []
+        self._filling: set[int] = set()  # layers whose reference encoding is still filling in
         self.on_msg(self._on_message)
         self._show()
 
@@ -68,28 +72,45 @@ class FeatureCard(LabWidget):
         with self.working("feature card"):
             layer = self.lab.check_layer(self.layer)
             self.lab.sae(layer).check_feature(self.feature)
-            acts = self.reference.acts(layer)
-            stats = self.reference.stats(layer, self.feature)
-            values = self.reference.activations(layer, self.feature)
+            from_index = index_view.card(self.lab, layer, self.feature, self.n_contexts, self.window) \
+                if self.use_index else None
+            if from_index is not None:  # the Lab's feature index: no reference corpus to encode
+                self._show_content(layer, *from_index)
+                return
+            # a first card of a layer in a kernel reads a preview; the card redraws when the corpus is in
+            acts = self.reference.current(layer)
+            if not self.reference.ready(layer) and layer not in self._filling:
+                self._filling.add(layer)
+                self.reference.on_ready(layer, lambda: (self._filling.discard(layer), self._show()))
+            stats = self.reference.stats(layer, self.feature, preview=True)
+            values = self.reference.activations(layer, self.feature, preview=True)
             contexts = []
-            for row in self.reference.contexts(layer, self.feature, n=self.n_contexts, window=self.window).itertuples():
-                toks = acts.tokens[row.text]
-                contexts.append({"left": toks[max(0, row.position - self.window):row.position], "token": row.token,
-                                 "right": toks[row.position + 1:row.position + 1 + self.window],
-                                 "activation": row.activation, "text": row.text})
+            for row in self.reference.contexts(layer, self.feature, n=self.n_contexts, window=self.window,
+                                               preview=True).itertuples():
+                toks, starts = tokens.groups(self.lab, acts.token_ids[row.text])  # whole characters
+                contexts.append({"left": toks[max(0, row.position - self.window):starts[row.position]],
+                                 "token": row.token, "right": toks[row.position + 1:row.position + 1 + self.window],
+                                 "boundary": row.boundary, "activation": row.activation, "text": row.text})
             title = (f"L{layer} f{self.feature}: fires on {stats['firing_rate']:.2%} of "
-                     f"{stats['tokens']:,} reference tokens")
-            svg = to_svg(activation_histogram(values.numpy(), title=title))
-            logits = logit_table(self.lab, layer, self.feature, n=8)
-            stored = self.labels.get(layer, self.feature)
-            with self.quietly(), self.hold_sync():  # the stored label / note are not saved back
-                self.stats = stats
-                self.contexts = contexts
-                self.logits = logits[["side", "token", "logit"]].to_dict("records")
-                self.histogram_svg = svg
-                self.label, self.note = stored["label"], stored["note"]
+                     f"{stats['tokens']:,} reference tokens" + ("" if stats["complete"] else " (so far)"))
+            self._show_content(layer, stats, contexts, activation_histogram(values.numpy(), title=title))
+
+    def _show_content(self, layer: int, stats: dict, contexts: list, chart) -> None:
+        """Send one card's content (from the index or the reference corpus) to the front end."""
+        svg = to_svg(chart)
+        logits = logit_table(self.lab, layer, self.feature, n=8)
+        stored = self.labels.get(layer, self.feature)
+        with self.quietly(), self.hold_sync():  # the stored label / note are not saved back
+            self.stats = stats
+            self.contexts = contexts
+            self.logits = logits[["side", "token", "logit"]].to_dict("records")
+            self.histogram_svg = svg
+            self.label, self.note = stored["label"], stored["note"]
 
     def histogram(self):
         """The activation histogram as an altair chart."""
+        from_index = index_view.card(self.lab, self.layer, self.feature, 0) if self.use_index else None
+        if from_index is not None:
+            return from_index[2]
         return activation_histogram(self.reference.activations(self.layer, self.feature).numpy(),
                                     title=f"L{self.layer} f{self.feature}")

@@ -1,6 +1,6 @@
 """Seed classifier panel: type (or pass) positive and negative seeds, fit ``SeedClassifier``, see the per-layer
-deltas, the chosen features, held-out predictions with precision / recall / F1 against the random-feature and
-probe baselines; export the classifier to a file and load it back.
+deltas, the chosen features each with its threshold, held-out predictions with precision / recall / F1 against
+the report's rule, the random-feature and probe baselines; export the classifier to a file and load it back.
 
 ``ClassifierPanel(lab, positives=[...], negatives=[...], heldout=frame)``; ``panel.classifier`` is the fitted
 ``SeedClassifier``.
@@ -40,17 +40,19 @@ class ClassifierPanel(LabWidget):
     positives = traitlets.Unicode("").tag(sync=True)   # one seed text per line
     negatives = traitlets.Unicode("").tag(sync=True)
     heldout = traitlets.Unicode("").tag(sync=True)     # "+ text" / "- text" per line
-    top_k = traitlets.Int(1).tag(sync=True)
+    statistic = traitlets.Unicode("mean").tag(sync=True)  # mean, rate, any (the report's OR rule), auto
+    top_k = traitlets.Int(10).tag(sync=True)
     n_layers = traitlets.Int(1).tag(sync=True)
     path = traitlets.Unicode("seed_classifier.json").tag(sync=True)
 
     chart_svg = traitlets.Unicode("").tag(sync=True)
-    chosen = traitlets.List(traitlets.Dict()).tag(sync=True)       # layer, feature, delta, pos_rate, neg_rate
+    chosen = traitlets.List(traitlets.Dict()).tag(sync=True)  # layer, feature, statistic, threshold, direction, ...
     predictions = traitlets.List(traitlets.Dict()).tag(sync=True)  # text, label, predicted, score
     metrics = traitlets.List(traitlets.Dict()).tag(sync=True)      # method, precision, recall, f1, accuracy
     message = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, lab, positives=(), negatives=(), heldout=None, top_k: int = 1, n_layers: int = 1,
+    def __init__(self, lab, positives=(), negatives=(), heldout=None, top_k: int = 10, n_layers: int = 1,
+                 statistic: str = "mean",
                  path: str = "seed_classifier.json", fit: bool = True, **kwargs):
         if isinstance(positives, pd.DataFrame):  # one frame with text, label
             frame = positives
@@ -61,7 +63,7 @@ class ClassifierPanel(LabWidget):
                                 for t, y in zip(heldout.text, heldout.label.astype(bool)))
         super().__init__(lab, positives="\n".join(t.replace("\n", " ") for t in positives),
                          negatives="\n".join(t.replace("\n", " ") for t in negatives), heldout=heldout or "",
-                         top_k=top_k, n_layers=n_layers, path=path, **kwargs)
+                         top_k=top_k, n_layers=n_layers, statistic=statistic, path=path, **kwargs)
         self.classifier: SeedClassifier | None = None
         self.on_msg(self._on_message)
         if fit and self.positives and self.negatives:
@@ -72,7 +74,8 @@ class ClassifierPanel(LabWidget):
             pos, neg = _lines(self.positives), _lines(self.negatives)
             if not pos or not neg:
                 raise ValueError("give at least one positive and one negative seed (one per line)")
-            clf = SeedClassifier(self.lab, top_k=self.top_k, n_layers=self.n_layers, progress=False)
+            clf = SeedClassifier(self.lab, statistic=self.statistic, top_k=self.top_k, n_layers=self.n_layers,
+                                 select="delta" if self.n_layers > 1 else "loo", progress=False)
             texts, labels = pos + neg, [True] * len(pos) + [False] * len(neg)
             held_texts, held_labels = _labelled_lines(self.heldout)
             if held_texts:
@@ -82,20 +85,22 @@ class ClassifierPanel(LabWidget):
                 table = pd.DataFrame()
             self.classifier = clf
             self._show(held_texts, held_labels, table)
-            self.message = f"fitted on {len(pos)} + {len(neg)} seeds: layer {clf.layer_}"
+            self.message = (f"fitted on {len(pos)} + {len(neg)} seeds: layer {clf.layer_}, {clf.statistic_}, "
+                            f"{len(clf.features_)} feature(s)")
         return self.classifier
 
     def _show(self, held_texts, held_labels, table: pd.DataFrame) -> None:
         clf = self.classifier
-        deltas = clf.deltas_.set_index(["layer", "feature"])
-        chosen = [{"layer": int(layer), "feature": int(f), **{k: float(deltas.loc[(layer, f), k])
-                                                               for k in ("delta", "pos_rate", "neg_rate")}}
-                  for layer, f in clf.features_]
+        chosen = [
+            {"layer": int(r["layer"]), "feature": int(r["feature"]), "statistic": str(r["statistic"]),
+             "threshold": float(r["threshold"]), "direction": int(r["direction"]),
+             "pos_mean": float(r.get("pos_mean", 0.0)), "neg_mean": float(r.get("neg_mean", 0.0))}
+            for r in clf.rules_.to_dict("records")]
         predictions = []
         if held_texts:
-            scores = clf.decision_function(held_texts)
-            predictions = [{"text": t, "label": bool(y), "predicted": bool(s > clf.eps), "score": float(s)}
-                           for t, y, s in zip(held_texts, held_labels, scores)]
+            scores, predicted = clf.decision_function(held_texts), clf.predict(held_texts)
+            predictions = [{"text": t, "label": bool(y), "predicted": bool(p), "score": float(s)}
+                           for t, y, s, p in zip(held_texts, held_labels, scores, predicted)]
         with self.hold_sync():
             self.chart_svg = to_svg(clf.delta_chart())
             self.chosen = chosen

@@ -8,7 +8,9 @@ import numpy as np
 import torch
 import traitlets
 
+from ..analysis import index_view
 from ..analysis.features import compare_texts, shared_prefix_length
+from ..core import validate
 from ._base import LabWidget, css, esm, f32, reacts
 
 
@@ -30,6 +32,8 @@ class Compare(LabWidget):
 
     def __init__(self, lab, text_a: str = "", text_b: str = "", layers=None, top: int = 8, skip_first: bool = True,
                  skip_shared_prefix: bool = False, **kwargs):
+        validate.integer(top, "top", minimum=1)
+        layers = None if layers is None else lab.check_layers(layers)
         super().__init__(lab, text_a=text_a, text_b=text_b, top=top, skip_first=skip_first,
                          skip_shared_prefix=skip_shared_prefix, **kwargs)
         self.layers = list(range(lab.n_layers)) if layers is None else list(layers)
@@ -48,10 +52,14 @@ class Compare(LabWidget):
         with self.working("compare"):
             if not self.text_a.strip() or not self.text_b.strip():
                 raise ValueError("give two non-empty texts")
+            validate.integer(self.top, "top", minimum=1)
             for layer in self.layers:
                 self.lab.check_layer(layer)
             self.table = compare_texts(self.lab, self.text_a, self.text_b, self.layers, top=self.top,
                                        skip_first=self.skip_first, skip_shared_prefix=self.skip_shared_prefix)
+            rates = [index_view.corpus_rates(self.lab, r.layer, [r.feature]) for r in self.table.itertuples()]
+            if rates and all(r is not None for r in rates):  # how common each feature is in the indexed corpus
+                self.table["corpus_rate"] = [r[0] for r in rates]
             with self.hold_sync():
                 self.rows = [{k: (float(v) if isinstance(v, float | np.floating) else int(v)) for k, v in r.items()}
                              for r in self.table.to_dict("records")]

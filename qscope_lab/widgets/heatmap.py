@@ -12,8 +12,30 @@ import numpy as np
 import torch
 import traitlets
 
+from ..analysis import index_view
+from ..core import tokens
 from ..core.activations import FeatureActs
 from ._base import LabWidget, css, esm, f32, i32, reacts
+
+MAX_FIRING_RATE = 0.5  # features firing on more of the shown tokens are 'always on': left out of the rankings
+
+
+def hover_features(acts: FeatureActs, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per token, ``n`` features for its hover: activation x rarity (-log of the firing rate over these texts),
+    so a broad feature (39% of tokens) yields to one that marks this token; always-on ones are left out.
+    Returns (activations, feature ids) ``[tokens, n]``, zero-padded."""
+    rates = acts.firing_rates()
+    rarity = -torch.log(rates.clamp(min=1e-6))
+    rarity[rates > MAX_FIRING_RATE] = 0.0
+    values = acts.values * acts.mask.unsqueeze(-1)
+    score = values * rarity[acts.indices]
+    order = torch.argsort(score, dim=-1, descending=True)[:, :n]
+    top_v = torch.gather(values, 1, order) * (torch.gather(score, 1, order) > 0)
+    top_i = torch.gather(acts.indices, 1, order)
+    width = min(n, values.shape[1])
+    out_v, out_i = np.zeros((values.shape[0], n), np.float32), np.zeros((values.shape[0], n), np.int32)
+    out_v[:, :width], out_i[:, :width] = top_v.numpy(), top_i.numpy()
+    return out_v, out_i
 
 
 class Heatmap(LabWidget):
@@ -30,7 +52,8 @@ class Heatmap(LabWidget):
     n_grid = traitlets.Int(12).tag(sync=True)
     labels = traitlets.Dict().tag(sync=True)            # feature id (str) -> user label, when known
 
-    tokens = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)
+    tokens = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)  # whole characters ('' after)
+    token_notes = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)  # "byte token 1 of 2 of 猫"
     counted = traitlets.Bytes(b"").tag(sync=True)        # uint8 per token: 0 = skipped (sink / special)
     values = traitlets.Bytes(b"").tag(sync=True)         # float32 per token: the selected feature
     vmax = traitlets.Float(1.0).tag(sync=True)           # colour scale: 0 -> white, vmax -> full colour
@@ -72,16 +95,25 @@ class Heatmap(LabWidget):
                                    max_length=self.max_length)
             self.acts = acts
             counted = acts.mask.numpy().astype(np.uint8)
-            vals = (acts.values * acts.mask.unsqueeze(-1)).numpy()
-            top_v, top_i = vals[:, :self.n_top], acts.indices[:, :self.n_top].numpy()  # top-k comes sorted
-            stats = acts.top_features(self.n_grid, max_firing_rate=0.5)
+            top_v, top_i = hover_features(acts, self.n_top)
+            stats = acts.top_features(self.n_grid, max_firing_rate=MAX_FIRING_RATE)
             features = stats.feature.tolist()
             grid = np.stack([torch.cat(acts.feature(f)).numpy() for f in features]) if features else np.zeros(0)
-            if self.label_store is not None:
-                self.labels = {str(row.feature): row.label for row in self.label_store.to_frame().itertuples()
-                               if row.layer == layer and row.label}
+            # hover names: the Lab's feature index gives each shown feature its top tokens, user labels win
+            hover = index_view.hover_labels(self.lab, layer, np.unique(top_i[counted.astype(bool)]))
+            if hover or self.label_store is not None:
+                named = {} if self.label_store is None else {
+                    str(row.feature): row.label for row in self.label_store.to_frame().itertuples()
+                    if row.layer == layer and row.label}
+                self.labels = hover | named
+            shown, notes = [], []
+            for ids in acts.token_ids:  # whole characters; the hover names the byte tokens behind them
+                pieces, starts = tokens.groups(self.lab, ids)
+                shown.append(pieces)
+                notes.append([tokens.hover(pieces, starts, i) for i in range(len(ids))])
             with self.hold_sync():
-                self.tokens = acts.tokens
+                self.token_notes = notes
+                self.tokens = shown
                 self.counted = counted.tobytes()
                 self.top_values, self.top_indices = f32(top_v), i32(top_i)
                 self.grid_features, self.grid = features, f32(grid)
@@ -100,6 +132,14 @@ class Heatmap(LabWidget):
             with self.hold_sync():
                 self.values = f32(values)
                 self.vmax = float(values.max()) if values.size and values.max() > 0 else 1.0
+
+    def hover_features(self, text: int, position: int) -> list[tuple[int, float]]:
+        """What hovering a token lists: (feature, activation), the always-on features ranked down."""
+        row = self.acts.rows(text).start + position
+        k = self.n_top
+        values = np.frombuffer(self.top_values, dtype=np.float32).reshape(-1, k)[row]
+        indices = np.frombuffer(self.top_indices, dtype=np.int32).reshape(-1, k)[row]
+        return [(int(f), float(v)) for f, v in zip(indices, values) if v > 0]
 
     def feature_values(self) -> list[np.ndarray]:
         """Per text, the selected feature's activation at every token (what the colours show)."""

@@ -15,8 +15,9 @@ import time
 
 import traitlets
 
-from ..analysis.labels import FeatureLabels, label_namespace
+from ..analysis.labels import FeatureLabels
 from ..analysis.reference import Reference
+from ..core import validate
 from ._base import LabWidget, css, esm, reacts
 
 POSITIONS = ("all", "prompt", "generated")
@@ -40,6 +41,7 @@ class SteeringPanel(LabWidget):
     differs = traitlets.List(traitlets.Bool()).tag(sync=True)  # per steered token: not the baseline's token
     generation_ms = traitlets.Float(0.0).tag(sync=True)
     generations = traitlets.Int(0).tag(sync=True)             # counts regenerations (front-end timing)
+    steered_for = traitlets.List(traitlets.Dict()).tag(sync=True)  # the {layer, feature, alpha} that made the text
     sweep_rows = traitlets.List(traitlets.Dict()).tag(sync=True)
     next_tokens = traitlets.List(traitlets.Dict()).tag(sync=True)  # top next tokens, baseline vs prompt steered
     search_results = traitlets.List(traitlets.Dict()).tag(sync=True)
@@ -50,7 +52,7 @@ class SteeringPanel(LabWidget):
         super().__init__(lab, prompt=prompt, n_layers=lab.n_layers, positions=positions, mode=mode,
                          layer=lab.n_layers // 2 if layer is None else layer, max_new_tokens=max_new_tokens,
                          alpha_max=alpha_max, **kwargs)
-        self.labels = labels if labels is not None else FeatureLabels(label_namespace(lab))
+        self.labels = labels if labels is not None else FeatureLabels.for_lab(lab)
         self.generate_kwargs = dict(generate_kwargs or {})
         self.top_next = int(top_next)
         self._baseline_key, self._baseline = None, None
@@ -81,6 +83,9 @@ class SteeringPanel(LabWidget):
                     self.features = rows
 
     def remove_feature(self, index: int) -> None:
+        index = validate.integer(index, "index", minimum=0)
+        if index >= len(self.features):
+            raise IndexError(f"index {index} is out of range: the panel has {len(self.features)} feature(s)")
         self.features = [row for i, row in enumerate(self.features) if i != index]
 
     def steer(self) -> dict:
@@ -111,6 +116,8 @@ class SteeringPanel(LabWidget):
             table = (self.lab.next_tokens(self.prompt, steer=steer, mode=self.mode, top=self.top_next)
                      if self.top_next and self.positions != "generated" else None)
             with self.hold_sync():
+                self.steered_for = [{"layer": layer, "feature": feature, "alpha": alpha}
+                                    for (layer, feature), alpha in steer.items()]
                 self.next_tokens = [] if table is None else table.round(4).to_dict("records")
                 self.baseline_tokens = self.lab.token_pieces(base_ids)
                 self.steered_tokens = self.lab.token_pieces(ids)
@@ -139,7 +146,8 @@ class SteeringPanel(LabWidget):
             with self.working("add feature"):
                 self.add_feature(int(content["feature"]), float(content.get("alpha", 0.0)))
         elif event == "remove":
-            self.remove_feature(int(content["index"]))
+            with self.working("remove feature"):
+                self.remove_feature(content.get("index"))
         elif event == "sweep":
             with self.working("sweep"):
                 self.sweep(int(content["index"]))

@@ -10,8 +10,9 @@ from __future__ import annotations
 import ipywidgets
 import traitlets
 
-from ..analysis.labels import FeatureLabels, label_namespace
+from ..analysis.labels import FeatureLabels
 from ._base import reject_unknown_kwargs
+from .attribution import AttributionPanel
 from .card import FeatureCard
 from .heatmap import Heatmap
 from .steering import SteeringPanel
@@ -21,19 +22,29 @@ class Workbench(ipywidgets.VBox):
     def __init__(self, lab, texts, prompt: str = "", layer: int | None = None, steer_alpha: float = 8.0,
                  reference=None, labels=None, **kwargs):
         reject_unknown_kwargs(self, kwargs)
-        labels = labels if labels is not None else FeatureLabels(label_namespace(lab))
+        labels = labels if labels is not None else FeatureLabels.for_lab(lab)
         self.heatmap = Heatmap(lab, texts, layer=layer, labels=labels)
         self.card = FeatureCard(lab, layer=self.heatmap.layer, feature=self.heatmap.feature, reference=reference,
                                 labels=labels)
         self.steering = SteeringPanel(lab, prompt or (texts if isinstance(texts, str) else texts[0])[:80],
                                       layer=self.heatmap.layer, labels=labels)
+        self.attribution = AttributionPanel(lab, self.steering.prompt, layer=self.heatmap.layer, labels=labels)
         self.steer_alpha = steer_alpha
         self.links = [traitlets.link((self.heatmap, "layer"), (self.card, "layer")),
                       traitlets.link((self.heatmap, "feature"), (self.card, "feature")),
-                      traitlets.dlink((self.heatmap, "layer"), (self.steering, "layer"))]
+                      traitlets.dlink((self.heatmap, "layer"), (self.steering, "layer")),
+                      traitlets.dlink((self.heatmap, "layer"), (self.attribution, "layer"))]
+        self.attribution.observe(self._attribution_selected, names="selected")  # a click there opens the card
         self.card.on_steer(lambda layer, feature: self.steering.add_feature(feature, self.steer_alpha, layer=layer))
         self.card.observe(self._label_changed, names="label")
-        super().__init__([ipywidgets.HBox([self.heatmap, self.card]), self.steering], **kwargs)
+        row = ipywidgets.HBox([self.heatmap, self.card])
+        row.add_class("qs-workbench-row")  # wraps: side by side when wide, stacked below ~1,000 px (qscope.css)
+        super().__init__([row, self.steering, self.attribution], **kwargs)
+        self.add_class("qs-workbench")
+
+    def _attribution_selected(self, change):
+        if change["new"]:
+            self.heatmap.layer, self.heatmap.feature = change["new"]["layer"], change["new"]["feature"]
 
     def _label_changed(self, change):
         """A new label shows up in the heatmap's names at once."""

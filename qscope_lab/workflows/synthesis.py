@@ -7,7 +7,10 @@ generate candidates aimed at each of them, and keep a candidate only if it reall
   ``layer`` (``h + alpha * W_dec[:, f]``), alpha escalated over a schedule until a candidate fires; or any
   ``generator(feature, n) -> list[str]`` (an external LLM, a retrieval step, templates);
 - verification: every candidate is encoded *unsteered* at ``layer``; it is kept only if the target's largest
-  activation over its counted tokens is above 0.
+  activation over its counted tokens is above 0, and (``fluency=True``) it passes a fluency check: distinct
+  token bigrams at least ``min_distinct`` of all (no loops) and the model's own perplexity at most
+  ``max_perplexity_ratio`` times the seeds' 90th percentile (``analysis.fluency``); the report counts the
+  firing candidates dropped for it (``n_dropped_fluency``).
 
 Memory stays flat in the number of texts: texts are scanned in batches and only per-target counters (coverage)
 or per-text maxima of the few features asked for (verification) are kept, never a FeatureActs of all texts.
@@ -24,6 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..analysis.fluency import fluency as fluency_table
+from ..analysis.fluency import perplexity_limit
 from ..core import progress as progress_bars
 from ..core.scan import CHUNK, scan
 from ..core.validate import as_texts
@@ -202,9 +207,11 @@ class SynthesisResult:
     """What ``synthesize`` produced.
 
     ``kept``: target, text, activation (the target's max over the text, unsteered), alpha (NaN for a user
-    generator), source, prompt. ``candidates``: every candidate with its activation and ``kept`` flag.
+    generator), source, prompt, distinct, perplexity. ``candidates``: every candidate with its activation,
+    ``fluent`` and ``kept`` flags.
     ``rejected``: non-firing candidates per uncovered target. ``coverage``: per target, before / after.
-    ``report``: one row, n_targets, covered_before, covered_after, ratio_before, ratio_after and counts."""
+    ``report``: one row, n_targets, covered_before, covered_after, ratio_before, ratio_after and counts
+    (``n_dropped_fluency``: candidates that fired their target but failed the fluency check)."""
 
     layer: int
     targets: list[int]
@@ -245,7 +252,8 @@ def synthesize(lab: Lab, seeds, targets, layer: int, generator: Callable[[int, i
                prompts: Sequence[str] | None = None, per_target: int = 4, alphas=(4, 8, 16),
                max_new_tokens: int = 32, seed: int = 0, do_sample: bool = False, positions="all",
                prompt_tokens: int = 6, stop_at_first: bool = True, skip_first: bool = True,
-               batch_size: int = 16, max_length: int | None = None,
+               batch_size: int = 16, max_length: int | None = None, fluency: bool = True,
+               min_distinct: float = 0.5, max_perplexity_ratio: float = 2.0,
                progress: bool | None = None) -> SynthesisResult:
     """Generate candidates toward every target no seed text fires, keep those that fire it.
 
@@ -254,7 +262,8 @@ def synthesize(lab: Lab, seeds, targets, layer: int, generator: Callable[[int, i
     the generated tokens), greedy unless ``do_sample`` (then seeded); alphas are tried in order and escalation
     stops at the first alpha with a firing candidate (``stop_at_first=False`` tries them all). A candidate is
     the prompt plus its continuation. ``generator(feature, n) -> list[str]`` replaces that entirely. Each
-    candidate is encoded unsteered at ``layer`` and kept only if the target's max activation is > 0."""
+    candidate is encoded unsteered at ``layer`` and kept only if the target's max activation is > 0 and, with
+    ``fluency``, it passes the repetition and perplexity checks (see the module docstring)."""
     seeds = as_texts(seeds, "seeds")
     layer = lab.check_layer(layer)
     targets = as_targets(lab, targets, layer)
@@ -272,6 +281,13 @@ def synthesize(lab: Lab, seeds, targets, layer: int, generator: Callable[[int, i
     options = {"skip_first": skip_first, "batch_size": batch_size, "max_length": max_length}
 
     before = coverage(lab, seeds, targets, layer, progress=progress, **options)
+    limit = perplexity_limit(lab, seeds, max_perplexity_ratio) if fluency else np.inf
+
+    def fluent(texts: list[str]) -> pd.DataFrame:
+        if not fluency:
+            return pd.DataFrame({"distinct": np.nan, "perplexity": np.nan, "fluent": True}, index=range(len(texts)))
+        return fluency_table(lab, texts, limit, min_distinct)
+
     uncovered = [int(f) for f in before.feature[~before.covered]]
     rng = np.random.default_rng(seed)
     rows: list[dict] = []
@@ -281,8 +297,9 @@ def synthesize(lab: Lab, seeds, targets, layer: int, generator: Callable[[int, i
             texts = [t for t in _generator_texts(generator, f, per_target) if t]
             if texts:
                 acts = max_activations(lab, texts, [f], layer, **options)[:, 0]
+                flu = fluent(texts)
                 rows.extend({"target": f, "text": t, "activation": float(a), "alpha": np.nan, "source": "generator",
-                             "prompt": None} for t, a in zip(texts, acts))
+                             "prompt": None, **q} for t, a, q in zip(texts, acts, flu.to_dict("records")))
             return
         chosen = _pick(pool, per_target, rng)
         prompt_ids = lab.tokenizer(chosen)["input_ids"]
@@ -294,9 +311,10 @@ def synthesize(lab: Lab, seeds, targets, layer: int, generator: Callable[[int, i
             texts = [lab.tokenizer.decode(ids + out, skip_special_tokens=True).rstrip(_REPLACEMENT)
                      for ids, out in zip(prompt_ids, gen.steered_ids)]
             acts = max_activations(lab, texts, [f], layer, **options)[:, 0]
+            flu = fluent(texts)
             rows.extend({"target": f, "text": t, "activation": float(a), "alpha": alpha, "source": "steer",
-                         "prompt": p} for t, a, p in zip(texts, acts, chosen))
-            if stop_at_first and (acts > 0).any():
+                         "prompt": p, **q} for t, a, p, q in zip(texts, acts, chosen, flu.to_dict("records")))
+            if stop_at_first and ((acts > 0) & flu.fluent.to_numpy()).any():
                 break
 
     with progress_bars.bar(len(uncovered), progress, "synthesize", threshold=8) as bar:
@@ -304,11 +322,13 @@ def synthesize(lab: Lab, seeds, targets, layer: int, generator: Callable[[int, i
             candidates_for(f)
             bar.update(1)
 
-    candidates = pd.DataFrame(rows, columns=["target", "text", "activation", "alpha", "source", "prompt"])
-    candidates["kept"] = candidates.activation > 0
-    kept = candidates[candidates.kept].drop(columns="kept")
+    candidates = pd.DataFrame(rows, columns=["target", "text", "activation", "alpha", "source", "prompt",
+                                             "distinct", "perplexity", "fluent"])
+    candidates["fluent"] = candidates.fluent.astype(bool)
+    candidates["kept"] = (candidates.activation > 0) & candidates.fluent
+    kept = candidates[candidates.kept].drop(columns=["kept", "fluent"])
     kept = kept.drop_duplicates(["target", "text"]).reset_index(drop=True)
-    rejected = (candidates[~candidates.kept].groupby("target").size()
+    rejected = (candidates[candidates.activation <= 0].groupby("target").size()
                 .reindex(uncovered, fill_value=0).rename("rejected"))
     rejected.index.name = "target"
 
@@ -328,6 +348,7 @@ def synthesize(lab: Lab, seeds, targets, layer: int, generator: Callable[[int, i
         "layer": layer, "n_targets": n, "covered_before": int(table.covered_before.sum()),
         "covered_after": int(table.covered_after.sum()), "ratio_before": float(table.covered_before.mean()),
         "ratio_after": float(table.covered_after.mean()), "n_seeds": len(seeds), "n_candidates": len(candidates),
-        "n_kept": len(kept), "n_rejected": int(rejected.sum())}])
+        "n_kept": len(kept), "n_rejected": int(rejected.sum()),
+        "n_dropped_fluency": int(((candidates.activation > 0) & ~candidates.fluent).sum())}])
     return SynthesisResult(layer=layer, targets=targets, kept=kept, candidates=candidates, rejected=rejected,
                            coverage=table, report=report, seeds=seeds)

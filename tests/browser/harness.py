@@ -94,12 +94,13 @@ class JupyterLabServer:
     """
 
     def __init__(self, root_dir: str | os.PathLike | None = None, startup_timeout: float = 60.0,
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, app: str = "jupyterlab"):
         self._own_tmp = tempfile.mkdtemp(prefix="qscope-jlab-")
         self.tmp = Path(self._own_tmp)
         self.root_dir = Path(root_dir) if root_dir is not None else self.tmp / "root"
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args or [])
+        self.app = app  # "jupyterlab", or "notebook" for Notebook 7 (same server options, its own app class)
         self.port = 0
         self.token = secrets.token_hex(24)
         self.log_path = self.tmp / "jupyterlab.log"
@@ -165,7 +166,7 @@ class JupyterLabServer:
         env.pop("JUPYTER_TOKEN", None)
         self.port = _free_port()
         cmd = [
-            sys.executable, "-m", "jupyterlab",
+            sys.executable, "-m", self.app,
             "--no-browser",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
@@ -173,6 +174,7 @@ class JupyterLabServer:
             f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.root_dir}",
             "--LabApp.expose_app_in_browser=True",
+            "--JupyterNotebookApp.expose_app_in_browser=True",
             "--LabApp.news_url=None",
             "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
             "--LabApp.collaborative=False",

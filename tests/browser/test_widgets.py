@@ -152,13 +152,14 @@ def test_classifier_shows_metrics_and_exports(notebook_page, screenshots_dir):
             f"heldout=pd.DataFrame({{'text': {ZH_TEST[:10] + EN_TEST[:10]!r}, 'label': [1] * 10 + [0] * 10}}))\npanel")
     page = notebook_page("classifier.ipynb", [SETUP, "import pandas as pd", cell], timeout=180)
     widget = page.locator(".qs-classifier")
-    f1 = widget.locator(".qs-metric-row[data-method='sae_or_rule'] .qs-f1")
+    f1 = widget.locator(".qs-metric-row[data-method='calibrated_rule'] .qs-f1")
     expect(f1).to_be_visible()
     fitted_f1 = f1.inner_text()
     assert float(fitted_f1) >= 0.9
-    random_f1 = float(widget.locator(".qs-metric-row[data-method='random_features'] .qs-f1").inner_text())
-    assert random_f1 < float(fitted_f1)
-    expect(widget.locator(".qs-chosen-row")).to_have_count(1)
+    report_f1 = float(widget.locator(".qs-metric-row[data-method='report_rule'] .qs-f1").inner_text())
+    assert report_f1 >= 0.9
+    expect(widget.locator(".qs-chosen-row").first).to_be_visible()
+    expect(widget.locator(".qs-chosen-row .qs-threshold").first).to_contain_text(".")
     expect(widget.locator(".qs-delta-chart svg")).to_be_visible()
     expect(widget.locator(".qs-pred")).to_have_count(20)
     page.screenshot(path=str(screenshots_dir / "classifier.png"), full_page=True)

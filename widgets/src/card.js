@@ -28,10 +28,12 @@ function render({ model, el }) {
   el.append(root);
 
   function show() {
-    title.textContent = `L${model.get("layer")} · f${model.get("feature")}`;
-    el.dataset.feature = String(model.get("feature"));
-    el.dataset.layer = String(model.get("layer"));
+    // the title names what the body shows (stats arrive with the content), never a refused request
     const s = model.get("stats");
+    const shown = s.feature === undefined ? [model.get("layer"), model.get("feature")] : [s.layer, s.feature];
+    title.textContent = `L${shown[0]} · f${shown[1]}`;
+    el.dataset.feature = String(shown[1]);
+    el.dataset.layer = String(shown[0]);
     stats.textContent = s.tokens === undefined ? "" :
       `fires on ${pct(s.firing_rate, 2)} of ${s.tokens} reference tokens · max ${fmt(s.max_activation)}` +
       ` · mean ${fmt(s.mean_activation)} · decoder norm ${fmt(s.decoder_norm)}`;
@@ -40,7 +42,8 @@ function render({ model, el }) {
     contexts.replaceChildren(...(rows.length ? rows.map((c) => h("tr", { class: "qs-context-row" },
       h("td", { class: "qs-num", text: fmt(c.activation) }),
       h("td", { class: "qs-context" }, c.left.join(""),
-        h("span", { class: "qs-focus", style: `background:${heat(c.activation, vmax)}`, text: c.token }), c.right.join(""))))
+        h("span", { class: "qs-focus", style: `background:${heat(c.activation, vmax)}`, text: c.token,
+          title: c.boundary || "" }), c.right.join(""))))
       : [h("tr", {}, h("td", { class: "qs-muted", text: "never fires on the reference corpus" }))]));
     histogram.innerHTML = model.get("histogram_svg");
     const side = (name) => h("table", { class: "qs-table" },

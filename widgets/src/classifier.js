@@ -9,7 +9,8 @@ function render({ model, el }) {
   const pos = area("positives", "positive seeds, one per line");
   const neg = area("negatives", "negative seeds, one per line");
   const held = area("heldout", "held-out texts: '+ text' or '- text' per line");
-  const topK = numberInput(model, "top_k", { class: "qs-top-k", min: "1", max: "10", style: "width:4em" });
+  const topK = numberInput(model, "top_k", { class: "qs-top-k", min: "1", max: "32", style: "width:4em" });
+  const statistic = textInput(model, "statistic", "input", { class: "qs-statistic", style: "width:5em", title: "mean, rate, any (the report's OR rule) or auto" });
   const nLayers = numberInput(model, "n_layers", { class: "qs-n-layers", min: "1", style: "width:4em" });
   const path = textInput(model, "path", "input", { class: "qs-path", style: "width:16em" });
   const button = (text, event) => h("button", { class: `qs-${event}`, text, onclick: () => model.send({ event }) });
@@ -23,22 +24,24 @@ function render({ model, el }) {
       h("div", {}, h("h4", { text: "positive seeds" }), pos),
       h("div", {}, h("h4", { text: "negative seeds" }), neg),
       h("div", {}, h("h4", { text: "held out" }), held)),
-    h("div", { class: "qs-toolbar" }, h("label", {}, "features per layer ", topK), h("label", {}, "layers ", nLayers),
+    h("div", { class: "qs-toolbar" }, h("label", {}, "statistic ", statistic), h("label", {}, "features ", topK), h("label", {}, "layers ", nLayers),
       button("fit", "fit"), path, button("export", "export"), button("load", "load")),
     statusLine(model), message,
     h("div", { class: "qs-columns" },
       h("div", {}, h("h4", { text: "top-1 delta per layer" }), chart),
-      h("div", {}, h("h4", { text: "chosen features (OR rule)" }), chosen, h("h4", { text: "held-out metrics" }), metrics)),
+      h("div", {}, h("h4", { text: "chosen features, each with its threshold" }), chosen, h("h4", { text: "held-out metrics" }), metrics)),
     h("div", { class: "qs-section" }, h("h4", { text: "held-out predictions" }), predictions));
   el.append(root);
 
   function show() {
     chart.innerHTML = model.get("chart_svg");
     message.textContent = model.get("message");
-    chosen.replaceChildren(h("tr", {}, ...["layer", "feature", "P(fires|+)", "P(fires|−)", "delta"].map((t) => h("th", { text: t }))),
+    // a text leans positive when the feature's statistic is above (direction 1) or at most (-1) its threshold
+    chosen.replaceChildren(h("tr", {}, ...["layer", "feature", "statistic", "positive if", "mean on +", "mean on −"].map((t) => h("th", { text: t }))),
       ...model.get("chosen").map((r) => h("tr", { class: "qs-chosen-row" }, h("td", { text: String(r.layer) }),
-        h("td", { text: `f${r.feature}` }), h("td", { class: "qs-num", text: fmt(r.pos_rate) }),
-        h("td", { class: "qs-num", text: fmt(r.neg_rate) }), h("td", { class: "qs-num", text: fmt(r.delta) }))));
+        h("td", { text: `f${r.feature}` }), h("td", { text: r.statistic }),
+        h("td", { class: "qs-num qs-threshold", text: `${r.direction > 0 ? ">" : "≤"} ${fmt(r.threshold, 3)}` }),
+        h("td", { class: "qs-num", text: fmt(r.pos_mean, 3) }), h("td", { class: "qs-num", text: fmt(r.neg_mean, 3) }))));
     const rows = model.get("metrics");
     metrics.replaceChildren(...(rows.length ? [h("tr", {}, ...["method", "precision", "recall", "F1", "accuracy"].map((t) => h("th", { text: t })))] : []),
       ...rows.map((r) => h("tr", { class: "qs-metric-row", "data-method": r.method }, h("td", { text: r.method }),

@@ -36,11 +36,17 @@ function render({ model, el }) {
     const counted = u8(model.get("counted"));
     const frag = document.createDocumentFragment();
     spans = [];
+    const notes = model.get("token_notes") || [];
     let i = 0;
     for (const [t, toks] of model.get("tokens").entries()) {
       const line = h("div", { class: "qs-text", "data-text": String(t) });
-      for (const tok of toks) {
-        const span = h("span", { class: counted[i] ? "qs-tok" : "qs-tok qs-skipped", "data-i": String(i) });
+      for (const [p, tok] of toks.entries()) {
+        // a character split over byte tokens is whole on its first token; the others stay as thin cells
+        let cls = counted[i] ? "qs-tok" : "qs-tok qs-skipped";
+        if (tok === "") cls += " qs-tok-cont";
+        const span = h("span", { class: cls, "data-i": String(i) });
+        const note = (notes[t] || [])[p];
+        if (note) span.title = note;
         span.textContent = tok;
         line.append(span);
         spans.push(span);
@@ -129,7 +135,8 @@ function render({ model, el }) {
       }
     }
     tooltip.replaceChildren(
-      h("div", { class: "qs-tip-head", text: `token ${i}: ${JSON.stringify(span.textContent)}` }),
+      h("div", { class: "qs-tip-head", text: `token ${i}: ${JSON.stringify(span.textContent)}` +
+        (span.title ? ` (${span.title})` : "") }),
       ...(rows.length ? rows : [h("div", { class: "qs-muted", text: span.classList.contains("qs-skipped") ? "skipped" : "no feature fires" })]));
     tooltip.style.display = "block";
     const box = root.getBoundingClientRect();

@@ -21,6 +21,7 @@ function render({ model, el }) {
   const baseline = h("div", { class: "qs-output qs-baseline" });
   const steered = h("div", { class: "qs-output qs-steered" });
   const timing = h("span", { class: "qs-muted qs-timing" });
+  const madeBy = h("span", { class: "qs-made-by" });
   const sweep = h("table", { class: "qs-table qs-sweep" });
   const nextTable = h("table", { class: "qs-table qs-next" });
   root.append(
@@ -31,7 +32,7 @@ function render({ model, el }) {
     results, statusLine(model), sliders,
     h("div", { class: "qs-columns" },
       h("div", {}, h("h4", { text: "baseline" }), baseline),
-      h("div", {}, h("h4", {}, "steered ", timing), steered)),
+      h("div", {}, h("h4", {}, "steered ", madeBy, " ", timing), steered)),
     nextTable, sweep);
   el.append(root);
 
@@ -59,6 +60,8 @@ function render({ model, el }) {
     setTrait(model, "features", rows);
   }
   model.on("change:busy", () => { if (!model.get("busy") && pending) sendFeatures(pending); });
+  // the slider snaps to 0 within 3% of its range either side of the centre (0 = not steering)
+  const snap = (v) => (Math.abs(v) <= 0.03 * model.get("alpha_max") ? 0 : v);
   function withAlpha(index, alpha) {
     return model.get("features").map((row, i) => (i === index ? { ...row, alpha } : row));
   }
@@ -69,27 +72,53 @@ function render({ model, el }) {
       const value = h("span", { class: "qs-num qs-alpha-value", text: fmt(row.alpha, 1) });
       const slider = h("input", { type: "range", class: "qs-slider", min: String(-top), max: String(top), step: "0.5",
         value: String(row.alpha), "data-feature": String(row.feature) });
+      const current = () => { const v = snap(Number(slider.value)); slider.value = String(v); return v; };
       slider.addEventListener("input", () => {
-        value.textContent = fmt(slider.value, 1);
+        value.textContent = fmt(current(), 1);
+        markStale();
         clearTimeout(timer);
-        timer = setTimeout(() => sendFeatures(withAlpha(index, Number(slider.value))), 200);
+        timer = setTimeout(() => sendFeatures(withAlpha(index, current())), 200);
       });
-      slider.addEventListener("change", () => sendFeatures(withAlpha(index, Number(slider.value))));
+      slider.addEventListener("change", () => sendFeatures(withAlpha(index, current())));
+      const reset = h("button", { class: "qs-reset", text: "0", title: "reset to 0 (no steering)", onclick: () => {
+        slider.value = "0"; value.textContent = fmt(0, 1); markStale(); sendFeatures(withAlpha(index, 0)); } });
       const name = `L${row.layer} ` + featureName(row.feature, row.label ? { [row.feature]: row.label } : null);
       return h("div", { class: "qs-slider-row", "data-feature": String(row.feature) },
-        h("span", { class: "qs-slider-name", text: name }), slider, value,
+        h("span", { class: "qs-slider-name", text: name }), slider, value, reset,
         h("button", { class: "qs-sweep-button", text: "sweep", onclick: () => model.send({ event: "sweep", index }) }),
         h("button", { class: "qs-remove", text: "×", title: "remove", onclick: () => model.send({ event: "remove", index }) }));
     }));
     if (!model.get("features").length) sliders.append(h("div", { class: "qs-muted", text: "no features yet: add one by id or search" }));
   }
 
+  // every result says which alphas made it; while the sliders say otherwise the box is marked as waiting
+  const key = (rows) => rows.filter((r) => r.alpha).map((r) => `${r.layer}:${r.feature}=${Number(r.alpha)}`).join(",");
+  function slidersKey() {
+    const rows = model.get("features").map((row) => ({ ...row }));
+    sliders.querySelectorAll(".qs-slider").forEach((s, i) => { if (rows[i]) rows[i].alpha = Number(s.value); });
+    return key(rows);
+  }
+  function markStale() {
+    const stale = model.get("generations") > 0 && slidersKey() !== key(model.get("steered_for"));
+    steered.classList.toggle("qs-stale", stale);
+    steered.title = stale ? "regenerating for the sliders' values…" : "";
+  }
+  function describe(rows) {
+    const on = rows.filter((r) => r.alpha);
+    return on.length ? "at " + on.map((r) => `L${r.layer} f${r.feature} ${r.alpha > 0 ? "+" : ""}${fmt(r.alpha, 1)}`).join(", ")
+      : "(all sliders at 0: the baseline)";
+  }
+  const placeholder = (text) => h("span", { class: "qs-muted qs-placeholder", text });
   function renderOutputs() {
     const differs = model.get("differs");
-    baseline.replaceChildren(...model.get("baseline_tokens").map((t) => h("span", { class: "qs-gen-tok", text: t })));
-    steered.replaceChildren(...model.get("steered_tokens").map((t, i) =>
-      h("span", { class: differs[i] ? "qs-gen-tok qs-diff" : "qs-gen-tok", text: t })));
-    timing.textContent = `(${fmt(model.get("generation_ms"), 0)} ms in the kernel)`;
+    const generated = model.get("generations") > 0;
+    baseline.replaceChildren(...(generated ? model.get("baseline_tokens").map((t) => h("span", { class: "qs-gen-tok", text: t }))
+      : [placeholder("generating…")]));
+    steered.replaceChildren(...(generated ? model.get("steered_tokens").map((t, i) =>
+      h("span", { class: differs[i] ? "qs-gen-tok qs-diff" : "qs-gen-tok", text: t })) : [placeholder("generating…")]));
+    madeBy.textContent = generated ? describe(model.get("steered_for")) : "";
+    timing.textContent = generated ? `(${fmt(model.get("generation_ms"), 0)} ms in the kernel)` : "";
+    markStale();
     el.dataset.generations = String(model.get("generations"));
     el.dataset.renderedAt = String(performance.now());
   }
@@ -125,6 +154,7 @@ function render({ model, el }) {
   model.on("change:features", renderSliders);
   model.on("change:alpha_max", renderSliders);
   model.on("change:generations", renderOutputs);
+  model.on("change:features", markStale);
   model.on("change:sweep_rows", renderSweep);
   model.on("change:next_tokens", renderNext);
   model.on("change:search_results", renderResults);

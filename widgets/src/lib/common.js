@@ -45,6 +45,14 @@ export function heat(value, vmax) {
   return a > 0 ? `rgba(${HEAT[0]}, ${HEAT[1]}, ${HEAT[2]}, ${a.toFixed(3)})` : "";
 }
 
+// Signed views (attribution): orange towards the target, blue away from it, alpha |value| / vmax.
+const AWAY = [59, 125, 216];
+export function signedHeat(value, vmax) {
+  const a = heatAlpha(Math.abs(value), vmax);
+  const c = value >= 0 ? HEAT : AWAY;
+  return a > 0 ? `rgba(${c[0]}, ${c[1]}, ${c[2]}, ${a.toFixed(3)})` : "";
+}
+
 /** The one number format: fixed `digits` decimals. */
 export function fmt(value, digits = 2) {
   return Number(value).toFixed(digits);
