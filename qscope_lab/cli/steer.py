@@ -35,8 +35,8 @@ def parse_steer_args(items: list[str], layer: int | None) -> dict:
             raise ValueError(f"--steer {item!r}: use FEATURE=ALPHA (at --layer) or LAYER:FEATURE=ALPHA") from None
     from ..core import validate  # torch-free
 
-    for (at, feature), alpha in steer.items():
-        validate.alpha(alpha, f"--steer {at}:{feature} alpha")
+    for item in items:
+        validate.alpha(float(item.split("=", 1)[1]), f"--steer {item}: alpha")
     return steer
 
 
