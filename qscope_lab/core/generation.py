@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from . import models, tokens
+from . import tokens
 from .steering import Steer, apply_steering, by_layer, check_positions, hooked
 
 
@@ -97,11 +97,7 @@ def _as_list(value) -> list:
 @torch.no_grad()
 def generate(lab, prompt, steers: list[Steer], positions="all", max_new_tokens: int = 32, baseline: bool = True,
              do_sample: bool = False, seed: int | None = None, chat: bool = False, **generate_kwargs) -> Generation:
-    check_positions(positions)
-    if max_new_tokens < 1:
-        raise ValueError("max_new_tokens must be at least 1")
-    for s in steers:
-        lab.sae(s.layer).check_feature(s.feature)
+    check_positions(positions)  # steers and max_new_tokens are checked by Lab.generate / Lab.sweep
     prompts = _prompt_texts(lab, prompt, chat)
     with_baseline = baseline and bool(steers)
     rows = prompts + prompts if with_baseline else prompts
@@ -114,8 +110,7 @@ def generate(lab, prompt, steers: list[Steer], positions="all", max_new_tokens: 
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=lab.tokenizer.pad_token_id)
     kwargs.update(generate_kwargs)
 
-    modules = models.find_layers(lab.hf_model)[1]
-    with hooked({layer: modules[layer] for layer, _, _ in edits}, edits, positions, attention, steered_rows):
+    with hooked({layer: lab.blocks[layer] for layer, _, _ in edits}, edits, positions, attention, steered_rows):
         ids = lab.hf_model.generate(**enc, **kwargs)
 
     prompt_len = enc["input_ids"].shape[1]
@@ -158,11 +153,7 @@ def next_token_table(lab, prompt: str, steers: list[Steer], top: int = 10) -> pd
 
     One traced forward on [prompt, prompt] with the edit on the second row only, so the two columns differ by
     the steering and nothing else."""
-    if top < 1:
-        raise ValueError("top must be at least 1")
-    for s in steers:
-        lab.sae(s.layer).check_feature(s.feature)
-    enc = lab.tokenize([prompt, prompt])
+    enc = lab.tokenize([prompt, prompt])  # top and steers are checked by Lab.next_tokens
     where = enc["attention_mask"].bool().clone()
     where[0] = False
     with lab.model.trace(dict(enc)):

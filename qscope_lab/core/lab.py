@@ -28,6 +28,7 @@ class Lab:
         self.tokenizer = model.tokenizer
         self.hf_model = model._module
         self.layers_path, modules = models.find_layers(self.hf_model)
+        self.blocks = modules  # the decoder blocks themselves: where plain forward hooks go (generation, splicing)
         envoy = model
         for part in self.layers_path.split("."):
             envoy = getattr(envoy, part)

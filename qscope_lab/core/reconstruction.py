@@ -17,7 +17,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import models
 from .scan import Batch, scan
 
 VARIANTS = ("clean", "spliced", "zero")
@@ -50,7 +49,7 @@ def _batch_stats(lab, scanned: Batch, layer: int) -> dict[str, float]:
         out[2 * n:][counted] = 0
         return (out, *output[1:]) if isinstance(output, tuple) else out
 
-    handle = models.find_layers(lab.hf_model)[1][layer].register_forward_hook(splice)
+    handle = lab.blocks[layer].register_forward_hook(splice)
     try:
         logits = lab.hf_model(**batch).logits
     finally:

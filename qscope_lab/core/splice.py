@@ -7,7 +7,7 @@ error term ``e = h - x_hat(V)`` rides along untouched. With f = V that is h to t
 downstream is the unmodified model; d(metric)/d(h') is the error term's gradient and ``W_dec^T`` of it is the
 features'. The gradient passes through h unchanged, so upstream layers see the true derivative.
 
-Plain PyTorch forward hooks on the decoder blocks (``lab.hf_model.get_submodule(lab.layers_path)[n]``, whose
+Plain PyTorch forward hooks on the decoder blocks (``lab.blocks[n]``, whose
 output is a plain tensor in transformers 5); autograd is switched on only from the first spliced layer, with
 the model's parameters frozen meanwhile, so the graph holds the chosen layers onwards and nothing else.
 """
@@ -117,7 +117,7 @@ def run(lab, enc: dict, layers=(), *, keep: int = 1, steers: list[Steer] = (), t
             return (h, *output[1:]) if isinstance(output, tuple) else h
         return hook
 
-    blocks = lab.hf_model.get_submodule(lab.layers_path)
+    blocks = lab.blocks
     steered = {layer for stage in stages for layer in stage}
     hooked = sorted(set(layers) | steered | set(edits) | ({stop_at} if stop_at is not None else set()))
     handles = [blocks[layer].register_forward_hook(hook_for(layer)) for layer in hooked]

@@ -177,7 +177,7 @@ def finetune_kl(lab: Lab, sae: SAE, texts: list[str], layer: int, steps: int = 6
     and a log (step, kl, mse)."""
     lab.check_layer(layer)
     model = lab.hf_model
-    block = model.get_submodule(lab.layers_path)[layer]
+    block = lab.blocks[layer]
     tuned = SAE(*(t.detach().float().clone() for t in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)), k=sae.k,
                 meta=dict(sae.meta)).to(lab.device)
     params = [tuned.W_enc, tuned.b_enc, tuned.W_dec, tuned.b_dec]
