@@ -209,17 +209,22 @@ def _run(lab: Lab, path: Path, corpus, first_shard: int, first_id: int, engine: 
                                "fingerprint": fingerprint}
             yield shard, docs
 
+    feed = _Ahead(todo())
     if engine == "ray":
         from .ray_engine import ray_engine
 
-        shards_out = ray_engine(lab, todo(), layers, params, workers=workers, address=address,
-                                lab_factory=lab_factory)
+        shards_out = ray_engine(lab, feed, layers, params, workers=workers, address=address, lab_factory=lab_factory)
     else:
-        shards_out = local_engine(lab, todo(), layers, params)
-    started, tokens, since_checkpoint = time.perf_counter(), 0, 0
+        shards_out = local_engine(lab, feed, layers, params)
+    started, tokens, since_checkpoint, received = time.perf_counter(), 0, 0, 0
     with bar_ctx as bar:
         for shard, part in shards_out:
-            part.write(path / fmt.SHARDS / f"{shard:05d}")
+            received += 1
+            # a shard checkpointed at once is not written on its own too: killed before the state is renamed
+            # into place, the build recomputes it
+            checkpoint = since_checkpoint + 1 >= checkpoint_every or (feed.exhausted and received == feed.count)
+            if not checkpoint:
+                part.write(path / fmt.SHARDS / f"{shard:05d}")
             recorded[shard]["tokens"] = int(sum(part.tokens_by_source))
             manifest["shards"] = [recorded[k] for k in sorted(recorded) if k in done or k == shard]
             done.add(shard)
@@ -232,9 +237,30 @@ def _run(lab: Lab, path: Path, corpus, first_shard: int, first_id: int, engine: 
             bar.update(part.documents)
             bar.set_postfix(tokens_per_s=f"{tokens / max(time.perf_counter() - started, 1e-9):,.0f}")
             since_checkpoint += 1
-            if since_checkpoint >= checkpoint_every:
+            if checkpoint:
                 _checkpoint(lab, path, state, manifest)
                 since_checkpoint = 0
     if state is None:
         raise ValueError("the corpus has no documents to index")
-    _checkpoint(lab, path, state, manifest)
+    if since_checkpoint or not received:
+        _checkpoint(lab, path, state, manifest)
+
+
+class _Ahead:
+    """An iterator that reads one item ahead, so that ``exhausted`` says, as its last item is handed out, that
+    it is the last (``count``: the items handed out so far)."""
+
+    def __init__(self, items):
+        self.items, self.count, self.exhausted, self.next = iter(items), 0, False, None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = next(self.items) if self.count == 0 else self.next  # StopIteration ends it either way
+        if item is _Ahead:
+            raise StopIteration
+        self.next = next(self.items, _Ahead)
+        self.count += 1
+        self.exhausted = self.next is _Ahead
+        return item

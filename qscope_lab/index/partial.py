@@ -19,58 +19,10 @@ import torch
 
 from ..core import feature_index as fmt
 from ..core.feature_index import priority
+from .rows import ROW_FIELDS, activation_bins, choose, concat, cut_windows, empty_rows, join_table, rank, select
 
-ROW_FIELDS = {"feature": np.int32, "kind": np.int8, "bin": np.int16, "priority": np.uint64,
-              "activation": np.float32, "document": np.int64, "position": np.int32, "source": np.int16,
-              "center": np.int16}
 _MAX = np.iinfo(np.uint64).max
 BLOCK = 256  # features per record batch of contexts.arrow: reading one feature decompresses one block
-
-
-def activation_bins(act: np.ndarray, params: dict) -> np.ndarray:
-    bpd, n = params["bins_per_decade"], params["n_bins"]
-    with np.errstate(divide="ignore"):
-        b = np.floor(np.log10(act.astype(np.float64)) * bpd) - params["min_exponent"] * bpd
-    return np.clip(b, 0, n - 1).astype(np.int16)
-
-
-def _empty_rows(width: int) -> dict:
-    rows = {name: np.zeros(0, dtype) for name, dtype in ROW_FIELDS.items()}
-    rows["window"] = np.zeros((0, width), np.int32)
-    rows["values"] = np.zeros((0, width), np.float32)
-    return rows
-
-
-def _take(rows: dict, index: np.ndarray) -> dict:
-    return {name: value[index] for name, value in rows.items()}
-
-
-def _concat(*parts: dict) -> dict:
-    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-
-
-def _rank(groups: np.ndarray) -> np.ndarray:
-    """Rank of each element within its run of equal (sorted) group keys."""
-    if not len(groups):
-        return np.zeros(0, np.int64)
-    starts = np.r_[0, np.flatnonzero(groups[1:] != groups[:-1]) + 1]
-    return np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
-
-
-def select(rows: dict, n_top: int, per_bin: int, n_bins: int) -> dict:
-    """The rows an index keeps: top ``n_top`` per feature, bottom-``per_bin`` priorities per (feature, bin);
-    in stored order (feature, kind, then activation desc / (bin, priority))."""
-    top = np.flatnonzero(rows["kind"] == fmt.TOP)
-    order = top[np.lexsort((rows["position"][top], rows["document"][top], -rows["activation"][top],
-                            rows["feature"][top]))]
-    order = order[_rank(rows["feature"][order]) < n_top]
-    sample = np.flatnonzero(rows["kind"] == fmt.SAMPLE)
-    group = rows["feature"][sample].astype(np.int64) * n_bins + rows["bin"][sample]
-    s_order = np.lexsort((rows["position"][sample], rows["document"][sample], rows["priority"][sample], group))
-    s_order = s_order[_rank(group[s_order]) < per_bin]
-    keep = np.concatenate([order, sample[s_order]])
-    keep = keep[np.argsort(rows["feature"][keep], kind="stable")]
-    return _take(rows, keep)
 
 
 class LayerPartial:
@@ -84,106 +36,135 @@ class LayerPartial:
         self.peak = np.zeros(d_sae, np.float32)
         self.hist = np.zeros((d_sae, n_bins), np.int64)
         self.by_source = np.zeros((d_sae, n_sources), np.int64)
-        self.rows = _empty_rows(2 * params["window"] + 1)
-        self.pending: list[dict] = []  # rows proposed by batches since the last flush
-        self.n_pending = 0
+        self.keys: list[tuple[np.ndarray, np.ndarray]] = []  # (hist, by_source) flat keys not yet counted
+        self.n_keys = 0
+        self.rows = empty_rows(2 * params["window"] + 1)
+        self.pending: list[dict] = []  # rows proposed by batches since the last flush, their windows not cut yet
+        self.tables: list[tuple] = []  # per such batch, what cutting them needs (``rows.join_table``)
+        self.n_pending = self.n_table = 0
         self._thresholds()
 
-    def _thresholds(self, rows: dict | None = None) -> None:
-        """The N-th best activation per feature and the S-th smallest priority per (feature, bin): a new row must
-        reach them to matter. Without ``rows`` they are recomputed from the kept rows; with ``rows`` (the
-        ``select`` of one batch's candidates) they are only tightened, which stays safe: a batch's N-th best is
-        a lower bound of the final N-th best, its S-th smallest priority an upper bound of the final one."""
-        p, n_bins = self.params, self.params["n_bins"]
-        if rows is None:
-            rows = self.rows
-            self.top_thr = np.full(self.d_sae, -np.inf, np.float32)
-            self.sample_thr = np.full(self.d_sae * n_bins, _MAX, np.uint64)
-        top = rows["kind"] == fmt.TOP
-        f, a = rows["feature"][top], rows["activation"][top]
-        last = _rank(f) == p["n_top"] - 1
-        self.top_thr[f[last]] = np.maximum(self.top_thr[f[last]], a[last])
-        sample = ~top
-        g = rows["feature"][sample].astype(np.int64) * n_bins + rows["bin"][sample]
-        last = _rank(g) == p["samples_per_bin"] - 1
-        self.sample_thr[g[last]] = np.minimum(self.sample_thr[g[last]], rows["priority"][sample][last])
+    def _thresholds(self) -> None:
+        """The N-th best activation per feature and the S-th smallest priority per (feature, bin) of the kept
+        rows: a new row must reach them to matter."""
+        self.top_thr = np.full(self.d_sae, -np.inf, np.float32)
+        self.sample_thr = np.full(self.d_sae * self.params["n_bins"], _MAX, np.uint64)
+        rows, top = self.rows, self.rows["kind"] == fmt.TOP
+        group = rows["feature"][~top].astype(np.int64) * self.params["n_bins"] + rows["bin"][~top]
+        self._tighten(rows["feature"][top], rows["activation"][top], group, rows["priority"][~top])
+
+    def _tighten(self, top_feature, top_activation, sample_group, sample_priority) -> None:
+        """Raise the thresholds to those of some rows (top rows sorted by feature, then activation descending;
+        samples by (feature, bin), then priority). Safe for any subset of what was seen: its N-th best is a lower
+        bound of the final N-th best, its S-th smallest priority an upper bound of the final one."""
+        last = rank(top_feature) == self.params["n_top"] - 1
+        f = top_feature[last]
+        self.top_thr[f] = np.maximum(self.top_thr[f], top_activation[last])
+        last = rank(sample_group) == self.params["samples_per_bin"] - 1
+        g = sample_group[last]
+        self.sample_thr[g] = np.minimum(self.sample_thr[g], sample_priority[last])
 
     def flush(self) -> None:
-        """Fold the rows proposed since the last flush into the kept rows (exact ``select`` over both)."""
-        if self.pending:
-            p = self.params
-            self.rows = select(_concat(self.rows, *self.pending) if len(self.pending) > 1 else
-                               _concat(self.rows, self.pending[0]), p["n_top"], p["samples_per_bin"], p["n_bins"])
-            self.pending, self.n_pending = [], 0
-            self._thresholds()
+        """Count the buffered firings, and fold the rows proposed since the last flush into the kept rows (exact
+        ``select`` over both); the windows are cut for the proposed rows that stay, from their batch's table."""
+        self._count()
+        if not self.pending:
+            return
+        p = self.params
+        new = concat(*self.pending)
+        kept = {name: self.rows[name] for name in ROW_FIELDS}
+        kept["origin"] = np.arange(len(kept["feature"]))  # >= 0: a kept row; < 0: a proposed one
+        fresh = {name: new[name] for name in ROW_FIELDS}
+        fresh["origin"] = -1 - np.arange(len(new["feature"]))
+        rows = select(concat(kept, fresh), p["n_top"], p["samples_per_bin"], p["n_bins"])
+        origin = rows.pop("origin")
+        old = origin >= 0
+        from_kept = np.where(old, origin, 0)
+        width = 2 * p["window"] + 1
+        if len(self.rows["feature"]):
+            rows["window"] = self.rows["window"].take(from_kept, axis=0)
+            rows["values"] = self.rows["values"].take(from_kept, axis=0)
+        else:
+            rows["window"] = np.empty((len(origin), width), np.int32)
+            rows["values"] = np.empty((len(origin), width), np.float32)
+        at = np.flatnonzero(~old)
+        j = -1 - origin[at]
+        batch = new["batch"][j]
+        for b in np.unique(batch):
+            part = batch == b
+            rows["window"][at[part]], rows["values"][at[part]] = cut_windows(
+                self.tables[b], new["tok"][j[part]], new["feature"][j[part]], p["window"])
+        self.rows = rows
+        self.pending, self.tables, self.n_pending, self.n_table = [], [], 0, 0
+        self._thresholds()
+
+    def _count(self) -> None:
+        """Add the buffered (feature, bin) and (feature, source) keys to the histogram and per-source counts: one
+        bincount per table for many batches, so a batch costs its firings, not the d_sae x n_bins table."""
+        if not self.keys:
+            return
+        for table, keys in zip((self.hist, self.by_source), zip(*self.keys)):
+            keys = np.concatenate(keys)
+            if table.size <= 1 << 22 or 8 * len(keys) >= table.size:
+                table.reshape(-1)[:] += np.bincount(keys, minlength=table.size)
+            else:
+                keys, counts = np.unique(keys, return_counts=True)
+                table.reshape(-1)[keys] += counts
+        self.keys, self.n_keys = [], 0
 
     def grow_sources(self, n: int) -> None:
         if n > self.by_source.shape[1]:
+            self._count()  # the buffered keys use the old number of sources
             extra = np.zeros((self.d_sae, n - self.by_source.shape[1]), np.int64)
             self.by_source = np.concatenate([self.by_source, extra], axis=1)
 
     def update(self, ctx: dict, values: torch.Tensor, indices: torch.Tensor) -> None:
         """Fold in one batch: ``values`` / ``indices`` ``[n, k]`` of the counted tokens ``ctx["tok_row"]`` /
-        ``ctx["tok_col"]`` (see ``build.batch_context`` for the rest of ``ctx``)."""
-        p = self.params
+        ``ctx["tok_col"]`` (see ``shard.compute_shard`` for the rest of ``ctx``)."""
+        p, d = self.params, self.d_sae
+        n_bins = p["n_bins"]
         values_np, indices_np = values.numpy(), indices.numpy()
-        e_tok, e_slot = np.nonzero(values_np > 0)
-        feat = indices_np[e_tok, e_slot].astype(np.int64)
-        act = values_np[e_tok, e_slot]
-        row, col = ctx["tok_row"][e_tok], ctx["tok_col"][e_tok]
-        doc = ctx["doc"][row]
-        pos = (ctx["start"][row] + col - ctx["pad"][row]).astype(np.int32)
-        src = ctx["src"][row]
+        fired = values_np > 0
+        e_tok = np.repeat(np.arange(len(fired)), fired.sum(axis=1))  # each firing's counted token
+        feat, act = indices_np[fired].astype(np.int64, copy=False), values_np[fired]
+        doc, pos, src = ctx["tok_doc"][e_tok], ctx["tok_pos"][e_tok], ctx["tok_src"][e_tok]
         self.grow_sources(ctx["n_sources"])
-        d, n_bins, n_src = self.d_sae, p["n_bins"], self.by_source.shape[1]
         self.count += np.bincount(feat, minlength=d)
         self.total += np.bincount(feat, weights=act.astype(np.float64), minlength=d)
         peak = torch.zeros(d).scatter_reduce_(0, torch.from_numpy(feat), torch.from_numpy(act), "amax").numpy()
         np.maximum(self.peak, peak, out=self.peak)
         b = activation_bins(act, p)
-        for table, key in ((self.hist, feat * n_bins + b), (self.by_source, feat * n_src + src)):
-            if table.size <= 1 << 22:
-                table.reshape(-1)[:] += np.bincount(key, minlength=table.size)
-            else:
-                keys, counts = np.unique(key, return_counts=True)
-                table.reshape(-1)[keys] += counts
-        prio = priority(doc, pos, feat, p["seed"])
         group = feat * n_bins + b
-        cand_top = np.flatnonzero(act >= self.top_thr[feat])
-        cand_sample = np.flatnonzero(prio <= self.sample_thr[group])
-        cand = np.concatenate([cand_top, cand_sample])
-        kind = np.r_[np.full(len(cand_top), fmt.TOP, np.int8), np.full(len(cand_sample), fmt.SAMPLE, np.int8)]
-        new = {"feature": feat[cand].astype(np.int32), "kind": kind, "bin": b[cand], "priority": prio[cand],
-               "activation": act[cand], "document": doc[cand], "position": pos[cand], "source": src[cand],
-               "center": np.full(len(cand), p["window"], np.int16), "_entry": cand}
-        pre = select(new, p["n_top"], p["samples_per_bin"], n_bins)  # what of this batch can survive at all
-        entry = pre.pop("_entry")
-        if len(entry):
-            pre["window"], pre["values"] = self._windows(ctx, row[entry], col[entry], feat[entry], e_tok, feat, act)
-            self.pending.append(pre)
-            self.n_pending += len(entry)
-            self._thresholds(pre)
-        if self.n_pending > max(len(self.rows["feature"]), 1 << 16):  # amortised: the kept rows at most double
+        self.keys.append((group, feat * self.by_source.shape[1] + src))
+        self.n_keys += len(feat)
+        if 8 * self.n_keys >= self.hist.size:
+            self._count()
+        # only what beats its feature's current N-th best (or S-th smallest priority) is a candidate, and only
+        # what stays in this batch's own top N (bottom S) is proposed: windows are cut for those alone
+        prio = priority(doc, pos, feat, p["seed"])
+        entries = {"feature": feat, "activation": act, "bin": b, "priority": prio, "document": doc, "position": pos}
+        top, sample, sample_group = choose(entries, np.flatnonzero(act >= self.top_thr[feat]),
+                                           np.flatnonzero(prio <= self.sample_thr[group]), p["n_top"],
+                                           p["samples_per_bin"], n_bins)
+        if not len(top) + len(sample):
+            return
+        self._tighten(feat[top], act[top], sample_group, prio[sample])
+        entry = np.concatenate([top, sample])
+        kind = np.zeros(len(entry), np.int8)
+        kind[len(top):] = fmt.SAMPLE
+        tok = e_tok[entry]
+        f = feat[entry]
+        self.pending.append({
+            "feature": f.astype(np.int32), "kind": kind, "bin": b[entry], "priority": prio[entry],
+            "activation": act[entry], "document": doc[entry], "position": pos[entry], "source": src[entry],
+            "center": np.full(len(entry), p["window"], np.int16), "batch": np.full(len(entry), len(self.tables)),
+            "tok": tok})
+        self.tables.append(join_table(ctx, tok, f, e_tok, feat, act, d))
+        self.n_pending += len(entry)
+        self.n_table += len(self.tables[-1][-1])
+        limit = max(len(self.rows["feature"]), 1 << 16)  # amortised: the kept rows at most double
+        if self.n_pending > limit or self.n_table > 4 * limit or len(self.tables) >= 256:
             self.flush()
-
-    def _windows(self, ctx, row, col, feat, e_tok, e_feat, act):
-        """Token ids (-1 outside the chunk) and the feature's activation at each position of the windows, looked
-        up among the batch's firing entries (sorted by (token, feature)), not by scanning each token's top-k."""
-        w, d = self.params["window"], self.d_sae
-        cols = col[:, None] + np.arange(-w, w + 1)
-        r = row[:, None]
-        width = ctx["input_ids"].shape[1]
-        valid = (cols >= ctx["pad"][r]) & (cols < width)
-        cc = np.clip(cols, 0, width - 1)
-        window = np.where(valid, ctx["input_ids"][r, cc], -1).astype(np.int32)
-        neighbour = np.where(valid, ctx["tok_index"][r, cc], -1)
-        keys = e_tok.astype(np.int64) * d + e_feat
-        order = np.argsort(keys, kind="stable")
-        keys, vals = keys[order], act[order]
-        query = neighbour * d + feat[:, None]
-        at = np.clip(np.searchsorted(keys, query), 0, max(len(keys) - 1, 0))
-        hit = (neighbour >= 0) & (keys[at] == query) if len(keys) else np.zeros(query.shape, bool)
-        return window, np.where(hit, vals[at] if len(keys) else 0, 0).astype(np.float32)
 
     def merge(self, other: LayerPartial, source_map: np.ndarray) -> None:
         """Fold in another partial of the same layer (its source ids mapped through ``source_map``)."""
@@ -199,7 +180,7 @@ class LayerPartial:
         rows = dict(other.rows, source=source_map[other.rows["source"]].astype(np.int16)) if len(source_map) \
             else other.rows
         p = self.params
-        self.rows = select(_concat(self.rows, rows), p["n_top"], p["samples_per_bin"], p["n_bins"])
+        self.rows = select(concat(self.rows, rows), p["n_top"], p["samples_per_bin"], p["n_bins"])
         self._thresholds()
 
     # ------------------------------------------------------------------ files
@@ -293,9 +274,12 @@ class Partial:
         """Every token id that appears in a stored window."""
         for part in self.by_layer.values():
             part.flush()
-        ids = [np.unique(part.rows["window"]) for part in self.by_layer.values()]
-        ids = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int32)
-        return ids[ids >= 0]
+        windows = [part.rows["window"].reshape(-1) for part in self.by_layer.values()]
+        top = max((int(w.max()) for w in windows if len(w)), default=-1)
+        seen = np.zeros(top + 2, bool)  # a flag per id (-1, outside a chunk, flags the last): no sort
+        for w in windows:
+            seen[w] = True
+        return np.flatnonzero(seen[:-1]).astype(np.int32)
 
     def write(self, folder: Path) -> None:
         """Write atomically: into ``folder.tmp``, then renamed over ``folder``."""

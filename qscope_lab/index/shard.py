@@ -10,6 +10,7 @@ import numpy as np
 from ..core.scan import scan
 from .corpus import Document
 from .partial import Partial
+from .rows import token_windows
 
 if TYPE_CHECKING:
     from ..core.lab import Lab
@@ -37,12 +38,12 @@ def compute_shard(lab: Lab, shard: int, docs: list[Document], layers: list[int],
         tok_row, tok_col = (x.numpy() for x in counted.nonzero(as_tuple=True))
         info = meta[batch.index.numpy()]
         input_ids = batch.enc["input_ids"].cpu().numpy()
-        tok_index = np.full(input_ids.shape, -1, np.int64)
-        tok_index[tok_row, tok_col] = np.arange(len(tok_row))
-        ctx = {"tok_row": tok_row, "tok_col": tok_col, "doc": info[:, 0], "start": info[:, 1],
-               "src": info[:, 2].astype(np.int16), "pad": input_ids.shape[1] - np.array([len(r) for r in
-                                                                                         batch.token_ids]),
-               "input_ids": input_ids, "tok_index": tok_index, "n_sources": len(part.sources)}
+        pad = input_ids.shape[1] - np.array([len(r) for r in batch.token_ids])
+        ctx = {"tok_row": tok_row, "tok_col": tok_col, "pad": pad, "input_ids": input_ids,
+               "n_sources": len(part.sources), "tok_doc": info[tok_row, 0],  # per counted token: its document,
+               "tok_pos": (info[tok_row, 1] + tok_col - pad[tok_row]).astype(np.int32),  # position there
+               "tok_src": info[tok_row, 2].astype(np.int16),  # and source
+               "tok_window": token_windows(input_ids, pad, tok_row, tok_col, params["window"])}
         for src, n in zip(*np.unique(info[tok_row, 2], return_counts=True)):
             part.tokens_by_source[int(src)] += int(n)
         for layer in layers:
