@@ -23,9 +23,9 @@ import torch
 
 HERE = Path(__file__).parent
 # name -> SeedClassifier parameters (the layer always, and what is left open, chosen by leave-one-out)
-VARIANTS = {"default": {}, "rate-k10": {"statistic": "rate", "top_k": 10},
-            "mean-k5": {"statistic": "mean", "top_k": 5}, "auto-k1-3-5": {"statistic": "auto", "top_k": (1, 3, 5)},
-            "any-auto": {"statistic": "any", "top_k": "auto"}}
+VARIANTS = {"default": {}, "rate-k20": {"statistic": "rate", "top_k": 20},
+            "mean-k10": {"statistic": "mean", "top_k": 10}, "mean-k5": {"statistic": "mean", "top_k": 5},
+            "auto-k5-10-20": {"statistic": "auto", "top_k": "auto"}, "any-auto": {"statistic": "any", "top_k": "auto"}}
 
 
 def load_task(path: Path) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:

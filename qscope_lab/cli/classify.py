@@ -11,7 +11,7 @@ def register(sub) -> None:
     p.add_argument("--train", required=True, help="labelled seeds: .csv/.parquet/.jsonl with text and label")
     p.add_argument("--test", help="labelled held-out texts (same format): metrics against the baselines")
     p.add_argument("--statistic", default="mean", help="mean, rate, any (the report's OR rule) or auto")
-    p.add_argument("--top-k", default="10", help="features in the rule (1-32), or auto (1, 3, 5 by leave-one-out)")
+    p.add_argument("--top-k", default="20", help="features in the rule (1-32), or auto (5, 10, 20 by leave-one-out)")
     p.add_argument("--select", default="loo", help="loo (layer by leave-one-out) or delta (the report's choice)")
     p.add_argument("--n-layers", type=int, default=1)
     p.add_argument("--save", help="write the fitted classifier (JSON) here")

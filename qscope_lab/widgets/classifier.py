@@ -41,7 +41,7 @@ class ClassifierPanel(LabWidget):
     negatives = traitlets.Unicode("").tag(sync=True)
     heldout = traitlets.Unicode("").tag(sync=True)     # "+ text" / "- text" per line
     statistic = traitlets.Unicode("mean").tag(sync=True)  # mean, rate, any (the report's OR rule), auto
-    top_k = traitlets.Int(10).tag(sync=True)
+    top_k = traitlets.Int(20).tag(sync=True)
     n_layers = traitlets.Int(1).tag(sync=True)
     path = traitlets.Unicode("seed_classifier.json").tag(sync=True)
 
@@ -51,7 +51,7 @@ class ClassifierPanel(LabWidget):
     metrics = traitlets.List(traitlets.Dict()).tag(sync=True)      # method, precision, recall, f1, accuracy
     message = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, lab, positives=(), negatives=(), heldout=None, top_k: int = 10, n_layers: int = 1,
+    def __init__(self, lab, positives=(), negatives=(), heldout=None, top_k: int = 20, n_layers: int = 1,
                  statistic: str = "mean",
                  path: str = "seed_classifier.json", fit: bool = True, **kwargs):
         if isinstance(positives, pd.DataFrame):  # one frame with text, label
@@ -93,7 +93,7 @@ class ClassifierPanel(LabWidget):
         clf = self.classifier
         chosen = [
             {"layer": int(r["layer"]), "feature": int(r["feature"]), "statistic": str(r["statistic"]),
-             "threshold": float(r["threshold"]), "direction": int(r["direction"]),
+             "threshold": float(r["threshold"]), "direction": int(r["direction"]), "weight": float(r["weight"]),
              "pos_mean": float(r.get("pos_mean", 0.0)), "neg_mean": float(r.get("neg_mean", 0.0))}
             for r in clf.rules_.to_dict("records")]
         predictions = []

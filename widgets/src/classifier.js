@@ -36,11 +36,13 @@ function render({ model, el }) {
   function show() {
     chart.innerHTML = model.get("chart_svg");
     message.textContent = model.get("message");
-    // a text leans positive when the feature's statistic is above (direction 1) or at most (-1) its threshold
-    chosen.replaceChildren(h("tr", {}, ...["layer", "feature", "statistic", "positive if", "mean on +", "mean on −"].map((t) => h("th", { text: t }))),
+    // a text leans positive when the feature's statistic is above (direction 1) or at most (-1) its threshold;
+    // the weight says how much its margin counts in the sum that decides (0 for the report's OR rule)
+    chosen.replaceChildren(h("tr", {}, ...["layer", "feature", "statistic", "positive if", "weight", "mean on +", "mean on −"].map((t) => h("th", { text: t }))),
       ...model.get("chosen").map((r) => h("tr", { class: "qs-chosen-row" }, h("td", { text: String(r.layer) }),
         h("td", { text: `f${r.feature}` }), h("td", { text: r.statistic }),
         h("td", { class: "qs-num qs-threshold", text: `${r.direction > 0 ? ">" : "≤"} ${fmt(r.threshold, 3)}` }),
+        h("td", { class: "qs-num qs-weight", text: fmt(Math.abs(r.weight ?? 0), 2) }),
         h("td", { class: "qs-num", text: fmt(r.pos_mean, 3) }), h("td", { class: "qs-num", text: fmt(r.neg_mean, 3) }))));
     const rows = model.get("metrics");
     metrics.replaceChildren(...(rows.length ? [h("tr", {}, ...["method", "precision", "recall", "F1", "accuracy"].map((t) => h("th", { text: t })))] : []),

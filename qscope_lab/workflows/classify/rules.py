@@ -3,13 +3,13 @@
 - ``"any"`` (the report's rule): a feature fires in a text when its largest activation exceeds ``eps``; features
   are ranked by delta = P(fires | positive) - P(fires | negative); a text is positive if ANY selected one fires.
 - ``"rate"`` (share of counted tokens where the feature fires) and ``"mean"`` (mean activation over counted
-  tokens): each feature gets the threshold and side that best separate the seeds (balanced accuracy, ties to the
-  widest gap between neighbouring seed values); a text is positive when most selected features vote so (a tie
-  goes to the first). In a long text almost every feature fires somewhere, so "any" loses precision; a rate or
-  a mean keeps it.
-
-With more than ``LOO_MAX`` seeds and ``SHORTLIST`` firing features, the threshold search runs on the
-``SHORTLIST`` whose class means differ most (in units of their spread), computed on the same seeds.
+  tokens): read on a square-root scale (activations are heavy-tailed; the root keeps one long document from
+  outvoting the rest), each feature gets a threshold (the midpoint of the two classes' seed means) and a weight
+  (their difference over the pooled seed variance, shrunk toward the layer's average variance so a feature that
+  happens to be constant on eight seeds cannot take an infinite weight: a diagonal linear discriminant).
+  Features are ranked by that shrunk separation; a text is positive when the weighted margins past the
+  thresholds sum above zero (or, with ``combine="vote"``, when most features vote so). In a long text almost
+  every feature fires somewhere, so "any" loses precision; a rate or a mean keeps it.
 
 Model selection (layer, statistic, K) is cross-validation over the seeds only: leave-one-out up to
 ``LOO_MAX`` seeds, ten stratified folds beyond; each fold ranks and thresholds on its own training seeds.
@@ -23,15 +23,17 @@ import numpy as np
 import pandas as pd
 
 STATISTICS = ("rate", "mean", "any")  # also the order ties are broken in
-TOP_KS = (1, 3, 5)
+TOP_KS = (5, 10, 20)
 LOO_MAX = 64
-SHORTLIST = 256  # columns whose thresholds are searched (by standardized mean difference, on the fold's seeds)
+SHRINK = 1.0  # pooled variance + SHRINK x the layer's mean pooled variance (the discriminant's shrinkage)
+ROOTED = ("rate", "mean")  # statistics read on a square-root scale
 
 
 @dataclass
 class Ranking:
-    """Columns of a statistic matrix, best first, with each one's threshold, side (+1: positive above it) and
-    seed score (balanced accuracy for rate / mean, delta for any)."""
+    """Columns of a statistic matrix, best first, with each one's threshold, side (+1: positive above it),
+    seed score (shrunk separation for rate / mean, delta for any) and scale (margin = distance past the
+    threshold on the statistic's scale, divided by it)."""
 
     order: np.ndarray
     thresholds: np.ndarray
@@ -40,27 +42,26 @@ class Ranking:
     scales: np.ndarray
 
 
-def _best_cuts(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per column of ``x [n, F]``: (score, threshold, direction) of the best single threshold on labels ``y``."""
-    n, width = x.shape
-    order = np.argsort(x, axis=0, kind="stable")
-    xs, ys = np.take_along_axis(x, order, 0), y[order]
-    n_pos, n_neg = int(y.sum()), int(n - y.sum())
-    below_pos, below_neg = np.cumsum(ys, 0)[:-1], np.cumsum(~ys, 0)[:-1]  # at or below cut i (i = 0..n-2)
-    up = ((n_pos - below_pos) / n_pos + below_neg / n_neg) / 2  # positive above the cut
-    valid = xs[1:] > xs[:-1]
-    up = np.where(valid, up, 0.5)
-    down = np.where(valid, 1.0 - up, 0.5)
-    gap = (xs[1:] - xs[:-1]) / (x.std(0) + 1e-9)
-    tie = 1e-6 * np.minimum(gap, 10.0)  # below one seed's worth of balanced accuracy: only breaks ties
-    best_up, best_down = up + tie, down + tie
-    i_up, i_down = best_up.argmax(0), best_down.argmax(0)
-    cols = np.arange(width)
-    use_up = best_up[i_up, cols] >= best_down[i_down, cols]
-    cut = np.where(use_up, i_up, i_down)
-    score = np.where(use_up, best_up[i_up, cols], best_down[i_down, cols])
-    threshold = (xs[cut, cols] + xs[cut + 1, cols]) / 2 if n > 1 else np.zeros(width)
-    return score, threshold, np.where(use_up, 1, -1)
+def scaled(x: np.ndarray, statistic: str) -> np.ndarray:
+    """The scale a statistic is compared on: the square root for rate / mean, as is for any."""
+    x = np.asarray(x, float)
+    return np.sqrt(np.maximum(x, 0.0)) if statistic in ROOTED else x
+
+
+def discriminant(x: np.ndarray, y: np.ndarray, shrink: float = SHRINK) -> tuple[np.ndarray, ...]:
+    """Per column of ``x [n, F]`` (already on its comparison scale): (separation, threshold, direction, scale)
+    of a diagonal linear discriminant on labels ``y``; the margin of a value v is (v - threshold) * direction /
+    scale."""
+    pos, neg = x[y], x[~y]
+    mp, mn = pos.mean(0), neg.mean(0)
+    pooled = (pos.var(0) + neg.var(0)) / 2
+    varies = x.max(0) > x.min(0) if len(x) else np.zeros(x.shape[1], bool)
+    floor = shrink * (pooled[varies].mean() if varies.any() else 1.0) + 1e-12
+    reg = pooled + floor
+    diff = mp - mn
+    separation = np.where(varies, np.abs(diff) / np.sqrt(reg), 0.0)
+    scale = reg / np.maximum(np.abs(diff), 1e-12)
+    return separation, (mp + mn) / 2, np.where(diff >= 0, 1, -1), scale
 
 
 def rank(x: np.ndarray, y: np.ndarray, statistic: str, eps: float = 0.0, drop_always_on=True,
@@ -80,15 +81,11 @@ def rank(x: np.ndarray, y: np.ndarray, statistic: str, eps: float = 0.0, drop_al
         order = np.lexsort((-tie, -delta))
         order = order[usable[order]]
         return Ranking(order, np.full(len(order), eps), np.ones(len(order), int), delta[order], np.ones(len(order)))
-    columns = np.arange(x.shape[1])
-    if x.shape[1] > SHORTLIST and len(y) > LOO_MAX:  # many seeds: search only where class means differ most
-        gap = np.abs(x[y].mean(0) - x[~y].mean(0)) / (x.std(0) + 1e-9)
-        columns = np.sort(np.argsort(-gap, kind="stable")[:SHORTLIST])
-    score, threshold, direction = _best_cuts(x[:, columns], y)
-    order = np.argsort(-score, kind="stable")
-    order = order[score[order] > 0.5 + 1e-9]
-    return Ranking(columns[order], threshold[order], direction[order], score[order],
-                   x[:, columns[order]].std(0) + 1e-9)
+    separation, threshold, direction, scale = discriminant(scaled(x, statistic), y)
+    order = np.argsort(-separation, kind="stable")
+    order = order[separation[order] > 0]
+    # thresholds are kept in the statistic's own units (squared back from the root scale)
+    return Ranking(order, threshold[order] ** 2, direction[order], separation[order], scale[order])
 
 
 @dataclass
@@ -103,11 +100,11 @@ class Rule:
     combine: str = "sum"
 
     def margins(self, x: np.ndarray) -> np.ndarray:
-        """``[n, K]``: how far each feature is past its threshold toward the positive side, in units of its
-        spread over the seeds."""
+        """``[n, K]``: each feature's weighted distance past its threshold toward the positive side, on the
+        statistic's comparison scale (the square root for rate / mean)."""
         x = np.asarray(x, float).reshape(len(x), -1)
         scales = np.ones(len(self.thresholds)) if self.scales is None else self.scales
-        return (x - self.thresholds) * self.directions / scales
+        return (scaled(x, self.statistic) - scaled(self.thresholds, self.statistic)) * self.directions / scales
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Bool per row of ``x`` (the statistic of each of the rule's features per text)."""
@@ -178,8 +175,8 @@ def cross_validate(matrices: dict, y: np.ndarray, ks=TOP_KS, eps: float = 0.0, d
                 right[k] += list(rule.predict(x[test][:, rule.features]) == y[test])
                 vote[k] += list((votes == y[test, None]).mean(1) if votes.shape[1] else np.zeros(len(test)))
             if len(ranking.order) and statistic != "any":
-                f = ranking.order[0]
-                signed = (x[test, f] - ranking.thresholds[0]) * ranking.directions[0] / (xt[:, f].std() + 1e-9)
+                first = top_rule(ranking, statistic, 1)
+                signed = first.margins(x[test][:, first.features])[:, 0]
                 margin += list(np.where(y[test], signed, -signed))
             else:
                 margin += [0.0] * len(test)
