@@ -8,7 +8,9 @@ fortunes-min / fortunes-zh, debian-reference-en / -zh-cn, python3.11-doc, the sh
 the Python standard library (recipes/embedded/corpus.py); none of those packages is used here, nor Debian's
 manpages* and fortunes-de. Documents run from one line (a quotation, a one-line code block) to about a page
 (manual text cut into runs of paragraphs of log-uniform length, 40 to 3000 characters). Per task and class:
-150 held-out documents and a pool of 80 seed candidates, disjoint, chosen by a seeded shuffle.
+150 held-out documents and a pool of 80 seed candidates, disjoint, chosen by a seeded shuffle. A language label
+must be true of its document: paragraphs left in English in the translated handbooks and quotations that are
+mostly not letters are dropped (``in_language``).
 """
 
 from __future__ import annotations
@@ -92,12 +94,33 @@ def fortunes(folder: Path, names=None) -> list[str]:
     return docs
 
 
+ENGLISH = frozenset("the and of to is in that for with this are be it as on by you can which from".split())
+CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
+
+
+def in_language(text: str, lang: str) -> bool:
+    """False for what a language label would get wrong: a paragraph left in English in a translated manual
+    (for Chinese / Japanese: under a third of its letters CJK or kana; for the others: one word in ten an English
+    function word) or a quotation that is mostly not letters (ASCII art, tables)."""
+    letters = [c for c in text if c.isalpha()]
+    if len(letters) < 0.5 * len("".join(text.split())):
+        return False
+    if lang[:2] in ("ja", "zh"):
+        return len(CJK.findall(text)) >= len(letters) / 3
+    words = re.findall(r"[^\W\d_]+", text.lower())
+    return lang[:2] == "en" or sum(w in ENGLISH for w in words) < 0.1 * max(len(words), 1)
+
+
 def handbook(x: Path, lang: str, rng: random.Random, pages=None, drop=frozenset(), high: int = 3000) -> list[str]:
     paras = []
     for path in sorted((x / HANDBOOK / lang).glob("*.html")):
-        if pages is None or any(k in path.stem for k in pages):
-            paras += [p for p in paragraphs_of_html(path) if p not in drop]  # untranslated English dropped
+        if pages is None or any(k in path.stem for k in pages):  # untranslated English dropped
+            paras += [p for p in paragraphs_of_html(path) if p not in drop and in_language(p, lang)]
     return documents(paras, rng, high=high)
+
+
+def quotes(docs: list[str], lang: str) -> list[str]:
+    return [d for d in docs if in_language(d, lang)]
 
 
 def node_docs(x: Path, rng: random.Random) -> tuple[list[str], list[str]]:
@@ -133,9 +156,10 @@ def build(x: Path, seed: int = 0) -> dict[str, tuple[str, list[str], list[str], 
                           handbook(x, "es-ES", rng, drop=english), "debian-handbook"),
         "lang-ja-vs-zh": ("language", handbook(x, "ja-JP", rng, drop=english),
                           handbook(x, "zh-CN", rng, drop=english), "debian-handbook"),
-        "lang-it-vs-es-quotes": ("language", fortunes(games / "it") + fortunes(games, {"italia", "leggi"}),
-                                 fortunes(games / "es"), "fortunes-it, fortunes-es"),
-        "lang-cs-vs-pl-quotes": ("language", fortunes(games / "cs"), fortunes(games / "pl"),
+        "lang-it-vs-es-quotes": ("language", quotes(fortunes(games / "it") + fortunes(games, {"italia", "leggi"}),
+                                                    "it"), quotes(fortunes(games / "es"), "es"),
+                                 "fortunes-it, fortunes-es"),
+        "lang-cs-vs-pl-quotes": ("language", quotes(fortunes(games / "cs"), "cs"), quotes(fortunes(games / "pl"), "pl"),
                                  "fortunes-cs, fortunes-pl"),
         "code-vs-prose-js": ("code vs prose", code, prose, "nodejs-doc"),
         "genre-quotes-vs-book-en": ("genre", fortunes(games, {"anarchism"}), handbook(x, "en-US", rng),
