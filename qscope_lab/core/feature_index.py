@@ -60,8 +60,17 @@ def sae_fingerprint(sae) -> str:
 
 def priority(document: np.ndarray, position: np.ndarray, feature: np.ndarray, seed: int) -> np.ndarray:
     """A splitmix64 hash of (document, position, feature): the key of the uniform quantile samples."""
-    x = (document.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (position.astype(np.uint64) << np.uint64(40))
-    x ^= feature.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93) + np.uint64(seed)
+    return priority_at(position_key(document, position), feature, seed)
+
+
+def position_key(document: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """The (document, position) part of ``priority``: computed once per token for all its features."""
+    return (document.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (position.astype(np.uint64) << np.uint64(40))
+
+
+def priority_at(key: np.ndarray, feature: np.ndarray, seed: int) -> np.ndarray:
+    """``priority`` of ``feature`` at positions whose ``position_key`` is ``key``."""
+    x = key ^ (feature.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93) + np.uint64(seed))
     x ^= x >> np.uint64(30)
     x *= np.uint64(0xBF58476D1CE4E5B9)
     x ^= x >> np.uint64(27)

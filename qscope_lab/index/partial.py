@@ -4,7 +4,9 @@ Everything merges exactly and in any grouping: counts, sums (float64, added in s
 and per-source counts add; the top-N contexts are the first N of each feature under one total order (activation
 descending, then document, then position), and the quantile samples are the bottom-S of a hash of (document,
 position, feature) per histogram bin. A batch only proposes rows that beat the current N-th (or S-th) of their
-feature, so memory is the index's size whatever the corpus's.
+feature and stay in its own top N (bottom S), so memory is the index's size whatever the corpus's. Proposed rows
+wait, without windows, until a flush selects among them and the kept rows (``rows.select``); the windows of those
+that stay are then cut from their batch's table and kept in a pool, gathered into row order when written.
 """
 
 from __future__ import annotations
@@ -18,8 +20,19 @@ import numpy as np
 import torch
 
 from ..core import feature_index as fmt
-from ..core.feature_index import priority
-from .rows import ROW_FIELDS, activation_bins, choose, concat, cut_windows, empty_rows, join_table, rank, select
+from ..core.feature_index import priority, priority_at
+from .rows import (
+    ROW_FIELDS,
+    ByToken,
+    activation_bins,
+    choose,
+    concat,
+    cut_windows,
+    empty_rows,
+    join_table,
+    rank,
+    select,
+)
 
 _MAX = np.iinfo(np.uint64).max
 BLOCK = 256  # features per record batch of contexts.arrow: reading one feature decompresses one block
@@ -27,6 +40,8 @@ BLOCK = 256  # features per record batch of contexts.arrow: reading one feature 
 
 class LayerPartial:
     """One layer's statistics; ``update`` folds in a batch, ``merge`` another partial."""
+
+    PENDING = 4  # proposed rows wait for a flush until they are this many times the kept rows (see ``update``)
 
     def __init__(self, d_sae: int, params: dict, n_sources: int = 0):
         self.d_sae, self.params = d_sae, params
@@ -38,7 +53,9 @@ class LayerPartial:
         self.by_source = np.zeros((d_sae, n_sources), np.int64)
         self.keys: list[tuple[np.ndarray, np.ndarray]] = []  # (hist, by_source) flat keys not yet counted
         self.n_keys = 0
-        self.rows = empty_rows(2 * params["window"] + 1)
+        self.rows = empty_rows()  # the kept rows' columns; their windows are in the pool, row i at rows["slot"][i]
+        self.pool: list[tuple[np.ndarray, np.ndarray]] = []  # (token ids, values) windows, chunks in slot order
+        self.pool_size = 0
         self.pending: list[dict] = []  # rows proposed by batches since the last flush, their windows not cut yet
         self.tables: list[tuple] = []  # per such batch, what cutting them needs (``rows.join_table``)
         self.n_pending = self.n_table = 0
@@ -64,6 +81,26 @@ class LayerPartial:
         g = sample_group[last]
         self.sample_thr[g] = np.minimum(self.sample_thr[g], sample_priority[last])
 
+    def _batch_bars(self, feat, act, b, group, prio) -> tuple[np.ndarray, np.ndarray]:
+        """The thresholds raised by bounds from this batch alone (when they are still low, so that sorting every
+        firing is avoided): for each feature, the lowest activation among its firings in the top bins that hold
+        n_top of them (at least n_top firings reach it); for each (feature, bin), a power-of-two bar on the hash
+        that about 4 x samples_per_bin of its firings pass, kept where at least samples_per_bin do."""
+        p, d = self.params, self.d_sae
+        n_top, per_bin, n_bins = p["n_top"], p["samples_per_bin"], p["n_bins"]
+        counts = np.bincount(group, minlength=d * n_bins)
+        above = counts.reshape(d, n_bins)[:, ::-1].cumsum(axis=1)[:, ::-1]  # firings in a bin or higher
+        top_bin = (above >= n_top).sum(axis=1) - 1  # -1: fewer than n_top firings
+        inside = np.flatnonzero(b >= top_bin[feat])
+        floor = torch.full((d,), np.inf).scatter_reduce_(0, torch.from_numpy(feat[inside]),
+                                                         torch.from_numpy(act[inside]), "amin").numpy()
+        floor[top_bin < 0] = -np.inf
+        shift = np.clip(np.floor(np.log2(np.maximum(counts, 1) / (4 * per_bin))), 0, 63).astype(np.uint64)
+        bar = np.uint64(_MAX) >> shift
+        passed = np.bincount(group[prio <= bar[group]], minlength=d * n_bins)
+        bar[passed < per_bin] = _MAX
+        return np.maximum(self.top_thr, floor), np.minimum(self.sample_thr, bar)
+
     def flush(self) -> None:
         """Count the buffered firings, and fold the rows proposed since the last flush into the kept rows (exact
         ``select`` over both); the windows are cut for the proposed rows that stay, from their batch's table."""
@@ -72,31 +109,36 @@ class LayerPartial:
             return
         p = self.params
         new = concat(*self.pending)
-        kept = {name: self.rows[name] for name in ROW_FIELDS}
-        kept["origin"] = np.arange(len(kept["feature"]))  # >= 0: a kept row; < 0: a proposed one
         fresh = {name: new[name] for name in ROW_FIELDS}
-        fresh["origin"] = -1 - np.arange(len(new["feature"]))
-        rows = select(concat(kept, fresh), p["n_top"], p["samples_per_bin"], p["n_bins"])
-        origin = rows.pop("origin")
-        old = origin >= 0
-        from_kept = np.where(old, origin, 0)
-        width = 2 * p["window"] + 1
-        if len(self.rows["feature"]):
-            rows["window"] = self.rows["window"].take(from_kept, axis=0)
-            rows["values"] = self.rows["values"].take(from_kept, axis=0)
-        else:
-            rows["window"] = np.empty((len(origin), width), np.int32)
-            rows["values"] = np.empty((len(origin), width), np.float32)
-        at = np.flatnonzero(~old)
-        j = -1 - origin[at]
-        batch = new["batch"][j]
-        for b in np.unique(batch):
-            part = batch == b
-            rows["window"][at[part]], rows["values"][at[part]] = cut_windows(
-                self.tables[b], new["tok"][j[part]], new["feature"][j[part]], p["window"])
+        fresh["slot"] = -1 - np.arange(len(new["feature"]))  # < 0: a proposed row, no window yet
+        rows = select(concat(self.rows, fresh), p["n_top"], p["samples_per_bin"], p["n_bins"], runs=True)
+        at = np.flatnonzero(rows["slot"] < 0)
+        at = at[np.argsort(-1 - rows["slot"][at])]  # in proposal order: batch by batch
+        j = -1 - rows["slot"][at]
+        rows["slot"][at] = self.pool_size + np.arange(len(at))
+        edges = np.searchsorted(new["batch"][j], np.arange(len(self.tables) + 1))
+        for b in range(len(self.tables)):
+            if edges[b + 1] > edges[b]:
+                jj = j[edges[b]:edges[b + 1]]
+                self.pool.append(cut_windows(self.tables[b], new["tok"][jj], new["feature"][jj], p["window"]))
+        self.pool_size += len(at)
         self.rows = rows
         self.pending, self.tables, self.n_pending, self.n_table = [], [], 0, 0
+        if self.pool_size > 2 * len(rows["slot"]) + (1 << 16):  # mostly windows of rows dropped since
+            self.windows()
         self._thresholds()
+
+    def windows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kept rows' windows (token ids, values), in row order; the pool is compacted to them."""
+        n, slot = len(self.rows["slot"]), self.rows["slot"]
+        if not (len(self.pool) == 1 and self.pool_size == n and (slot == np.arange(n)).all()):
+            width = 2 * self.params["window"] + 1
+            chunks = self.pool or [(np.zeros((0, width), np.int32), np.zeros((0, width), np.float32))]
+            self.pool = [tuple((part[0] if len(part) == 1 else np.concatenate(part)).take(slot, axis=0)
+                               for part in zip(*chunks))]
+            self.pool_size = n
+            self.rows["slot"] = np.arange(n)
+        return self.pool[0]
 
     def _count(self) -> None:
         """Add the buffered (feature, bin) and (feature, source) keys to the histogram and per-source counts: one
@@ -125,9 +167,13 @@ class LayerPartial:
         n_bins = p["n_bins"]
         values_np, indices_np = values.numpy(), indices.numpy()
         fired = values_np > 0
-        e_tok = np.repeat(np.arange(len(fired)), fired.sum(axis=1))  # each firing's counted token
-        feat, act = indices_np[fired].astype(np.int64, copy=False), values_np[fired]
-        doc, pos, src = ctx["tok_doc"][e_tok], ctx["tok_pos"][e_tok], ctx["tok_src"][e_tok]
+        if fired.all():  # the usual case: k features fire at every token
+            e_tok = np.repeat(np.arange(len(fired)), fired.shape[1])  # each firing's counted token
+            feat, act = indices_np.reshape(-1).astype(np.int64, copy=False), values_np.reshape(-1)
+        else:
+            e_tok = np.repeat(np.arange(len(fired)), fired.sum(axis=1))
+            feat, act = indices_np[fired].astype(np.int64, copy=False), values_np[fired]
+        src = ctx["tok_src"][e_tok]
         self.grow_sources(ctx["n_sources"])
         self.count += np.bincount(feat, minlength=d)
         self.total += np.bincount(feat, weights=act.astype(np.float64), minlength=d)
@@ -141,11 +187,16 @@ class LayerPartial:
             self._count()
         # only what beats its feature's current N-th best (or S-th smallest priority) is a candidate, and only
         # what stays in this batch's own top N (bottom S) is proposed: windows are cut for those alone
-        prio = priority(doc, pos, feat, p["seed"])
-        entries = {"feature": feat, "activation": act, "bin": b, "priority": prio, "document": doc, "position": pos}
-        top, sample, sample_group = choose(entries, np.flatnonzero(act >= self.top_thr[feat]),
-                                           np.flatnonzero(prio <= self.sample_thr[group]), p["n_top"],
-                                           p["samples_per_bin"], n_bins)
+        prio = priority_at(ctx["tok_key"][e_tok], feat, p["seed"])
+        entries = {"feature": feat, "activation": act, "bin": b, "priority": prio,  # document, position: for ties
+                   "document": ByToken(ctx["tok_doc"], e_tok), "position": ByToken(ctx["tok_pos"], e_tok)}
+        top_ok, sample_bar = act >= self.top_thr[feat], self.sample_thr
+        # the first batches, where nearly every firing would be a candidate (and the bounds cost less than that)
+        if 2 * np.count_nonzero(top_ok) > len(feat) and self.hist.size <= 4 * len(feat):
+            top_bar, sample_bar = self._batch_bars(feat, act, b, group, prio)
+            top_ok = act >= top_bar[feat]
+        top, sample, sample_group = choose(entries, np.flatnonzero(top_ok), np.flatnonzero(prio <= sample_bar[group]),
+                                           p["n_top"], p["samples_per_bin"], n_bins)
         if not len(top) + len(sample):
             return
         self._tighten(feat[top], act[top], sample_group, prio[sample])
@@ -156,14 +207,17 @@ class LayerPartial:
         f = feat[entry]
         self.pending.append({
             "feature": f.astype(np.int32), "kind": kind, "bin": b[entry], "priority": prio[entry],
-            "activation": act[entry], "document": doc[entry], "position": pos[entry], "source": src[entry],
+            "activation": act[entry], "document": ctx["tok_doc"][tok], "position": ctx["tok_pos"][tok],
+            "source": ctx["tok_src"][tok],
             "center": np.full(len(entry), p["window"], np.int16), "batch": np.full(len(entry), len(self.tables)),
             "tok": tok})
-        self.tables.append(join_table(ctx, tok, f, e_tok, feat, act, d))
+        self.tables.append(join_table(ctx, tok, f, e_tok, feat, act, d, p["window"]))
         self.n_pending += len(entry)
         self.n_table += len(self.tables[-1][-1])
-        limit = max(len(self.rows["feature"]), 1 << 16)  # amortised: the kept rows at most double
-        if self.n_pending > limit or self.n_table > 4 * limit or len(self.tables) >= 256:
+        # amortised: a flush sorts the kept rows again, so it waits for PENDING times as many proposed ones;
+        # those have no windows yet (some 50 bytes each, and their tables' firings 12 bytes each)
+        limit = self.PENDING * max(len(self.rows["feature"]), 1 << 16)
+        if self.n_pending > limit or self.n_table > 2 * limit or len(self.tables) >= 256:
             self.flush()
 
     def merge(self, other: LayerPartial, source_map: np.ndarray) -> None:
@@ -177,10 +231,13 @@ class LayerPartial:
         self.grow_sources(int(source_map.max()) + 1 if len(source_map) else 0)
         for i, j in enumerate(source_map):
             self.by_source[:, j] += other.by_source[:, i]
-        rows = dict(other.rows, source=source_map[other.rows["source"]].astype(np.int16)) if len(source_map) \
-            else other.rows
+        rows = dict(other.rows, slot=other.rows["slot"] + self.pool_size)  # its pool goes after ours
+        if len(source_map):
+            rows["source"] = source_map[other.rows["source"]].astype(np.int16)
+        self.pool += other.pool
+        self.pool_size += other.pool_size
         p = self.params
-        self.rows = select(concat(self.rows, rows), p["n_top"], p["samples_per_bin"], p["n_bins"])
+        self.rows = select(concat(self.rows, rows), p["n_top"], p["samples_per_bin"], p["n_bins"], runs=True)
         self._thresholds()
 
     # ------------------------------------------------------------------ files
@@ -191,14 +248,15 @@ class LayerPartial:
         folder.mkdir(parents=True, exist_ok=True)
         self.flush()
         rows, width = self.rows, 2 * self.params["window"] + 1
+        window, values = self.windows()
         f = rows["feature"]
         length = np.bincount(f, minlength=self.d_sae)
         start = np.r_[0, np.cumsum(length)[:-1]]
         block = np.arange(self.d_sae) // BLOCK
         block_start = start[np.minimum(block * BLOCK, self.d_sae - 1)]
         columns = {name: pa.array(rows[name]) for name in ROW_FIELDS if name != "priority"}  # a hash: recomputed
-        for name in ("window", "values"):
-            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(rows[name].reshape(-1)), width)
+        for name, array in (("window", window), ("values", values)):
+            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), width)
         table = pa.table(columns)
         options = pa.ipc.IpcWriteOptions(compression="zstd")
         with pa.ipc.new_file(str(folder / fmt.CONTEXTS), table.schema, options=options) as writer:
@@ -236,8 +294,10 @@ class LayerPartial:
         rows = {name: table.column(name).to_numpy().astype(dtype) for name, dtype in ROW_FIELDS.items()
                 if name != "priority"}
         rows["priority"] = priority(rows["document"], rows["position"], rows["feature"], params["seed"])
-        for name in ("window", "values"):
-            rows[name] = table.column(name).combine_chunks().flatten().to_numpy().reshape(-1, width).copy()
+        out.pool = [tuple(table.column(name).combine_chunks().flatten().to_numpy().reshape(-1, width).copy()
+                          for name in ("window", "values"))]
+        out.pool_size = len(rows["feature"])
+        rows["slot"] = np.arange(out.pool_size)
         out.rows = rows
         out._thresholds()
         return out
@@ -274,7 +334,7 @@ class Partial:
         """Every token id that appears in a stored window."""
         for part in self.by_layer.values():
             part.flush()
-        windows = [part.rows["window"].reshape(-1) for part in self.by_layer.values()]
+        windows = [part.windows()[0].reshape(-1) for part in self.by_layer.values()]
         top = max((int(w.max()) for w in windows if len(w)), default=-1)
         seen = np.zeros(top + 2, bool)  # a flag per id (-1, outside a chunk, flags the last): no sort
         for w in windows:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.feature_index import position_key
 from ..core.scan import scan
 from .corpus import Document
 from .partial import Partial
@@ -39,10 +40,12 @@ def compute_shard(lab: Lab, shard: int, docs: list[Document], layers: list[int],
         info = meta[batch.index.numpy()]
         input_ids = batch.enc["input_ids"].cpu().numpy()
         pad = input_ids.shape[1] - np.array([len(r) for r in batch.token_ids])
+        tok_doc, tok_pos = info[tok_row, 0], (info[tok_row, 1] + tok_col - pad[tok_row]).astype(np.int32)
+        # the batch as every layer's update reads it: per counted token its chunk row and column, document,
+        # position there, source, the (document, position) part of its hash and its window of token ids
         ctx = {"tok_row": tok_row, "tok_col": tok_col, "pad": pad, "input_ids": input_ids,
-               "n_sources": len(part.sources), "tok_doc": info[tok_row, 0],  # per counted token: its document,
-               "tok_pos": (info[tok_row, 1] + tok_col - pad[tok_row]).astype(np.int32),  # position there
-               "tok_src": info[tok_row, 2].astype(np.int16),  # and source
+               "n_sources": len(part.sources), "tok_doc": tok_doc, "tok_pos": tok_pos,
+               "tok_src": info[tok_row, 2].astype(np.int16), "tok_key": position_key(tok_doc, tok_pos),
                "tok_window": token_windows(input_ids, pad, tok_row, tok_col, params["window"])}
         for src, n in zip(*np.unique(info[tok_row, 2], return_counts=True)):
             part.tokens_by_source[int(src)] += int(n)
