@@ -34,7 +34,7 @@ def card(lab: Lab, layer: int, feature: int, n: int = 8, window: int = 10):
     contexts = []
     for c in index.top_contexts(layer, feature, n=n).itertuples():
         contexts.append({"left": c.tokens[max(0, c.center - window):c.center], "token": c.token,
-                         "right": c.tokens[c.center + 1:c.center + 1 + window], "boundary": "",
+                         "right": c.tokens[c.center + 1:c.center + 1 + window], "boundary": c.boundary,
                          "activation": c.activation, "text": c.document})
     title = f"L{layer} f{feature}: fires on {stats['firing_rate']:.2%} of {stats['tokens']:,} indexed tokens"
     return stats, contexts, binned_histogram(index.histogram(layer, feature), title=title)

@@ -5,7 +5,7 @@ Layout of an index folder::
 
     manifest.json            model, SAE suite and per-layer SAE fingerprints, layers, corpus fingerprint, token
                              count, build parameters, qscope-lab version, shards done
-    tokens.parquet           id -> string of every token that appears in a stored window
+    tokens.parquet           id -> string (and bytes, for a fragment of a character) of every token in a window
     state/partial.json       sources, counted tokens per source, files with their sizes and sha256
     state/layer{L}/contexts.arrow    Arrow IPC (zstd), one record batch per block of features, sorted by feature:
                              top-N rows (kind 0) and quantile-sample rows (kind 1), each with a token window
@@ -21,7 +21,6 @@ decompresses one record batch: a card opens without loading the layer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from functools import lru_cache
@@ -31,6 +30,8 @@ import numpy as np
 import pandas as pd
 
 from . import validate
+from .index_hashes import file_digest, priority, sae_fingerprint  # noqa: F401  (the format's API)
+from .tokens import byte_label, readable
 
 FORMAT = "qscope-feature-index"
 FORMAT_VERSION = 1
@@ -45,45 +46,6 @@ TOP, SAMPLE = 0, 1  # the ``kind`` of a context row
 
 class CorruptIndexError(ValueError):
     """A file of an index is damaged or missing; the message names it."""
-
-
-def sae_fingerprint(sae) -> str:
-    """A short hash of an SAE's weights (shape, a strided sample of W_enc rows, b_enc): tells two suites with the
-    same name apart without reading gigabytes."""
-    w = sae.W_enc
-    stride = max(1, w.shape[0] // 64)
-    h = hashlib.sha256(repr((tuple(w.shape), sae.k)).encode())
-    h.update(w[::stride].detach().float().cpu().contiguous().numpy().tobytes())
-    h.update(sae.b_enc.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def priority(document: np.ndarray, position: np.ndarray, feature: np.ndarray, seed: int) -> np.ndarray:
-    """A splitmix64 hash of (document, position, feature): the key of the uniform quantile samples."""
-    return priority_at(position_key(document, position), feature, seed)
-
-
-def position_key(document: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """The (document, position) part of ``priority``: computed once per token for all its features."""
-    return (document.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (position.astype(np.uint64) << np.uint64(40))
-
-
-def priority_at(key: np.ndarray, feature: np.ndarray, seed: int) -> np.ndarray:
-    """``priority`` of ``feature`` at positions whose ``position_key`` is ``key``."""
-    x = key ^ (feature.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93) + np.uint64(seed))
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def bin_edges(params: dict) -> np.ndarray:
@@ -283,36 +245,42 @@ class FeatureIndex:
                                          "source", "center", "window", "values"])
         return self._block(layer, int(stats["batch"][feature])).iloc[start:start + length]
 
-    def _strings(self) -> dict[int, str]:
+    def _strings(self) -> tuple[dict[int, str], dict[int, bytes]]:
+        """Token id -> string, and -> bytes for the fragments of characters (none in an index built before)."""
         if "tokens" not in self._cache:
             table = read_table(self.path / TOKENS)
-            self._cache["tokens"] = dict(zip(table.column("id").to_pylist(), table.column("string").to_pylist()))
+            ids = table.column("id").to_pylist()
+            raw = table.column("bytes").to_pylist() if "bytes" in table.column_names else []
+            self._cache["tokens"] = (dict(zip(ids, table.column("string").to_pylist())),
+                                     {i: b for i, b in zip(ids, raw) if b is not None})
         return self._cache["tokens"]
 
     def _records(self, rows: pd.DataFrame) -> list[dict]:
-        """Stored rows as readers show them: the window's tokens as strings (the centre token too), its values,
-        the context with the centre in [[ ]], the source's name."""
-        strings, sources = self._strings(), self.sources
+        """Stored rows as readers show them: the window's tokens as strings, a character split over byte tokens
+        whole (``core.tokens.readable``; ``boundary`` says which byte token of it fired), its values, the context
+        with the centre in [[ ]], the source's name."""
+        (strings, raw), sources = self._strings(), self.sources
         out = []
         for activation, document, position, source, center, window, values in zip(
                 rows.activation.tolist(), rows.document.tolist(), rows.position.tolist(), rows.source.tolist(),
                 rows.center.tolist(), rows.window, rows["values"]):
             keep = window >= 0
-            tokens = [strings.get(t, "?") for t in window[keep].tolist()]
+            ids = window[keep].tolist()
             center -= int((~keep[:center]).sum())
-            out.append({"activation": activation, "document": document, "position": position,
-                        "token": tokens[center], "context": context_string(tokens, center), "source": sources[source],
-                        "tokens": tokens, "values": values[keep].tolist(), "center": center})
+            shown, token, boundary = readable([strings.get(t, "?") for t in ids], [raw.get(t) for t in ids], center)
+            out.append({"activation": activation, "document": document, "position": position, "token": token,
+                        "context": context_string(shown, center), "boundary": boundary, "source": sources[source],
+                        "tokens": shown, "values": values[keep].tolist(), "center": center})
         return out
 
     def _present(self, rows: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(self._records(rows), columns=["activation", "document", "position", "token", "context",
-                                                          "source", "tokens", "values", "center"])
+                                                          "boundary", "source", "tokens", "values", "center"])
 
     # ------------------------------------------------------------------ readers
     def top_contexts(self, layer: int, feature: int, n: int | None = None) -> pd.DataFrame:
         """The feature's strongest activations over the corpus, strongest first: activation, document, position,
-        token, context (the token in [[ ]]), source, and the window's tokens / values / center."""
+        token, context (the token in [[ ]]), boundary, source, and the window's tokens / values / center."""
         layer, feature = self._layer(layer), self._feature(feature)
         n = self.params["n_top"] if n is None else validate.integer(n, "n", minimum=0)
         rows = self._rows(layer, feature)
@@ -357,8 +325,8 @@ class FeatureIndex:
         return sorted(out, key=lambda r: (r["interval"], -r["activation"]))
 
     def _quantiles(self, hist: pd.DataFrame, rows: pd.DataFrame, intervals: int, per: int) -> pd.DataFrame:
-        columns = ["interval", "lower", "upper", "activation", "document", "position", "token", "context", "source",
-                   "tokens", "values", "center"]
+        columns = ["interval", "lower", "upper", "activation", "document", "position", "token", "context", "boundary",
+                   "source", "tokens", "values", "center"]
         return pd.DataFrame(self._quantile_records(hist, rows, intervals, per), columns=columns)
 
     def stats(self, layer: int) -> pd.DataFrame:
@@ -412,7 +380,7 @@ def _top_tokens(index: FeatureIndex, layer: int, n: int) -> dict[int, list[str]]
     import pyarrow.compute as pc
 
     reader = open_contexts(index._file(layer, CONTEXTS))
-    strings = index._strings()
+    strings, raw = index._strings()
     parts = []
     for b in range(reader.num_record_batches):
         batch = reader.get_batch(b)
@@ -428,7 +396,8 @@ def _top_tokens(index: FeatureIndex, layer: int, n: int) -> dict[int, list[str]]
     mass = mass.sort_values(["feature", "activation"], ascending=[True, False])
     out: dict[int, list[str]] = {}
     for feature, part in mass.groupby("feature", sort=False):
-        out[int(feature)] = [strings.get(int(t), "?") for t in part.token.head(n)]
+        out[int(feature)] = [byte_label(raw[t]) if t in raw else strings.get(t, "?")  # a fragment: its bytes
+                             for t in map(int, part.token.head(n))]
     return out
 
 

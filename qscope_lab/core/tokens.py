@@ -28,16 +28,69 @@ def _byte_of() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars)}
 
 
+def piece_bytes(lab, token_id: int) -> bytes | None:
+    """A byte-level token's own bytes (its piece read through the byte alphabet); None if it is not one."""
+    piece = lab.tokenizer.convert_ids_to_tokens([int(token_id)])[0] or ""
+    table = _byte_of()
+    return bytes(table[ch] for ch in piece) if piece and all(ch in table for ch in piece) else None
+
+
+def byte_label(raw: bytes) -> str:
+    """Bytes as a token label: ``⟨e7 8c⟩``."""
+    return "⟨" + " ".join(f"{b:02x}" for b in raw) + "⟩"
+
+
 def raw_label(lab, token_id: int) -> str:
     """The token as shown on its own; a byte fragment of a character as its bytes, e.g. ``⟨e7 8c⟩``."""
     text = lab.token_strings([token_id])[0]
-    if REPLACEMENT not in text:
-        return text
-    piece = lab.tokenizer.convert_ids_to_tokens([int(token_id)])[0] or ""
-    table = _byte_of()
-    if piece and all(ch in table for ch in piece):
-        return "⟨" + " ".join(f"{table[ch]:02x}" for ch in piece) + "⟩"
-    return text
+    raw = piece_bytes(lab, token_id) if REPLACEMENT in text else None
+    return text if raw is None else byte_label(raw)
+
+
+def fragment_bytes(lab, ids: Sequence[int]) -> list[bytes | None]:
+    """Per token, its bytes if it is a fragment of a character (alone it decodes to U+FFFD), else None: what a
+    feature index stores beside the token strings, so that its reader joins characters without the tokenizer."""
+    ids = [int(i) for i in ids]
+    return [piece_bytes(lab, i) if REPLACEMENT in s else None for i, s in zip(ids, lab.token_strings(ids))]
+
+
+def join_fragments(strings: Sequence[str], raw: Sequence[bytes | None], max_group: int = 4
+                   ) -> tuple[list[str], list[int]]:
+    """``groups`` without a tokenizer: (pieces, starts) from each token's string and, for a fragment, its bytes
+    (``fragment_bytes``); a run of up to ``max_group`` tokens whose bytes decode together is one character."""
+    pieces, starts = list(strings), list(range(len(strings)))
+    start = 0
+    while start < len(pieces):
+        if raw[start] is None:
+            start += 1
+            continue
+        for end in range(start + 2, min(start + max_group, len(pieces)) + 1):
+            try:
+                text = b"".join(r if r is not None else s.encode() for r, s in
+                                zip(raw[start:end], strings[start:end])).decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            pieces[start:end] = [text] + [""] * (end - start - 1)
+            starts[start:end] = [start] * (end - start)
+            start = end
+            break
+        else:
+            start += 1
+    return pieces, starts
+
+
+def readable(strings: Sequence[str], raw: Sequence[bytes | None], center: int) -> tuple[list[str], str, str]:
+    """A window of tokens shown as the reference contexts are: (tokens, each split character whole on the first
+    token of its run, the centre's own on the centre token, '' on the rest; the centre token: its whole
+    character, or its bytes ``⟨e7 8c⟩`` when the window holds only part of it; the hover text,
+    'byte token 2 of 3 of 猫' or '')."""
+    pieces, starts = join_fragments(strings, raw)
+    token = whole(pieces, starts, center)
+    if raw[center] is not None and starts[center] == center and pieces[center] == strings[center]:
+        token = byte_label(raw[center])  # not joined: a character cut by the window's edge
+    shown = list(pieces)
+    shown[starts[center]], shown[center] = "", token
+    return shown, token, hover(pieces, starts, center)
 
 
 def join_split_characters(lab, ids: Sequence[int], max_group: int = 4) -> list[str]:

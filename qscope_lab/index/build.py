@@ -23,6 +23,7 @@ import numpy as np
 from ..core import feature_index as fmt
 from ..core import progress as progress_bars
 from ..core import validate
+from ..core.tokens import fragment_bytes
 from . import corpus as corpora
 from .partial import Partial
 from .shard import compute_shard
@@ -157,7 +158,8 @@ def _checkpoint(lab: Lab, path: Path, state: Partial, manifest: dict) -> None:
 
     ids = state.token_ids()
     tmp = path / (fmt.TOKENS + ".tmp")
-    pq.write_table(pa.table({"id": ids.astype(np.int64), "string": lab.token_strings(ids.tolist())}), tmp)
+    pq.write_table(pa.table({"id": ids.astype(np.int64), "string": lab.token_strings(ids.tolist()),
+                             "bytes": pa.array(fragment_bytes(lab, ids.tolist()), pa.binary())}), tmp)
     os.replace(tmp, path / fmt.TOKENS)
     state.write(path / fmt.STATE)
     fingerprints = "".join(s["fingerprint"] for s in manifest["shards"])

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..core import feature_index as fmt
-from ..core.feature_index import priority, priority_at
+from ..core.index_hashes import priority, priority_at
 from .rows import (
     ROW_FIELDS,
     ByToken,

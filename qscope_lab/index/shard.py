@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.feature_index import position_key
+from ..core.index_hashes import position_key
 from ..core.scan import scan
 from .corpus import Document
 from .partial import Partial
