@@ -2,7 +2,8 @@
 
 Each shard (``shard_documents`` consecutive documents, chunked to ``context_length`` tokens) is encoded through
 the one scan loop into a ``Partial``, written atomically to ``shards/NNNNN`` and folded into the running state;
-every ``checkpoint_every`` shards the state is written as the readable index and folded shards are deleted.
+every ``checkpoint_every`` shards (and after the last) the state is written as the readable index and folded
+shards are deleted (a shard checkpointed as it arrives is not written on its own first).
 A killed build rerun with the same arguments reads the state and the shards written after it, checks each
 skipped shard's fingerprint against the corpus, and continues: the result equals an uninterrupted build, because
 shards merge exactly and always in shard order. Engines (local, Ray) only decide where shards are computed.

@@ -124,9 +124,13 @@ class LayerPartial:
         self.pool_size += len(at)
         self.rows = rows
         self.pending, self.tables, self.n_pending, self.n_table = [], [], 0, 0
-        if self.pool_size > 2 * len(rows["slot"]) + (1 << 16):  # mostly windows of rows dropped since
-            self.windows()
+        self._compact()
         self._thresholds()
+
+    def _compact(self) -> None:
+        """Drop the windows of rows no longer kept once they are most of the pool (memory stays the index's)."""
+        if self.pool_size > 2 * len(self.rows["slot"]) + (1 << 16):
+            self.windows()
 
     def windows(self) -> tuple[np.ndarray, np.ndarray]:
         """The kept rows' windows (token ids, values), in row order; the pool is compacted to them."""
@@ -238,6 +242,7 @@ class LayerPartial:
         self.pool_size += other.pool_size
         p = self.params
         self.rows = select(concat(self.rows, rows), p["n_top"], p["samples_per_bin"], p["n_bins"], runs=True)
+        self._compact()
         self._thresholds()
 
     # ------------------------------------------------------------------ files
