@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import validate
-from .index_hashes import file_digest, priority, sae_fingerprint  # noqa: F401  (the format's API)
+from .index_hashes import file_digest, priority, sae_fingerprint
 from .tokens import byte_label, readable
 
 FORMAT = "qscope-feature-index"

@@ -47,7 +47,7 @@ def _choices(value, name: str, allowed, auto) -> tuple:
 
 
 class SeedClassifier:
-    """A few SAE features of one layer, each with a threshold chosen on the seeds.
+    """A few SAE features of one layer, each with a threshold and a weight chosen on the seeds.
 
     ``statistic``: "rate", "mean", "any" (the report's OR rule), a list of them, or "auto" (all three); ``top_k``:
     features per rule (1-32), a list, or "auto" (5, 10, 20); ``select="loo"`` picks layer, statistic and K by
