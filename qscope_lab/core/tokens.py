@@ -83,12 +83,14 @@ def readable(strings: Sequence[str], raw: Sequence[bytes | None], center: int) -
     """A window of tokens shown as the reference contexts are: (tokens, each split character whole on the first
     token of its run, the centre's own on the centre token, '' on the rest; the centre token: its whole
     character, or its bytes ``⟨e7 8c⟩`` when the window holds only part of it; the hover text,
-    'byte token 2 of 3 of 猫' or '')."""
+    'byte token 2 of 3 of 猫' or ''). Any other character the window's edge cuts is left out ('' on its
+    tokens), as the reference contexts leave it out: no U+FFFD in the text."""
     pieces, starts = join_fragments(strings, raw)
     token = whole(pieces, starts, center)
     if raw[center] is not None and starts[center] == center and pieces[center] == strings[center]:
         token = byte_label(raw[center])  # not joined: a character cut by the window's edge
-    shown = list(pieces)
+    shown = ["" if r is not None and s == i and p == t else p  # a fragment that joined nothing
+             for i, (p, s, r, t) in enumerate(zip(pieces, starts, raw, strings))]
     shown[starts[center]], shown[center] = "", token
     return shown, token, hover(pieces, starts, center)
 
