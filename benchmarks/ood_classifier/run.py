@@ -36,6 +36,18 @@ def load_task(path: Path) -> tuple[list[str], np.ndarray, list[str], np.ndarray]
             np.array([r["label"] for r in held]))
 
 
+def task_stats(lab, path: Path):
+    """(pool statistics, pool labels, held-out statistics, held-out labels) of one task, all layers: one scan
+    each, every draw and variant fitted / scored on them."""
+    from qscope_lab.workflows.classify import stats
+
+    pool, y_pool, held, y_held = load_task(path)
+    layers = list(range(lab.n_layers))
+    options = {"batch_size": 16, "max_length": 256, "progress": False}
+    return (stats.collect(lab, pool, layers, residual_layers=layers, **options), y_pool,
+            stats.collect(lab, held, layers, residual_layers=layers, **options), y_held)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="build/ood/tasks")
@@ -47,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from qscope_lab import Lab, SeedClassifier
-    from qscope_lab.workflows.classify import baselines, stats, summarize
+    from qscope_lab.workflows.classify import baselines, summarize
 
     lab = Lab.load()
     frames = []
@@ -58,11 +70,7 @@ def main() -> None:
         raise SystemExit(f"no tasks under {args.tasks}: run benchmarks/ood_classifier/build_tasks.py first")
     for path in paths:
         t0 = time.perf_counter()
-        pool, y_pool, held, y_held = load_task(path)
-        layers = list(range(lab.n_layers))
-        options = {"batch_size": 16, "max_length": 256, "progress": False}
-        pool_stats = stats.collect(lab, pool, layers, residual_layers=layers, **options)
-        held_stats = stats.collect(lab, held, layers, residual_layers=layers, **options)
+        pool_stats, y_pool, held_stats, y_held = task_stats(lab, path)
         for n in args.seeds:
             picks = baselines.draw_seeds(y_pool, args.draws, n, seed=0)
             for name, params in VARIANTS.items():
