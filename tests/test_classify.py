@@ -269,3 +269,8 @@ def test_cli_writes_tables_and_the_classifier(tmp_path, capsys):
     assert json.loads((tmp_path / "clf.json").read_text())["features"]
     assert main(["classify", "--train", str(tmp_path / "missing.csv")]) == 2
     assert "no such file" in capsys.readouterr().err
+    dense = ["classify", "--train", str(train), "--top-k", "all", "--save", str(tmp_path / "dense.json")]
+    assert main(dense) in (0, None)
+    assert json.loads((tmp_path / "dense.json").read_text())["top_k"] == "all"
+    assert main(["classify", "--train", str(train), "--top-k", "many"]) == 2
+    assert "top_k must be an int from 1 to 32, 'all' or 'auto', got 'many'" in capsys.readouterr().err

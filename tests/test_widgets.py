@@ -16,7 +16,7 @@ import pytest
 import torch
 from test_classify import EN_SEEDS, EN_TEST, ZH_SEEDS, ZH_TEST
 
-from qscope_lab import Lab
+from qscope_lab import Lab, SeedClassifier
 from qscope_lab.analysis.features import compare_texts, logit_table
 from qscope_lab.analysis.labels import FeatureLabels, label_namespace
 from qscope_lab.analysis.reference import Reference
@@ -225,6 +225,13 @@ def test_classifier_panel_fits_reports_and_round_trips(lab, tmp_path):
     panel.heldout = "no sign here"
     message(panel, event="fit")
     assert "must start with + or -" in panel.error and panel.classifier.features_ == features
+    # a dense rule (top_k="all", fitted in code) loads whole and is listed by its first 32 features
+    dense = SeedClassifier(lab, top_k="all", progress=False).fit(ZH_SEEDS[:12] + EN_SEEDS[:12], [1] * 12 + [0] * 12)
+    panel.heldout = ""
+    panel.load(str(dense.save(tmp_path / "dense.json")))
+    assert len(panel.classifier.features_) > 32 and len(panel.chosen) == 32
+    assert [(r["layer"], r["feature"]) for r in panel.chosen] == dense.features_[:32]
+    assert f"{len(dense.features_)} feature(s) (the first 32 listed)" in panel.message
 
 
 def test_workbench_links_heatmap_card_and_steering(lab, reference):

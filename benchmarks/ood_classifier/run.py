@@ -25,7 +25,8 @@ HERE = Path(__file__).parent
 # name -> SeedClassifier parameters (the layer always, and what is left open, chosen by leave-one-out)
 VARIANTS = {"default": {}, "rate-k20": {"statistic": "rate", "top_k": 20},
             "mean-k10": {"statistic": "mean", "top_k": 10}, "mean-k5": {"statistic": "mean", "top_k": 5},
-            "auto-k5-10-20": {"statistic": "auto", "top_k": "auto"}, "any-auto": {"statistic": "any", "top_k": "auto"}}
+            "auto-k5-10-20": {"statistic": "auto", "top_k": "auto"}, "any-auto": {"statistic": "any", "top_k": "auto"},
+            "dense": {"top_k": "all"}}
 
 
 def load_task(path: Path) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:

@@ -11,7 +11,8 @@ def register(sub) -> None:
     p.add_argument("--train", required=True, help="labelled seeds: .csv/.parquet/.jsonl with text and label")
     p.add_argument("--test", help="labelled held-out texts (same format): metrics against the baselines")
     p.add_argument("--statistic", default="mean", help="mean, rate, any (the report's OR rule) or auto")
-    p.add_argument("--top-k", default="20", help="features in the rule (1-32), or auto (5, 10, 20 by leave-one-out)")
+    p.add_argument("--top-k", default="20", help="features in the rule (1-32), all (every feature the seeds "
+                   "separate: more accurate, long to read), or auto (5, 10, 20 by leave-one-out)")
     p.add_argument("--select", default="loo", help="loo (layer by leave-one-out) or delta (the report's choice)")
     p.add_argument("--n-layers", type=int, default=1)
     p.add_argument("--save", help="write the fitted classifier (JSON) here")
@@ -27,7 +28,7 @@ def run(args) -> None:
 
     train = read_labelled(args.train)
     test = read_labelled(args.test) if args.test else None
-    top_k = args.top_k if args.top_k == "auto" else int(args.top_k)
+    top_k = int(args.top_k) if args.top_k.isdigit() else args.top_k  # "all" / "auto"; SeedClassifier checks
     clf = SeedClassifier(lab_from_args(args), statistic=args.statistic, top_k=top_k, select=args.select,
                          n_layers=args.n_layers)
     if test is not None:

@@ -33,6 +33,14 @@ def _labelled_lines(text: str) -> tuple[list[str], list[bool]]:
     return texts, labels
 
 
+SHOWN = 32  # chosen features listed (a top_k="all" rule has thousands; they are ranked, the first separate most)
+
+
+def _described(clf: SeedClassifier) -> str:
+    shown = f" (the first {SHOWN} listed)" if len(clf.features_) > SHOWN else ""
+    return f"layer {clf.layer_}, {clf.statistic_}, {len(clf.features_)} feature(s){shown}"
+
+
 class ClassifierPanel(LabWidget):
     _esm = esm("classifier.js")
     _css = css()
@@ -85,8 +93,7 @@ class ClassifierPanel(LabWidget):
                 table = pd.DataFrame()
             self.classifier = clf
             self._show(held_texts, held_labels, table)
-            self.message = (f"fitted on {len(pos)} + {len(neg)} seeds: layer {clf.layer_}, {clf.statistic_}, "
-                            f"{len(clf.features_)} feature(s)")
+            self.message = f"fitted on {len(pos)} + {len(neg)} seeds: {_described(clf)}"
         return self.classifier
 
     def _show(self, held_texts, held_labels, table: pd.DataFrame) -> None:
@@ -95,7 +102,7 @@ class ClassifierPanel(LabWidget):
             {"layer": int(r["layer"]), "feature": int(r["feature"]), "statistic": str(r["statistic"]),
              "threshold": float(r["threshold"]), "direction": int(r["direction"]), "weight": float(r["weight"]),
              "pos_mean": float(r.get("pos_mean", 0.0)), "neg_mean": float(r.get("neg_mean", 0.0))}
-            for r in clf.rules_.to_dict("records")]
+            for r in clf.rules_.head(SHOWN).to_dict("records")]
         predictions = []
         if held_texts:
             scores, predicted = clf.decision_function(held_texts), clf.predict(held_texts)
@@ -125,7 +132,7 @@ class ClassifierPanel(LabWidget):
             if held_texts:
                 table = pd.DataFrame([{"method": "loaded", **clf.evaluate(held_texts, held_labels)}])
             self._show(held_texts, held_labels, table)
-            self.message = f"loaded {path or self.path}: layer {clf.layer_}, {len(clf.features_)} feature(s)"
+            self.message = f"loaded {path or self.path}: {_described(clf)}"
         return self.classifier
 
     def _on_message(self, widget, content, buffers):

@@ -50,7 +50,8 @@ def load_classifier(cls, path, lab):
         clf.layer_, clf.layers_ = int(data["layer"]), [int(x) for x in data["layers"]]
         clf.features_ = [(int(layer), int(f)) for layer, f in data["features"]]
         clf.statistic_ = data.get("statistic", "any")
-        clf.top_k_ = int(data.get("top_k", len(clf.features_)))
+        top_k = data.get("top_k", len(clf.features_))
+        clf.top_k_ = "all" if top_k == "all" else int(top_k)
         clf.thresholds_ = [float(t) for t in data.get("thresholds", [clf.eps] * len(clf.features_))]
         clf.directions_ = [int(d) for d in data.get("directions", [1] * len(clf.features_))]
         clf.scales_ = [float(v) for v in data.get("scales", [1.0] * len(clf.features_))]
