@@ -112,6 +112,29 @@ def test_dense_rule_keeps_every_feature_the_seeds_separate(default_lab, task, tm
     np.testing.assert_array_equal(loaded.predict(test), clf.predict(test))
 
 
+def test_explain_names_the_features_that_decided(default_lab, compared, task, tmp_path):
+    """explain(text): every feature's margin, largest first, summing to the decision; a dense rule's long tail
+    is one number; a wrong argument is named."""
+    clf, _ = compared
+    _, _, test, _ = task
+    why = clf.explain(test[0], n=None)
+    assert len(why) == len(clf.features_) and why.margin.abs().is_monotonic_decreasing
+    assert why.margin.sum() == pytest.approx(why.attrs["score"]) == pytest.approx(clf.decision_function(test[0])[0])
+    assert why.attrs["predicted"] == clf.predict(test[0])[0] == (why.attrs["score"] > 0)
+    row = why.iloc[0]
+    assert row.margin == pytest.approx((np.sqrt(row.value) - np.sqrt(row.threshold)) * row.weight)
+    top = clf.explain(test[0], n=3)
+    assert len(top) == 3 and top.margin.sum() + top.attrs["rest"] == pytest.approx(top.attrs["score"])
+    with pytest.raises(TypeError, match="text must be a str"):
+        clf.explain(test[:2])
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        clf.explain(test[0], n=0)
+    report = SeedClassifier(default_lab, statistic="any", top_k=3, select="delta", progress=False)
+    report.fit(*task[:2])
+    fired = report.explain(test[0])
+    assert fired.margin.is_monotonic_decreasing and fired.attrs["predicted"] == (fired.margin.iloc[0] > 0)
+
+
 def test_fit_reads_only_the_seeds(default_lab, task, monkeypatch):
     """Everything fit tokenizes (so everything model selection can see) is a seed text."""
     seeds, labels, test, _ = task

@@ -214,6 +214,10 @@ def test_classifier_panel_fits_reports_and_round_trips(lab, tmp_path):
     assert scores["calibrated_rule"] >= 0.9 and scores["report_rule"] >= 0.9
     assert len(panel.predictions) == 20 and len(panel.chosen) == len(panel.classifier.features_) >= 1
     assert all(row["statistic"] == "mean" and row["direction"] in (-1, 1) for row in panel.chosen)
+    # each prediction names the three features with the largest part in it, as explain() ranks them
+    first = panel.classifier.explain(panel.predictions[0]["text"], n=3)
+    assert panel.predictions[0]["why"] == "  ".join(f"L{r.layer} f{r.feature} {r.margin:+.2f}"
+                                                    for r in first.itertuples())
     assert panel.chart_svg.startswith("<svg")
     message(panel, event="export")
     assert (tmp_path / "clf.json").exists() and "saved" in panel.message

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import traitlets
 
@@ -34,6 +35,12 @@ def _labelled_lines(text: str) -> tuple[list[str], list[bool]]:
 
 
 SHOWN = 32  # chosen features listed (a top_k="all" rule has thousands; they are ranked, the first separate most)
+
+
+def _why(clf: SeedClassifier, margins) -> str:
+    """The three features with the largest part in one decision (``SeedClassifier.explain`` has them all)."""
+    top = np.argsort(-margins if clf.statistic_ == "any" else -np.abs(margins), kind="stable")[:3]
+    return "  ".join(f"L{clf.features_[i][0]} f{clf.features_[i][1]} {margins[i]:+.2f}" for i in top)
 
 
 def _described(clf: SeedClassifier) -> str:
@@ -104,10 +111,12 @@ class ClassifierPanel(LabWidget):
              "pos_mean": float(r.get("pos_mean", 0.0)), "neg_mean": float(r.get("neg_mean", 0.0))}
             for r in clf.rules_.head(SHOWN).to_dict("records")]
         predictions = []
-        if held_texts:
-            scores, predicted = clf.decision_function(held_texts), clf.predict(held_texts)
-            predictions = [{"text": t, "label": bool(y), "predicted": bool(p), "score": float(s)}
-                           for t, y, s, p in zip(held_texts, held_labels, scores, predicted)]
+        if held_texts:  # one scan: score, label and the three features that weigh most in each decision
+            x = clf.transform(held_texts)
+            scores, predicted, margins = clf.decision_matrix(x), clf.predict_matrix(x), clf.margins_matrix(x)
+            predictions = [{"text": t, "label": bool(y), "predicted": bool(p), "score": float(s),
+                            "why": _why(clf, m)}
+                           for t, y, s, p, m in zip(held_texts, held_labels, scores, predicted, margins)]
         with self.hold_sync():
             self.chart_svg = to_svg(clf.delta_chart())
             self.chosen = chosen

@@ -162,6 +162,7 @@ def test_classifier_shows_metrics_and_exports(notebook_page, screenshots_dir):
     expect(widget.locator(".qs-chosen-row .qs-threshold").first).to_contain_text(".")
     expect(widget.locator(".qs-delta-chart svg")).to_be_visible()
     expect(widget.locator(".qs-pred")).to_have_count(20)
+    expect(widget.locator(".qs-pred .qs-why").first).to_have_text(re.compile(r"^L\d+ f\d+ [+-]\d"))  # what decided
     page.screenshot(path=str(screenshots_dir / "classifier.png"), full_page=True)
     widget.locator(".qs-export").click()
     expect(widget.locator(".qs-message")).to_contain_text("saved to seed_classifier.json")

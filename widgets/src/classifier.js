@@ -30,7 +30,7 @@ function render({ model, el }) {
     h("div", { class: "qs-columns" },
       h("div", {}, h("h4", { text: "top-1 delta per layer" }), chart),
       h("div", {}, h("h4", { text: "chosen features, each with its threshold" }), chosen, h("h4", { text: "held-out metrics" }), metrics)),
-    h("div", { class: "qs-section" }, h("h4", { text: "held-out predictions" }), predictions));
+    h("div", { class: "qs-section" }, h("h4", { text: "held-out predictions (score, text, the features that decided)" }), predictions));
   el.append(root);
 
   function show() {
@@ -51,7 +51,9 @@ function render({ model, el }) {
     predictions.replaceChildren(...model.get("predictions").map((p) => h("tr",
       { class: p.predicted === p.label ? "qs-pred" : "qs-pred qs-wrong" },
       h("td", { text: p.label ? "+" : "−" }), h("td", { text: p.predicted ? "predicted +" : "predicted −" }),
-      h("td", { class: "qs-num", text: fmt(p.score) }), h("td", { class: "qs-context", text: p.text }))));
+      h("td", { class: "qs-num", text: fmt(p.score) }), h("td", { class: "qs-context", text: p.text }),
+      // the three features that weigh most in this decision, each with its signed margin
+      h("td", { class: "qs-why", title: "features with the largest part in this decision (clf.explain(text) lists all)", text: p.why ?? "" }))));
   }
   for (const name of ["chart_svg", "chosen", "metrics", "predictions", "message"]) model.on(`change:${name}`, show);
   show();

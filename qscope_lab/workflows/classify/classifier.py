@@ -279,15 +279,50 @@ class SeedClassifier:
         """Bool per row of a ``transform`` matrix: OR for "any", else the summed margins (or the votes)."""
         return self._rule().predict(x)
 
-    def decision_function(self, texts) -> np.ndarray:
-        """"any": the largest activation of any selected feature (> eps is the OR rule); otherwise the summed
-        weighted margins past the thresholds (> 0: positive; with ``combine="vote"`` the share of
-        features voting positive minus one half, a tie going to the first feature)."""
-        x = self.transform(texts)
+    def decision_matrix(self, x: np.ndarray) -> np.ndarray:
+        """``decision_function`` of a ``transform`` matrix."""
+        x = np.asarray(x, float).reshape(len(x), -1)
         if self.statistic_ == "any":
             return x.max(1, initial=0.0)
         rule = self._rule()
         return rule.margins(x).sum(1) if self.combine == "sum" else rule.votes(x).mean(1) - 0.5
+
+    def margins_matrix(self, x: np.ndarray) -> np.ndarray:
+        """``[n_texts, n_features]`` of a ``transform`` matrix: each feature's signed part in the decision, its
+        weighted margin past its threshold (they sum to the decision for the summed rule); for "any", its
+        activation past eps (the largest decides)."""
+        x = np.asarray(x, float).reshape(len(x), -1)
+        if self.statistic_ == "any":
+            return x - np.asarray(self.thresholds_, float)
+        return self._rule().margins(x)
+
+    def decision_function(self, texts) -> np.ndarray:
+        """"any": the largest activation of any selected feature (> eps is the OR rule); otherwise the summed
+        weighted margins past the thresholds (> 0: positive; with ``combine="vote"`` the share of
+        features voting positive minus one half, a tie going to the first feature)."""
+        return self.decision_matrix(self.transform(texts))
+
+    def explain(self, text: str, n: int | None = 10) -> pd.DataFrame:
+        """Why one text got its label: the rule's features with their statistic on the text (``value``),
+        threshold, weight and ``margin`` (``margins_matrix``), the largest part first (by size; for "any", the
+        strongest activation); ``n`` rows (None: all). ``attrs``: ``score`` (``decision_function``),
+        ``predicted`` and ``rest``, the summed margin of the rows not shown (what a dense rule's tail adds)."""
+        self._check_fitted()
+        text = validate.text(text)
+        if n is not None:
+            validate.integer(n, "n", 1)
+        x = self.transform([text])
+        margins = self.margins_matrix(x)[0]
+        weights = [0.0 if self.statistic_ == "any" else d / sc for d, sc in zip(self.directions_, self.scales_)]
+        table = pd.DataFrame({"layer": [layer for layer, _ in self.features_],
+                              "feature": [f for _, f in self.features_], "statistic": self.statistic_,
+                              "value": x[0], "threshold": self.thresholds_, "weight": weights, "margin": margins})
+        order = np.argsort(-margins if self.statistic_ == "any" else -np.abs(margins), kind="stable")
+        table = table.iloc[order].reset_index(drop=True)
+        shown = table if n is None else table.head(n)
+        shown.attrs.update(score=float(self.decision_matrix(x)[0]), predicted=bool(self.predict_matrix(x)[0]),
+                           rest=0.0 if self.statistic_ == "any" else float(table.margin.iloc[len(shown):].sum()))
+        return shown
 
     def predict(self, texts) -> np.ndarray:
         """Bool per text."""
