@@ -21,22 +21,20 @@ import pandas as pd
 import torch
 from run import task_stats  # the benchmark's own scans
 
-ALL = 1 << 20  # "every feature": more than any layer has
-
 
 def discriminant_score(x: np.ndarray, y: np.ndarray, k: int, statistic: str = "mean"):
-    """The default's rule (``rules.discriminant``, top ``k`` by separation) as a function of a statistic matrix
-    with the same columns: the summed margins (> 0: positive)."""
+    """The default's rule (``rules.rank`` / ``top_rule``, top ``k`` by separation; ``rules.ALL``: every feature)
+    as a function of a statistic matrix with the same columns: its score (> 0: positive)."""
     from qscope_lab.workflows.classify import rules
 
-    separation, threshold, direction, scale = rules.discriminant(rules.scaled(x, statistic), y)
-    top = np.argsort(-separation, kind="stable")[:k]
-    return lambda m: ((rules.scaled(m[:, top], statistic) - threshold[top]) * direction[top] / scale[top]).sum(1)
+    rule = rules.top_rule(rules.rank(x, y, statistic), statistic, k)
+    return lambda m: rule.score(m[:, rule.features])
 
 
 def variants(lab) -> dict:
     """name -> fit(seed statistics, labels) -> predict(held-out statistics) -> bool per text."""
     from qscope_lab import SeedClassifier
+    from qscope_lab.workflows.classify import rules
 
     def on_layer(layer, k):
         def fit(seeds, y):
@@ -63,7 +61,7 @@ def variants(lab) -> dict:
         score = discriminant_score(x, y, 20)
         return lambda held: score(held.matrix(layer, "mean", feats)) - cut
 
-    return {"default": default, "per-layer-sum": per_layer_sum, "dense-layer0": on_layer(0, ALL),
+    return {"default": default, "per-layer-sum": per_layer_sum, "dense-layer0": on_layer(0, rules.ALL),
             "loo-intercept": loo_intercept}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import traitlets
 
@@ -39,7 +38,7 @@ SHOWN = 32  # chosen features listed (a top_k="all" rule has thousands; they are
 
 def _why(clf: SeedClassifier, margins) -> str:
     """The three features with the largest part in one decision (``SeedClassifier.explain`` has them all)."""
-    top = np.argsort(-margins if clf.statistic_ == "any" else -np.abs(margins), kind="stable")[:3]
+    top = clf.deciding_order(margins)[:3]
     return "  ".join(f"L{clf.features_[i][0]} f{clf.features_[i][1]} {margins[i]:+.2f}" for i in top)
 
 

@@ -39,15 +39,22 @@ def _choices(value, name: str, allowed, auto) -> tuple:
     if not values:
         raise ValueError(f"{name} is empty")
     for v in values:
-        if allowed is None and isinstance(v, str) and v != "all":
-            raise ValueError(f"{name} must be an int from 1 to 32, 'all' or 'auto', got {v!r}")
-        if allowed is None and v != "all":
+        if allowed is not None:
+            if v not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)} or 'auto', got {v!r}")
+        elif isinstance(v, str):
+            if v != "all":
+                raise ValueError(f"{name} must be an int from 1 to 32, 'all' or 'auto', got {v!r}")
+        else:
             validate.integer(v, name, 1, 32)
-        elif allowed is not None and v not in allowed:
-            raise ValueError(f"{name} must be one of {list(allowed)} or 'auto', got {v!r}")
     if allowed is None:  # a number of features: "all" is rules.ALL
-        return tuple(dict.fromkeys(rules.ALL if isinstance(v, str) else int(v) for v in values))
+        return tuple(dict.fromkeys(rules.ALL if v == "all" else int(v) for v in values))
     return tuple(dict.fromkeys(values))
+
+
+def _written(k: int) -> int | str:
+    """A number of features as the parameter is written: rules.ALL is "all"."""
+    return "all" if k == rules.ALL else k
 
 
 class SeedClassifier:
@@ -119,7 +126,7 @@ class SeedClassifier:
                                                 "skip_special", "drop_always_on", "batch_size", "max_length",
                                                 "eps")}
         config["statistic"] = list(self._statistics) if len(self._statistics) > 1 else self._statistics[0]
-        ks = ["all" if k == rules.ALL else k for k in self._ks]
+        ks = [_written(k) for k in self._ks]
         config["top_k"] = ks if len(ks) > 1 else ks[0]
         return {"layers": list(self.candidate_layers_), **config}
 
@@ -198,7 +205,7 @@ class SeedClassifier:
             top = table.iloc[0]
             choice = ([int(top.layer)], str(top.statistic), int(top.top_k))
             if rules.ALL in self._ks:  # shown as the parameter is written
-                table["top_k"] = table.top_k.astype(object).where(table.top_k != rules.ALL, "all")
+                table["top_k"] = table.top_k.map(_written)
             self.selection_ = table
         layers, statistic, k = choice
         picked = []
@@ -211,8 +218,7 @@ class SeedClassifier:
         if not picked:
             raise ValueError(f"no feature separates the seeds at layer(s) {layers} with statistic "
                              f"{statistic!r}: add seeds or layers")
-        self.top_k_ = "all" if k == rules.ALL else k
-        self.statistic_, self.layers_, self.layer_ = statistic, layers, layers[0]
+        self.statistic_, self.top_k_, self.layers_, self.layer_ = statistic, _written(k), layers, layers[0]
         self.rules_ = pd.DataFrame(picked, columns=["layer", "feature", "threshold", "direction", "scale",
                                                     "pos_mean", "neg_mean"])
         self.rules_.insert(2, "statistic", statistic)
@@ -282,19 +288,18 @@ class SeedClassifier:
     def decision_matrix(self, x: np.ndarray) -> np.ndarray:
         """``decision_function`` of a ``transform`` matrix."""
         x = np.asarray(x, float).reshape(len(x), -1)
-        if self.statistic_ == "any":
-            return x.max(1, initial=0.0)
-        rule = self._rule()
-        return rule.margins(x).sum(1) if self.combine == "sum" else rule.votes(x).mean(1) - 0.5
+        return x.max(1, initial=0.0) if self.statistic_ == "any" else self._rule().score(x)
 
     def margins_matrix(self, x: np.ndarray) -> np.ndarray:
         """``[n_texts, n_features]`` of a ``transform`` matrix: each feature's signed part in the decision, its
         weighted margin past its threshold (they sum to the decision for the summed rule); for "any", its
         activation past eps (the largest decides)."""
-        x = np.asarray(x, float).reshape(len(x), -1)
-        if self.statistic_ == "any":
-            return x - np.asarray(self.thresholds_, float)
         return self._rule().margins(x)
+
+    def deciding_order(self, margins: np.ndarray) -> np.ndarray:
+        """Indices of one text's ``margins_matrix`` row, the largest part in the decision first (by size; for
+        "any", the strongest activation)."""
+        return np.argsort(-margins if self.statistic_ == "any" else -np.abs(margins), kind="stable")
 
     def decision_function(self, texts) -> np.ndarray:
         """"any": the largest activation of any selected feature (> eps is the OR rule); otherwise the summed
@@ -317,8 +322,7 @@ class SeedClassifier:
         table = pd.DataFrame({"layer": [layer for layer, _ in self.features_],
                               "feature": [f for _, f in self.features_], "statistic": self.statistic_,
                               "value": x[0], "threshold": self.thresholds_, "weight": weights, "margin": margins})
-        order = np.argsort(-margins if self.statistic_ == "any" else -np.abs(margins), kind="stable")
-        table = table.iloc[order].reset_index(drop=True)
+        table = table.iloc[self.deciding_order(margins)].reset_index(drop=True)
         shown = table if n is None else table.head(n)
         shown.attrs.update(score=float(self.decision_matrix(x)[0]), predicted=bool(self.predict_matrix(x)[0]),
                            rest=0.0 if self.statistic_ == "any" else float(table.margin.iloc[len(shown):].sum()))
