@@ -6,8 +6,9 @@ embedded default (``Lab.load()``), so background load hits both sides alike:
 1. Generation, 32 greedy tokens: ``lab.generate`` unsteered vs ``model.generate``; steered (``baseline=False``)
    vs ``model.generate`` with the same edit made by a ``register_forward_hook``; steered with its baseline (two
    rows, one batched run) vs the hooked ``model.generate`` on the same two rows; the hook itself vs no hook.
-2. ``lab.reconstruct`` vs three plain forwards: the same batches, one ``model(**enc)`` on three copies (clean,
-   SAE spliced in, zero-ablated, spliced by a forward hook), the same SAE encode / decode and CE.
+2. ``lab.reconstruct`` vs four plain forwards: the same batches, one ``model(**enc)`` on four copies (clean,
+   SAE spliced in, SAE plus error term, zero-ablated, spliced by a forward hook), the same SAE encode / decode
+   and CE.
 3. Import times, each in a fresh interpreter: ``import qscope_lab``, ``from qscope_lab import Lab``,
    ``import qscope_lab.widgets`` and the ``qscope-lab saes`` command, against ``import torch``.
 4. Feature cards: the first card of a layer (a fresh reference corpus) vs a later card of the same layer, built
@@ -104,8 +105,8 @@ def bench_reconstruct(lab, layer: int, texts: list[str], repeats: int) -> None:
 
     @torch.no_grad()
     def plain() -> float:
-        """Three copies of every batch in one plain forward; the same statistics as the report."""
-        ce_sum = torch.zeros(3)
+        """Four copies of every batch in one plain forward; the same statistics as the report."""
+        ce_sum = torch.zeros(4)
         for batch in scan(lab, texts, (), batch_size=4, max_length=128, skip_first=True):
             n, counted, real = len(batch), batch.counted, batch.real
             state = {}
@@ -118,17 +119,18 @@ def bench_reconstruct(lab, layer: int, texts: list[str], repeats: int) -> None:
                 state.update(x=clean[counted], x_hat=x_hat, values=values)
                 out = h.clone()
                 out[n:2 * n][counted] = x_hat.to(h.dtype)
-                out[2 * n:][counted] = 0
+                out[2 * n:3 * n][counted] = (x_hat + (clean[counted].to(x_hat.dtype) - x_hat)).to(h.dtype)
+                out[3 * n:][counted] = 0
                 return (out, *output[1:]) if isinstance(output, tuple) else out
 
             handle = block.register_forward_hook(hook)
             try:
-                enc = {k: torch.cat([v] * 3) for k, v in batch.enc.items()}
+                enc = {k: torch.cat([v] * 4) for k, v in batch.enc.items()}
                 logits = hf(**enc).logits
             finally:
                 handle.remove()
             ids, ok = batch.enc["input_ids"], real[:, 1:] & real[:, :-1]
-            for v in range(3):
+            for v in range(4):
                 losses = F.cross_entropy(logits[v * n:(v + 1) * n, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(),
                                          reduction="none").view(ok.shape)[ok]
                 ce_sum[v] += losses.sum()
@@ -140,7 +142,7 @@ def bench_reconstruct(lab, layer: int, texts: list[str], repeats: int) -> None:
     report = ours()
     print(f"  ({len(texts)} texts, {int(report.tokens[0])} tokens; columns: {', '.join(report.columns[1:])})")
     t_a, t_b = medians(ours, plain, repeats=repeats)
-    row("lab.reconstruct / three plain forwards", t_a, t_b, "target <= 1.05")
+    row("lab.reconstruct / four plain forwards", t_a, t_b, "target <= 1.05")
 
 
 # ---------------------------------------------------------------------------------------------- 3. imports

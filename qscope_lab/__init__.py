@@ -12,28 +12,24 @@ from __future__ import annotations
 
 import importlib
 
-from . import _moved
-
-_moved.install()
-
-from .viz import render as _render  # noqa: E402  (no altair import: registers by class name)
+from .viz import render as _render  # no altair import: registers by class name
 
 _render.install_display_hook()  # in a notebook, any altair chart then draws offline (no CDN)
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Lab": "core.lab", "SAE": "core.sae", "SAESuite": "core.sae_suite", "FeatureActs": "core.activations",
-    "Generation": "core.generation", "Steer": "core.steering", "GROUPS": "core.registry",
-    "SAEGroup": "core.registry", "registry_frame": "core.registry", "HubUnavailableError": "core.hub",
-    "UnsafeCheckpointError": "core.sae_formats", "SeedClassifier": "workflows.classify",
+    "Lab": "lab", "SAE": "saes.sae", "SAESuite": "saes.suite", "FeatureActs": "core.activations",
+    "Generation": "methods.generation", "Steer": "core.steering", "GROUPS": "saes.registry",
+    "SAEGroup": "saes.registry", "registry_frame": "saes.registry", "HubUnavailableError": "saes.hub",
+    "UnsafeCheckpointError": "saes.formats", "SeedClassifier": "workflows.classify",
     "footprint": "workflows.coverage", "overlap": "workflows.coverage", "select_subset": "workflows.coverage",
     "synthesize": "workflows.synthesis", "SASFTLoss": "training.sasft", "language_features": "training.language",
     "sasft_targets": "training.language", "repetition_features": "training.repetition",
     "steered_rollouts": "training.rollouts", "code_switch_ratio": "analysis.text_predicates",
     "FeatureIndex": "index.build",
-    "Attribution": "core.attribution", "Continuation": "core.targets", "NextToken": "core.targets",
-    "LogitDiff": "core.targets",
+    "Attribution": "methods.attribution", "Continuation": "methods.targets", "NextToken": "methods.targets",
+    "LogitDiff": "methods.targets",
 }
 __all__ = list(_EXPORTS)
 

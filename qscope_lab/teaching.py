@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .core.sae import SAE
+from .saes.sae import SAE
 
 PASSED, FAILED, UNANSWERED = "passed", "failed", "not answered yet"
 _ICONS = {PASSED: "✅", FAILED: "❌", UNANSWERED: "⏳"}

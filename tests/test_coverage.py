@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from qscope_lab import Lab
+from qscope_lab.base.textfiles import read_texts
 from qscope_lab.cli import coverage as coverage_command
 from qscope_lab.cli.coverage import parse_benchmark_args
-from qscope_lab.core.textfiles import read_texts
 from qscope_lab.embedded import REFERENCE_FILE
 from qscope_lab.workflows.coverage import (
     Footprint,

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qscope_lab import FeatureIndex, Lab
-from qscope_lab.core.feature_index import CorruptIndexError
 from qscope_lab.embedded import reference_documents
+from qscope_lab.index.store import CorruptIndexError
 
 LAYERS = [1, 2]
 OPTIONS = {"n_top": 5, "context_length": 96, "batch_size": 8, "window": 4}

@@ -59,7 +59,7 @@ def write_qscope(path: Path, state) -> Path:
         from safetensors.torch import load_file
         from safetensors.torch import save_file as save
 
-        from qscope_lab.core.sae_formats import read_qscope_meta
+        from qscope_lab.saes.formats import read_qscope_meta
 
         meta = {key: json.dumps(value) for key, value in read_qscope_meta(path).items()}
         tensors = load_file(path)

@@ -8,7 +8,7 @@ import torch
 
 from qscope_lab import Lab
 from qscope_lab.analysis import memory
-from qscope_lab.core.registry import GROUPS, default_group, find_group
+from qscope_lab.saes.registry import GROUPS, default_group, find_group
 from qscope_lab.testing.standins import stage
 
 

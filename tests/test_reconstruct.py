@@ -23,11 +23,11 @@ def test_exact_sae_has_zero_fvu_and_no_ce_cost(tokenizer):
     assert abs(row.ce_delta) < 1e-4 and row.ce_spliced == pytest.approx(row.ce_clean, abs=1e-4)
 
 
-def test_random_sae_costs_loss_and_error_term_restores_it(lab):
+def test_report_per_layer_and_the_measured_error_term_restores_clean_loss(lab):
     report = lab.reconstruct(TEXTS, layer=[1, 2], batch_size=3)
     assert list(report.layer) == [1, 2]
     assert (report.fvu > 0.05).all() and (report.l0 <= 8).all()
-    assert (report.ce_with_error - report.ce_clean).abs().max() < 1e-4
+    assert (report.ce_with_error - report.ce_clean).abs().max() < 1e-4  # the measured error-term forward
     assert report.tokens.iloc[0] == sum(len(lab.tokenizer(t)["input_ids"]) - 1 for t in TEXTS)  # sink skipped
 
 
@@ -36,3 +36,19 @@ def test_fvu_is_batch_size_independent(lab):
     b = lab.reconstruct(TEXTS, layer=2, batch_size=4).iloc[0]
     assert a.fvu == pytest.approx(b.fvu, rel=1e-4)
     assert a.ce_spliced == pytest.approx(b.ce_spliced, rel=1e-4)
+
+
+def test_ce_with_error_is_measured_so_a_broken_splice_fails(lab, monkeypatch):
+    """The error-term copy runs through ``splice.encode_site``: an error term off by a tenth shows in the loss."""
+    from qscope_lab.methods import splice
+
+    right = splice.encode_site
+
+    def broken(sae, h):
+        site = right(sae, h)
+        site.error = site.error * 0.9
+        return site
+
+    monkeypatch.setattr("qscope_lab.methods.reconstruction.encode_site", broken)
+    report = lab.reconstruct(TEXTS, layer=2, batch_size=3)
+    assert (report.ce_with_error - report.ce_clean).abs().max() > 1e-3

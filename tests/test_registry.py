@@ -1,5 +1,5 @@
 from qscope_lab import GROUPS, registry_frame
-from qscope_lab.core.registry import default_group, find_group, parse_group_name
+from qscope_lab.saes.registry import default_group, find_group, parse_group_name
 
 
 def test_fourteen_groups_with_hub_names():

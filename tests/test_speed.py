@@ -109,7 +109,7 @@ def test_imports_stay_lazy(statement, absent):
 
 def test_saes_table_prints_every_group_and_column():
     from qscope_lab.cli.saes import text_table
-    from qscope_lab.core.registry import registry_frame, registry_rows
+    from qscope_lab.saes.registry import registry_frame, registry_rows
 
     lines = text_table(registry_rows()).splitlines()
     assert len(lines) == 15 and lines[0].split() == list(registry_frame().columns)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from qscope_lab import Lab
-from qscope_lab.core.textfiles import read_texts
+from qscope_lab.base.textfiles import read_texts
 from qscope_lab.embedded import REFERENCE_FILE
 from qscope_lab.workflows import synthesis as syn
 

@@ -17,7 +17,7 @@ from ..core import tokens
 from ..core.activations import FeatureActs
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..lab import Lab
 
 
 def texts_firing(acts: FeatureActs) -> torch.Tensor:

@@ -11,11 +11,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..base.validate import as_texts
 from ..core.scan import scan
-from ..core.validate import as_texts
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..lab import Lab
 
 
 def distinct_n(ids, n: int = 2) -> float:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from ..viz.charts import binned_histogram
 
 if TYPE_CHECKING:
-    from ..core.feature_index import FeatureIndex
-    from ..core.lab import Lab
+    from ..index.store import FeatureIndex
+    from ..lab import Lab
 
 
 def index_for(lab: Lab, layer: int) -> FeatureIndex | None:

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from ..core import validate
+from ..base import validate
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..lab import Lab
 
 _TEMP_PREFIX = ".labels-"
 _LOCK_TIMEOUT_S = 30.0

@@ -14,10 +14,10 @@ import pandas as pd
 import torch
 
 from ..core.models import resolve_dtype
-from ..core.registry import GROUPS, SAEGroup, find_group
+from ..saes.registry import GROUPS, SAEGroup, find_group
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..lab import Lab
 
 # Parameters (billions) per backbone: Qwen3 counts from the model cards; Qwen3.5 checkpoints are
 # vision-language and their names give the size. Estimates for planning: `measure` reports the real bytes.

@@ -20,7 +20,7 @@ from ..core.activations import FeatureActs
 from .features import top_contexts
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..lab import Lab
 
 _DEFAULTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 PREVIEW_STRIDE = 8  # a first card reads every 8th text; the rest is encoded while the kernel is idle

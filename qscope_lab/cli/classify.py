@@ -23,7 +23,7 @@ def register(sub) -> None:
 def run(args) -> None:
     import pandas as pd
 
-    from ..core.textfiles import read_labelled
+    from ..base.textfiles import read_labelled
     from ..workflows.classify import SeedClassifier
 
     train = read_labelled(args.train)

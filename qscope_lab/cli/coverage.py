@@ -40,7 +40,7 @@ def parse_benchmark_args(items: list[str]) -> dict[str, Path]:
 
 
 def run(args) -> None:
-    from ..core.textfiles import read_texts
+    from ..base.textfiles import read_texts
     from ..workflows.coverage import coverage_report
 
     benchmarks = {}

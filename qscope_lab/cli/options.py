@@ -28,7 +28,7 @@ def add_out_option(p: argparse.ArgumentParser, what: str = "write CSV (or .parqu
 
 def lab_from_args(args):
     """The Lab the options describe, loaded quietly (no weight-loading progress bars on stderr)."""
-    from ..core.lab import Lab
+    from ..lab import Lab
 
     return Lab.load(args.model, saes=args.saes, device=args.device, dtype=args.dtype, k=args.k)
 

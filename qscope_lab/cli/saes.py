@@ -13,7 +13,7 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from ..core.registry import groups_for_backbone, registry_rows
+    from ..saes.registry import groups_for_backbone, registry_rows
 
     rows = registry_rows()
     if args.backbone:

@@ -33,7 +33,7 @@ def parse_steer_args(items: list[str], layer: int | None) -> dict:
                 steer[(layer, int(key))] = float(value)
         except ValueError:
             raise ValueError(f"--steer {item!r}: use FEATURE=ALPHA (at --layer) or LAYER:FEATURE=ALPHA") from None
-    from ..core import validate  # torch-free
+    from ..base import validate  # torch-free
 
     for item in items:
         validate.alpha(float(item.split("=", 1)[1]), f"--steer {item}: alpha")

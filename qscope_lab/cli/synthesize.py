@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from ..core.textfiles import read_texts
+    from ..base.textfiles import read_texts
     from ..workflows.synthesis import as_targets, synthesize, targets_from_contrast
 
     try:

@@ -29,7 +29,7 @@ def register(sub) -> None:
 
 def texts_by_language(items: list[str] | None) -> dict[str, list[str]]:
     """``LANG=FILE`` items -> {lang: texts}; none: the shipped reference corpus grouped by language."""
-    from ..core.textfiles import read_texts
+    from ..base.textfiles import read_texts
 
     if not items:
         from ..embedded import reference_documents

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from . import validate
+from ..base import validate
 
 
 @dataclass

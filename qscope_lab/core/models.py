@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import hub
+from ..saes import hub
 
 QWEN_SCOPE_ARCHITECTURES = {
     "Qwen3ForCausalLM", "Qwen3MoeForCausalLM",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import progress as progress_bars
+from ..base import progress as progress_bars
 
 CHUNK = 256  # texts sorted by length within a chunk, so batches carry little padding
 

@@ -8,20 +8,23 @@ a_f(h) is the SAE's own TopK activation at that position. Edits apply to the cho
 batch rows only; every other entry of the layer output is left bit-for-bit alone.
 
 Traces (``Lab.residuals``, ``next_tokens``) make the edit through nnsight; generation makes the same edit with
-plain forward hooks held for the whole ``generate`` call (``hooked``): nnsight's per-step interventions cost
-~25% of a small model's decode step, a hook costs nothing measurable.
+plain forward hooks (``core.hooks``) held for the whole ``generate`` call (``hooked``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from . import validate
+from ..base import validate
+from .hooks import edit_blocks
+
+if TYPE_CHECKING:
+    from ..saes.sae import SAE
 
 MODES = ("add", "clamp", "ablate")
 POSITIONS = ("all", "prompt", "generated")
@@ -150,38 +153,24 @@ def check_positions(positions) -> None:
 
 
 @contextlib.contextmanager
-def hooked(blocks: Mapping[int, torch.nn.Module], edits: list[tuple[int, object, list[Steer]]], positions,
-           attention_mask: torch.Tensor, steered_rows: slice):
-    """Steer ``generate`` calls inside the block: a forward hook on each edited decoder block applies
-    ``apply_steering`` with the mask ``position_mask`` gives for that step (the n-th call of a block is step n;
-    step 0 is the prefill). Only forwards of the thread that entered the block are edited, so a background
-    encode running meanwhile sees the clean model. The hooks are removed on exit, whatever happened."""
-    owner = threading.get_ident()
-    handles = []
+def hooked(blocks: Sequence[torch.nn.Module], edits: list[tuple[int, SAE, list[Steer]]], positions,
+           attention_mask: torch.Tensor, steered_rows: slice) -> Iterator[None]:
+    """Steer ``generate`` calls inside the block: each edited decoder block's output gets ``apply_steering``
+    with the mask ``position_mask`` gives for that step (the n-th call of a block is step n; step 0 is the
+    prefill), through ``hooks.edit_blocks`` (this thread's forwards only, removed on exit)."""
 
-    def make_hook(sae, group):
-        state = {"step": 0, "masks": {}}
+    def edit_for(sae: SAE, group: list[Steer]):
+        state: dict = {"step": 0, "masks": {}}
 
-        def hook(module, args, output):
-            if threading.get_ident() != owner:
-                return None
-            h = output[0] if isinstance(output, tuple) else output
+        def edit(h: torch.Tensor) -> torch.Tensor:
             step, state["step"] = state["step"], state["step"] + 1
             key = (min(step, 1), h.shape[1])  # every step after the prefill is steered alike
             where = state["masks"].get(key)
             if where is None:
                 where = state["masks"][key] = position_mask(step, positions, attention_mask, steered_rows, h.shape[1])
-            edited = apply_steering(h, sae, group, where)
-            if edited is h:
-                return None
-            return (edited, *output[1:]) if isinstance(output, tuple) else edited
+            return apply_steering(h, sae, group, where)
 
-        return hook
+        return edit
 
-    try:
-        for layer, sae, group in edits:
-            handles.append(blocks[layer].register_forward_hook(make_hook(sae, group)))
+    with edit_blocks(blocks, {layer: edit_for(sae, group) for layer, sae, group in edits}):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()

@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core import feature_index as fmt
-from ..core import progress as progress_bars
-from ..core import validate
+from ..base import progress as progress_bars
+from ..base import validate
 from ..core.tokens import fragment_bytes
 from . import corpus as corpora
+from . import store as fmt
 from .partial import Partial
 from .shard import compute_shard
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..core.protocol import LabLike
 
 DEFAULTS = {"n_top": 20, "window": 10, "samples_per_bin": 2, "bins_per_decade": 8, "min_exponent": -3,
             "n_bins": 64, "context_length": 256, "batch_size": 16, "shard_documents": 1024, "skip_first": True,
@@ -38,7 +38,7 @@ DEFAULTS = {"n_top": 20, "window": 10, "samples_per_bin": 2, "bins_per_decade": 
 _MATCHING = ("model", "sae_suite", "sae_fingerprints", "layers", "d_sae", "params")
 
 
-def local_engine(lab: Lab, todo: Iterator, layers: list[int], params: dict) -> Iterator[tuple[int, Partial]]:
+def local_engine(lab: LabLike, todo: Iterator, layers: list[int], params: dict) -> Iterator[tuple[int, Partial]]:
     for shard, docs in todo:
         yield shard, compute_shard(lab, shard, docs, layers, params)
 
@@ -52,7 +52,7 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _params(lab: Lab, options: dict) -> dict:
+def _params(lab: LabLike, options: dict) -> dict:
     params = dict(DEFAULTS)
     unknown = set(options) - set(params)
     if unknown:
@@ -70,7 +70,7 @@ class FeatureIndex(fmt.FeatureIndex):
     ``FeatureIndex.open(path)`` reads it lazily, ``index.add(lab, more_documents)`` extends it."""
 
     @classmethod
-    def build(cls, lab: Lab, corpus, layers=None, path=None, *, engine: str = "local", workers: int | None = None,
+    def build(cls, lab: LabLike, corpus, layers=None, path=None, *, engine: str = "local", workers: int | None = None,
               address: str | None = None, lab_factory=None, checkpoint_every: int = 8, resume: bool = True,
               overwrite: bool = False, progress: bool | None = None, **options) -> FeatureIndex:
         """Index ``corpus`` (files, a folder, a list, a ``{source: texts}`` mapping, any iterable of texts or
@@ -121,8 +121,9 @@ class FeatureIndex(fmt.FeatureIndex):
 
         return export_neuronpedia(self, out, **options)
 
-    def add(self, lab: Lab, corpus, *, engine: str = "local", workers: int | None = None, address: str | None = None,
-            lab_factory=None, checkpoint_every: int = 8, progress: bool | None = None) -> FeatureIndex:
+    def add(self, lab: LabLike, corpus, *, engine: str = "local", workers: int | None = None,
+            address: str | None = None, lab_factory=None, checkpoint_every: int = 8,
+            progress: bool | None = None) -> FeatureIndex:
         """Index more documents into this index (ids continue after the last one); returns the index reopened."""
         self.check(lab)
         shards = self.manifest["shards"]
@@ -153,7 +154,7 @@ def _pending(path: Path, state: Partial | None) -> list[int]:
     return out
 
 
-def _checkpoint(lab: Lab, path: Path, state: Partial, manifest: dict) -> None:
+def _checkpoint(lab: LabLike, path: Path, state: Partial, manifest: dict) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -177,7 +178,7 @@ def _checkpoint(lab: Lab, path: Path, state: Partial, manifest: dict) -> None:
         (path / fmt.SHARDS).rmdir()
 
 
-def _run(lab: Lab, path: Path, corpus, first_shard: int, first_id: int, engine: str, workers, address,
+def _run(lab: LabLike, path: Path, corpus, first_shard: int, first_id: int, engine: str, workers, address,
          lab_factory, checkpoint_every: int, progress) -> None:
     manifest = json.loads((path / fmt.MANIFEST).read_text(encoding="utf-8"))
     params, layers, d_sae = manifest["params"], manifest["layers"], manifest["d_sae"]

@@ -34,7 +34,7 @@ def _rows_of_file(path: Path) -> Iterator[tuple[str | None, str]]:
                     row = json.loads(line)
                     yield (row.get("source"), row.get("text")) if isinstance(row, dict) else (None, row)
     elif suffix in (".parquet", ".csv", ".json"):
-        from ..core.textfiles import read_texts
+        from ..base.textfiles import read_texts
 
         if suffix == ".parquet":
             import pyarrow.parquet as pq

@@ -16,11 +16,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core import validate
-from ..core.feature_index import FeatureIndex
+from ..base import validate
+from .store import FeatureIndex
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..core.protocol import LabLike
 
 
 def _activation(model_id: str, source_id: str, feature: int, row, kind: str) -> dict:
@@ -36,7 +36,7 @@ def _activation(model_id: str, source_id: str, feature: int, row, kind: str) -> 
     return out
 
 
-def _logit_tables(lab: Lab, layer: int, features: list[int], n: int = 10) -> dict[int, tuple]:
+def _logit_tables(lab: LabLike, layer: int, features: list[int], n: int = 10) -> dict[int, tuple]:
     """Per feature, (top tokens, values, bottom tokens, values) of ``W_dec[:, f] @ W_U`` (as
     ``features.logit_table``), computed for many features per matmul."""
     import torch
@@ -55,7 +55,7 @@ def _logit_tables(lab: Lab, layer: int, features: list[int], n: int = 10) -> dic
 
 
 def export_neuronpedia(index: FeatureIndex, out, model_id: str | None = None, source_set: str = "qscope-res",
-                       layers=None, lab: Lab | None = None, features_per_file: int = 128,
+                       layers=None, lab: LabLike | None = None, features_per_file: int = 128,
                        creator: str = "qscope-lab") -> list[Path]:
     """Write the bulk-import folders of ``layers`` (default: all) under ``out``; returns one folder per layer.
     With ``lab`` (built for the index's model and suite) the logit tables (pos_str / neg_str) are filled.

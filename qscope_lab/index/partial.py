@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core import feature_index as fmt
-from ..core.index_hashes import priority, priority_at
+from . import store as fmt
+from .hashes import priority, priority_at
 from .rows import (
     ROW_FIELDS,
     ByToken,

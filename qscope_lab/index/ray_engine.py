@@ -12,7 +12,6 @@ Requires ``pip install qscope-lab[distributed]`` (``ray[data]``).
 
 from __future__ import annotations
 
-import functools
 import json
 import pickle
 from collections.abc import Iterator
@@ -24,18 +23,7 @@ from .corpus import Document
 from .shard import compute_shard
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
-
-
-def lab_factory_of(lab: Lab):
-    """How a worker rebuilds ``lab``: the embedded default, or ``Lab.load(name, saes=suite name)``."""
-    from .. import embedded
-    from ..core.lab import Lab
-
-    if lab.name == embedded.NAME:
-        return Lab.load
-    dtype = str(next(lab.hf_model.parameters()).dtype).removeprefix("torch.")
-    return functools.partial(Lab.load, lab.name, saes=lab.saes.name, dtype=dtype)
+    from ..core.protocol import LabLike
 
 
 class _ShardWorker:
@@ -53,7 +41,7 @@ class _ShardWorker:
         return {"shard": np.asarray(batch["shard"]), "partial": np.array(out, dtype=object)}
 
 
-def ray_engine(lab: Lab, todo: Iterator, layers: list[int], params: dict, workers: int | None = None,
+def ray_engine(lab: LabLike, todo: Iterator, layers: list[int], params: dict, workers: int | None = None,
                address: str | None = None, lab_factory=None, wave: int | None = None):
     """Yield (shard, Partial) in shard order, computed on Ray Data."""
     try:
@@ -65,7 +53,7 @@ def ray_engine(lab: Lab, todo: Iterator, layers: list[int], params: dict, worker
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     workers = workers or max(1, gpus or int(ray.cluster_resources().get("CPU", 1)) - 1)
-    factory = lab_factory or lab_factory_of(lab)
+    factory = lab_factory or lab.loader()
     wave = wave or workers * 4
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..core import feature_index as fmt
+from . import store as fmt
 
 ROW_FIELDS = {"feature": np.int32, "kind": np.int8, "bin": np.int16, "priority": np.uint64,
               "activation": np.float32, "document": np.int64, "position": np.int32, "source": np.int16,

@@ -7,17 +7,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.index_hashes import position_key
 from ..core.scan import scan
 from .corpus import Document
+from .hashes import position_key
 from .partial import Partial
 from .rows import token_windows
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..core.protocol import LabLike
 
 
-def compute_shard(lab: Lab, shard: int, docs: list[Document], layers: list[int], params: dict) -> Partial:
+def compute_shard(lab: LabLike, shard: int, docs: list[Document], layers: list[int], params: dict) -> Partial:
     """The partial statistics of one shard's documents (what every engine runs, on whatever machine)."""
     part = Partial(layers, lab.sae(layers[0]).d_sae, params)
     part.shards, part.documents = [shard], len(docs)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.registry import SAEGroup, find_group, layer_filename
-from ..core.sae import SAE
+from ..saes.registry import SAEGroup, find_group, layer_filename
+from ..saes.sae import SAE
 
 
 def stage(group: str | SAEGroup, folder: str | Path, n_layers: int = 4, hidden: int = 64, width: int = 1024,

@@ -24,7 +24,7 @@ from .language import language_features, sasft_targets
 from .sasft import IGNORE_INDEX, SASFTLoss
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..lab import Lab
 
 
 # ---------------------------------------------------------------------------------------------- the demo

@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..base.validate import as_texts
 from ..core.scan import scan
-from ..core.validate import as_texts
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..lab import Lab
 
 
 def _layers_of(lab: Lab, layers) -> list[int]:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from ..core.validate import as_texts
+from ..base.validate import as_texts
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..lab import Lab
 
 
 @torch.no_grad()

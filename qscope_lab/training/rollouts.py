@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.text_predicates import repetition_rate
-from ..core.validate import as_texts
+from ..base.validate import as_texts
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..lab import Lab
 
 
 def steered_rollouts(lab: Lab, prompts: Sequence[str] | str, features, alphas=8.0, group_size: int = 4,

@@ -18,13 +18,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..core import progress as progress_bars
-from ..core import validate
-from ..core.sae import SAE
+from ..base import progress as progress_bars
+from ..base import validate
+from ..core.hooks import edit_blocks
 from ..core.scan import counted_positions, scan
+from ..saes.sae import SAE
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..lab import Lab
 
 
 @dataclass
@@ -177,7 +178,6 @@ def finetune_kl(lab: Lab, sae: SAE, texts: list[str], layer: int, steps: int = 6
     and a log (step, kl, mse)."""
     lab.check_layer(layer)
     model = lab.hf_model
-    block = lab.blocks[layer]
     tuned = SAE(*(t.detach().float().clone() for t in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)), k=sae.k,
                 meta=dict(sae.meta)).to(lab.device)
     params = [tuned.W_enc, tuned.b_enc, tuned.W_dec, tuned.b_dec]
@@ -191,11 +191,10 @@ def finetune_kl(lab: Lab, sae: SAE, texts: list[str], layer: int, steps: int = 6
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     state: dict = {}
 
-    def splice(module, args, output):  # replace counted positions by the reconstruction; keep the sink clean
-        h = output[0] if isinstance(output, tuple) else output
+    def splice(h: torch.Tensor) -> torch.Tensor:  # counted positions become the reconstruction; the sink stays
         out = torch.where(state["counted"].unsqueeze(-1), tuned(h), h)
         state["h"], state["out"] = h, out
-        return (out, *output[1:]) if isinstance(output, tuple) else out
+        return out
 
     records = []
     bar = progress_bars.bar(steps, progress, f"KL fine-tune layer {layer}")
@@ -209,11 +208,8 @@ def finetune_kl(lab: Lab, sae: SAE, texts: list[str], layer: int, steps: int = 6
             state["counted"] = counted
             with torch.no_grad():
                 clean = model(**enc).logits[counted].float()
-            handle = block.register_forward_hook(splice)
-            try:
+            with edit_blocks(lab.blocks, {layer: splice}):
                 logits = model(**enc).logits[counted].float()
-            finally:
-                handle.remove()
             kl = F.kl_div(F.log_softmax(logits, -1), F.log_softmax(clean, -1), log_target=True,
                           reduction="batchmean")
             h, out = state["h"][counted].float(), state["out"][counted].float()

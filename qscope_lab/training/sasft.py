@@ -9,13 +9,15 @@ loss holds frozen copies of the chosen encoder rows, never the SAE.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import validate
+from ..base import validate
+from ..core.hooks import edit_blocks
 
 IGNORE_INDEX = -100
 
@@ -91,7 +93,7 @@ class SASFTLoss(nn.Module):
             centre = sae.b_dec.detach().float().clone() if sae.apply_b_dec_to_input else None
             self.register_buffer(f"centre_{layer}", centre)
         self._hidden: dict[int, torch.Tensor] = {}
-        self._handles: list = []
+        self._hooks: contextlib.ExitStack | None = None
         self.last: dict[int, float] = {}
 
     def extra_repr(self) -> str:
@@ -101,7 +103,7 @@ class SASFTLoss(nn.Module):
     # ------------------------------------------------------------------ hooks
     @property
     def attached(self) -> bool:
-        return bool(self._handles)
+        return self._hooks is not None
 
     def attach(self, model: nn.Module | None = None) -> SASFTLoss:
         """Register forward hooks on the decoder blocks (``model`` defaults to the one given at construction);
@@ -117,14 +119,16 @@ class SASFTLoss(nn.Module):
         blocks = model.get_submodule(self.layers_path)
         device = next(model.parameters()).device
         self.to(device)
-        for layer in self.layers:
-            self._handles.append(blocks[layer].register_forward_hook(self._hook(layer)))
+        # every thread's forwards: a trainer may run them off the thread that attached
+        self._hooks = contextlib.ExitStack()
+        self._hooks.enter_context(edit_blocks(blocks, {layer: self._record(layer) for layer in self.layers},
+                                              this_thread_only=False))
         return self
 
     def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        if self._hooks is not None:
+            self._hooks.close()
+        self._hooks = None
         self._hidden = {}
 
     def __enter__(self) -> SASFTLoss:
@@ -135,11 +139,11 @@ class SASFTLoss(nn.Module):
     def __exit__(self, *exc) -> None:
         self.detach()
 
-    def _hook(self, layer: int):
-        def hook(module, args, output):
-            self._hidden[layer] = output[0] if isinstance(output, tuple) else output
+    def _record(self, layer: int):
+        def record(h: torch.Tensor) -> None:
+            self._hidden[layer] = h
 
-        return hook
+        return record
 
     # ------------------------------------------------------------------ the loss
     def pre_activations(self, layer: int, h: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from ._base import LabWidget, css, esm, f32, reacts, reject_unknown_kwargs
 from .card import FeatureCard
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..lab import Lab
 
 METHODS = ("grad_x_act", "integrated_gradients")
 

@@ -10,7 +10,7 @@ import traitlets
 
 from ..analysis import index_view
 from ..analysis.features import compare_texts, shared_prefix_length
-from ..core import validate
+from ..base import validate
 from ._base import LabWidget, css, esm, f32, reacts
 
 

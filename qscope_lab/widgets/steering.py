@@ -17,7 +17,7 @@ import traitlets
 
 from ..analysis.labels import FeatureLabels
 from ..analysis.reference import Reference
-from ..core import validate
+from ..base import validate
 from ._base import LabWidget, css, esm, reacts
 
 POSITIONS = ("all", "prompt", "generated")

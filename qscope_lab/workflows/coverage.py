@@ -33,11 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..base.validate import as_texts
 from ..core.scan import CHUNK, scan
-from ..core.validate import as_texts
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..lab import Lab
 
 POSITIONS = ("last", "all")
 

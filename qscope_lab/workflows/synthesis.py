@@ -29,12 +29,12 @@ import torch
 
 from ..analysis.fluency import fluency as fluency_table
 from ..analysis.fluency import perplexity_limit
-from ..core import progress as progress_bars
+from ..base import progress as progress_bars
+from ..base.validate import as_texts
 from ..core.scan import CHUNK, scan
-from ..core.validate import as_texts
 
 if TYPE_CHECKING:
-    from ..core.lab import Lab
+    from ..lab import Lab
 
 _REPLACEMENT = "\ufffd"
 

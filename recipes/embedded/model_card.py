@@ -82,7 +82,7 @@ def main() -> None:
         sae_logs.append({"layer": int(path.stem.removeprefix("sae_layer")), "steps": int(last.step) + 1,
                          "final mse (scaled)": round(float(last.mse), 5),
                          "dead fraction": round(float(last.dead_fraction), 4), "seconds": last.seconds})
-    from qscope_lab.core.sae_formats import read_qscope_meta
+    from qscope_lab.saes.formats import read_qscope_meta
 
     metas = [read_qscope_meta(EMBEDDED / "saes" / f"layer{n}.sae.safetensors")
              for n in range(config["num_hidden_layers"])]

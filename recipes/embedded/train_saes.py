@@ -100,7 +100,7 @@ def sweep_k(lab, texts, args) -> None:
     from evaluate import lang_docs
 
     from qscope_lab import Lab
-    from qscope_lab.core.sae_suite import SAESuite
+    from qscope_lab.saes.suite import SAESuite
     from qscope_lab.training.sae_training import TrainConfig, collect_activations, train_sae_on_activations
 
     layer = lab.n_layers // 2
@@ -123,7 +123,7 @@ def sweep_k(lab, texts, args) -> None:
 def continue_kl(lab, texts, layers, out: Path, steps: int) -> None:
     """A second KL stage for the SAEs in ``out`` (the shipped layers 2 and 3 got 1,500 more steps: their CE
     cost was the highest after the first 600)."""
-    from qscope_lab.core.sae import SAE
+    from qscope_lab.saes.sae import SAE
     from qscope_lab.training.sae_training import finetune_kl
 
     for layer in layers:

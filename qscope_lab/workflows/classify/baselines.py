@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...core import validate
+from ...base import validate
 from . import stats
 from .common import STORE_LIMIT, metrics, texts_labels
 

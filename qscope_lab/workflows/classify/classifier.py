@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ...core import validate
+from ...base import validate
 from . import rules, stats
 from .common import STORE_LIMIT, NotFittedError, metrics, texts_labels
 from .files import load_classifier, save_classifier
 
 if TYPE_CHECKING:
-    from ...core.lab import Lab
+    from ...lab import Lab
 
 SCREEN = 32        # features per layer and statistic kept by the screening pass
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ...core import validate
+from ...base import validate
 
 STORE_LIMIT = 256  # seeds whose per-text statistics are kept; beyond, a screening pass keeps memory flat
 

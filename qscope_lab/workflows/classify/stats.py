@@ -18,7 +18,7 @@ import torch
 from ...core.scan import scan
 
 if TYPE_CHECKING:
-    from ...core.lab import Lab
+    from ...lab import Lab
 
 
 def _entries(batch, layer: int, sae, eps: float, columns: torch.Tensor | None):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import validate
+from ..base import validate
 
 KINDS = ("logit", "logprob", "prob")
 

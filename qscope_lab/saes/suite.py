@@ -11,11 +11,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from . import hub, sae_formats
+from . import formats as sae_formats
+from . import hub
+from .formats import k_from_name, layer_of
 from .registry import find_group, parse_group_name
 from .sae import SAE
-from .sae_formats import k_from_name, layer_of
-from .sae_sources import is_local, looks_like_path, scan_folder
+from .sources import is_local, looks_like_path, scan_folder
 
 DEFAULT_CACHE_BYTES = 4 * 1024**3
 

@@ -7,22 +7,23 @@ error term ``e = h - x_hat(V)`` rides along untouched. With f = V that is h to t
 downstream is the unmodified model; d(metric)/d(h') is the error term's gradient and ``W_dec^T`` of it is the
 features'. The gradient passes through h unchanged, so upstream layers see the true derivative.
 
-Plain PyTorch forward hooks on the decoder blocks (``lab.blocks[n]``, whose
-output is a plain tensor in transformers 5); autograd is switched on only from the first spliced layer, with
-the model's parameters frozen meanwhile, so the graph holds the chosen layers onwards and nothing else.
+Plain forward hooks on the decoder blocks (``core.hooks.edit_blocks``); autograd is switched on only from the
+first spliced layer, with the model's parameters frozen meanwhile, so the graph holds the chosen layers onwards
+and nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .steering import Steer, apply_steering, by_layer
+from ..core.hooks import edit_blocks
+from ..core.protocol import LabLike
+from ..core.steering import Steer, apply_steering, by_layer
 
 
 @dataclass
@@ -77,7 +78,7 @@ def repeat_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
     return tensor if times == 1 else tensor.repeat_interleave(times, dim=0)
 
 
-def run(lab, enc: dict, layers=(), *, keep: int = 1, steers: list[Steer] = (), then: list[Steer] = (),
+def run(lab: LabLike, enc: dict, layers=(), *, keep: int = 1, steers: list[Steer] = (), then: list[Steer] = (),
         fixed: dict[int, Site] | None = None, scale: torch.Tensor | None = None,
         edits: dict[int, Callable] | None = None, grad: bool = True,
         stop_at: int | None = None) -> tuple[torch.Tensor | None, dict[int, Site]]:
@@ -96,13 +97,8 @@ def run(lab, enc: dict, layers=(), *, keep: int = 1, steers: list[Steer] = (), t
     first = layers[0] if grad and layers else None
     sites: dict[int, Site] = {}
 
-    owner = threading.get_ident()  # a background encode on another thread meanwhile sees the clean model
-
-    def hook_for(layer: int):
-        def hook(module, args, output):
-            if threading.get_ident() != owner:
-                return None
-            h = output[0] if isinstance(output, tuple) else output
+    def edit_for(layer: int):
+        def edit(h: torch.Tensor) -> torch.Tensor:
             for stage in stages:
                 if layer in stage:
                     h = apply_steering(h, lab.sae(layer), stage[layer], where)
@@ -114,25 +110,20 @@ def run(lab, enc: dict, layers=(), *, keep: int = 1, steers: list[Steer] = (), t
                 h = _splice(lab.sae(layer), h, layer, fixed, scale, grad, sites)
             if layer == stop_at:
                 raise _Stop
-            return (h, *output[1:]) if isinstance(output, tuple) else h
-        return hook
+            return h
+        return edit
 
-    blocks = lab.blocks
     steered = {layer for stage in stages for layer in stage}
     hooked = sorted(set(layers) | steered | set(edits) | ({stop_at} if stop_at is not None else set()))
-    handles = [blocks[layer].register_forward_hook(hook_for(layer)) for layer in hooked]
     logits = None
-    try:
-        with frozen(lab.hf_model), torch.no_grad():
-            try:
-                out = lab.hf_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False,
-                                   logits_to_keep=keep)
-                logits = out.logits
-            except _Stop:
-                pass
-    finally:
-        for handle in handles:
-            handle.remove()
+    with edit_blocks(lab.blocks, {layer: edit_for(layer) for layer in hooked}), frozen(lab.hf_model), \
+            torch.no_grad():
+        try:
+            out = lab.hf_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False,
+                               logits_to_keep=keep)
+            logits = out.logits
+        except _Stop:
+            pass
     return logits, sites
 
 

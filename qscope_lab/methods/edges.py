@@ -13,8 +13,8 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from ..core.steering import Steer
 from . import splice, targets
-from .steering import Steer
 
 
 def attribute_edges(lab, prompt: str, upstream: int, downstream: int, target=None, top: int = 10,

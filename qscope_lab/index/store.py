@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import validate
-from .index_hashes import file_digest, priority, sae_fingerprint
-from .tokens import byte_label, readable
+from ..base import validate
+from ..core.tokens import byte_label, readable
+from .hashes import file_digest, priority, sae_fingerprint
 
 FORMAT = "qscope-feature-index"
 FORMAT_VERSION = 1

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import hub
+from .formats import is_saelens_folder, k_from_name, layer_of, saelens_layer
 from .registry import layer_filename
-from .sae_formats import is_saelens_folder, k_from_name, layer_of, saelens_layer
 
 
 def is_local(source) -> bool:

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import sae_formats, sae_sources
-from .sae_formats import SAEConfig
+from . import formats as sae_formats
+from . import sources as sae_sources
+from .formats import SAEConfig
 
 
 class SAE(nn.Module):

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from . import tokens
-from .steering import Steer, apply_steering, by_layer, check_positions, hooked
+from ..core import tokens
+from ..core.steering import Steer, apply_steering, by_layer, check_positions, hooked
 
 
 @dataclass
@@ -67,7 +67,7 @@ class Generation:
 
 
 def _prompt_texts(lab, prompt, chat: bool) -> list[str]:
-    from .validate import as_texts
+    from ..base.validate import as_texts
 
     prompts = as_texts(prompt)
     if not chat:

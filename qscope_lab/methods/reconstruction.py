@@ -1,14 +1,14 @@
 """Reconstruction quality of a layer's SAE, measured the way SAE papers report it.
 
-One plain forward per batch runs three copies of the batch side by side. At the SAE's layer a forward hook gives
-them: clean h | SAE reconstruction x_hat spliced in | zeros (the floor for "CE recovered"). Positions the caller
+One plain forward per batch runs four copies of the batch side by side. At the SAE's layer an edit
+(``core.hooks``) gives them: clean h | the SAE's reconstruction x_hat | x_hat plus the splice's error term (the
+forward attribution and steering edits run on) | zeros (the floor for "CE recovered"). Positions the caller
 skips (the attention sink at position 0) keep h in every copy, so one outlier token cannot dominate the numbers.
 
-``ce_with_error`` (x_hat + (h - x_hat), the error-term forward that lets feature edits act on an exact model)
-is reported from the clean copy: that forward equals the clean one by construction (up to float rounding of
-a + (b - a)), so running it would cost a quarter of the work for a number already known. A hook, not an
-nnsight trace: the report is the library's own computation, and a plain forward is what it should cost
-(``benchmarks/speed_bench.py``: 1.0x three plain forwards).
+``ce_with_error`` is measured, not assumed: the third copy is rebuilt from ``splice.encode_site``'s top-k and
+error term, so it equals ``ce_clean`` up to float rounding exactly when the splice is right, and a broken
+splice shows here. A hook, not an nnsight trace: the report is the library's own computation, and a plain
+forward is what it should cost (``benchmarks/speed_bench.py``: against four plain forwards).
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .scan import Batch, scan
+from ..core.hooks import edit_blocks
+from ..core.protocol import LabLike
+from ..core.scan import Batch, scan
+from .splice import encode_site
 
-VARIANTS = ("clean", "spliced", "zero")
+VARIANTS = ("clean", "spliced", "with_error", "zero")
 
 
 def _next_token_ce(logits: torch.Tensor, ids: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,29 +34,26 @@ def _next_token_ce(logits: torch.Tensor, ids: torch.Tensor, real: torch.Tensor) 
 
 
 @torch.no_grad()
-def _batch_stats(lab, scanned: Batch, layer: int) -> dict[str, float]:
+def _batch_stats(lab: LabLike, scanned: Batch, layer: int) -> dict[str, float]:
     sae = lab.sae(layer)
     enc, real, counted = scanned.enc, scanned.real, scanned.counted
     batch = {key: torch.cat([value] * len(VARIANTS)) for key, value in enc.items()}
     n = real.shape[0]
     seen: dict[str, torch.Tensor] = {}
 
-    def splice(module, args, output):
-        h = output[0] if isinstance(output, tuple) else output
+    def splice(h: torch.Tensor) -> torch.Tensor:
         x = h[:n][counted]
-        values, indices = sae.encode_sparse(x)
-        x_hat = sae.decode_sparse(values, indices)
-        seen.update(x=x.to(sae.dtype), x_hat=x_hat, values=values)
+        site = encode_site(sae, x)
+        x_hat = sae.decode_sparse(site.values, site.indices)
+        seen.update(x=x.to(sae.dtype), x_hat=x_hat, values=site.values)
         out = h.clone()
         out[n:2 * n][counted] = x_hat.to(device=h.device, dtype=h.dtype)
-        out[2 * n:][counted] = 0
-        return (out, *output[1:]) if isinstance(output, tuple) else out
+        out[2 * n:3 * n][counted] = (x_hat + site.error).to(device=h.device, dtype=h.dtype)
+        out[3 * n:][counted] = 0
+        return out
 
-    handle = lab.blocks[layer].register_forward_hook(splice)
-    try:
+    with edit_blocks(lab.blocks, {layer: splice}):
         logits = lab.hf_model(**batch).logits
-    finally:
-        handle.remove()
     stats: dict[str, float] = {}
     for v, name in enumerate(VARIANTS):
         total, count = _next_token_ce(logits[v * n:(v + 1) * n], enc["input_ids"], real)
@@ -69,7 +69,7 @@ def _batch_stats(lab, scanned: Batch, layer: int) -> dict[str, float]:
     return stats
 
 
-def reconstruction_report(lab, texts: list[str], layer, batch_size: int = 4, skip_first: bool = True,
+def reconstruction_report(lab: LabLike, texts: list[str], layer, batch_size: int = 4, skip_first: bool = True,
                           max_length: int | None = None) -> pd.DataFrame:
     """One row per layer: FVU, cosine, L0, CE clean / spliced / with error term / zero-ablated, CE recovered."""
     rows = []
@@ -98,7 +98,7 @@ def _summarise(layer: int, acc: dict) -> dict:
         "ce_clean": ce["clean"],
         "ce_spliced": ce["spliced"],
         "ce_delta": ce["spliced"] - ce["clean"],
-        "ce_with_error": ce["clean"],  # x_hat + (h - x_hat) is h: see the module docstring
+        "ce_with_error": ce["with_error"],
         "ce_zero_ablation": ce["zero"],
         "ce_recovered": (ce["zero"] - ce["spliced"]) / floor if floor > 0 else float("nan"),
     }

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from . import models, validate
-from .activations import FeatureActs
-from .feature_index import FeatureIndex
-from .registry import default_group
-from .sae import SAE
-from .sae_suite import SAESuite
-from .scan import scan
-from .steering import Steer, SteerSpec, apply_steering, by_layer, parse_steer
+from .base import validate
+from .core import models
+from .core.activations import FeatureActs
+from .core.scan import scan
+from .core.steering import Steer, SteerSpec, apply_steering, by_layer, parse_steer
+from .index.store import FeatureIndex
+from .saes.registry import default_group
+from .saes.sae import SAE
+from .saes.suite import SAESuite
 
 
 class Lab:
@@ -62,7 +64,7 @@ class Lab:
         """
         from nnsight import TransformersModel
 
-        from .. import embedded
+        from . import embedded
 
         dtype = models.resolve_dtype(dtype)
         device = models.check_device(device)
@@ -106,6 +108,18 @@ class Lab:
         if index is not None and index is not False:
             lab.use_index(index)
         return lab
+
+    def loader(self) -> Callable[[], Lab]:
+        """How another process rebuilds this Lab (a Ray worker of ``FeatureIndex.build``): a picklable
+        callable, ``Lab.load`` for the embedded default, else ``Lab.load(name, saes=suite, dtype=...)``."""
+        from . import embedded
+
+        if self.name == embedded.NAME:
+            return Lab.load
+        if self.saes is None:
+            raise ValueError(f"{self.name} has no SAEs: nothing for another process to rebuild")
+        dtype = str(next(self.hf_model.parameters()).dtype).removeprefix("torch.")
+        return functools.partial(Lab.load, self.name, saes=self.saes.name, dtype=dtype)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -161,7 +175,7 @@ class Lab:
         """Like ``token_strings`` but for reading generated text: a character split over several byte-level
         tokens (each alone decodes to U+FFFD) is shown whole on its first token and the others get ''. The
         list keeps one entry per token, so per-token flags still line up."""
-        from .tokens import join_split_characters
+        from .core.tokens import join_split_characters
 
         return join_split_characters(self, ids, max_group)
 
@@ -258,7 +272,7 @@ class Lab:
     def reconstruct(self, texts: str | Sequence[str], layer: int | Sequence[int], batch_size: int = 4,
                     skip_first: bool = True, max_length: int | None = None) -> pd.DataFrame:
         """How well the SAE stands in for the layer: FVU, cosine, L0 and the CE loss clean vs SAE spliced in."""
-        from .reconstruction import reconstruction_report
+        from .methods.reconstruction import reconstruction_report
 
         batch_size = validate.integer(batch_size, "batch_size", minimum=1)
         return reconstruction_report(self, validate.texts(texts), self.check_layers(layer, "layer"),
@@ -273,7 +287,7 @@ class Lab:
         ``steer={feature: alpha}`` at ``layer``, or ``{(layer, feature): alpha}`` / a list of ``Steer`` for
         several layers. ``positions``: "all" (prompt and generated tokens, the default), "prompt", "generated",
         or a list of prompt positions. ``mode``: "add", "clamp" or "ablate". Greedy unless ``do_sample``."""
-        from .generation import generate
+        from .methods.generation import generate
 
         steers = self.check_steers(parse_steer(steer, layer, mode))
         max_new_tokens = self.check_new_tokens(max_new_tokens, prompt)
@@ -284,7 +298,7 @@ class Lab:
         """Steering sweep: one greedy completion per alpha as a table (options: positions, mode,
         max_new_tokens, metric, e.g. ``metric=han_share``, and any ``generate`` keyword such as
         ``repetition_penalty``)."""
-        from .generation import sweep
+        from .methods.generation import sweep
 
         validate.text(prompt, "prompt")
         feature = self.check_feature(layer, feature)
@@ -300,7 +314,7 @@ class Lab:
                     top: int = 10) -> pd.DataFrame:
         """Top next-token probabilities after ``prompt``, baseline and with the prompt steered, side by side
         (the official demo's view of what a steer does before any text is generated)."""
-        from .generation import next_token_table
+        from .methods.generation import next_token_table
 
         validate.text(prompt, "prompt")
         top = validate.integer(top, "top", minimum=1, maximum=len(self.tokenizer))
@@ -337,7 +351,7 @@ class Lab:
         ``method``: "grad_x_act" (one backward), "integrated_gradients" (``steps`` points from zero activations)
         or "ablation" (exact, the ``top`` strongest features per prompt). ``steer`` edits the prompt first, as
         in ``generate``. Returns an ``Attribution`` (``to_frame()``, ``metric``, ``baseline_metric``)."""
-        from .attribution import METHODS, attribute
+        from .methods.attribution import METHODS, attribute
 
         prompts = validate.texts(prompt, "prompt")
         layers = sorted(self.check_layers(self.n_layers // 2 if layers is None else layers))
@@ -356,7 +370,7 @@ class Lab:
         """How much each feature at layer ``upstream`` drives each of the ``top`` features at ``downstream``
         (strongest by attribution to ``target``, or by activation), by gradient through the spliced model: one
         row per edge (upstream feature -1: the error term). ``viz.charts.edge_graph`` draws it."""
-        from .edges import attribute_edges
+        from .methods.edges import attribute_edges
 
         validate.text(prompt, "prompt")
         upstream, downstream = self.check_layer(upstream, "upstream"), self.check_layer(downstream, "downstream")
@@ -370,7 +384,7 @@ class Lab:
         """What each feature active at ``position`` adds to ``token``'s logit (default: the top prediction)
         through the final norm and the unembedding; feature -1 is the rest of the residual.
         ``viz.charts.logit_bars`` draws it."""
-        from .logit_lens import direct_logit_attribution
+        from .methods.logit_lens import direct_logit_attribution
 
         validate.text(prompt, "prompt")
         position = validate.integer(position, "position")
@@ -379,7 +393,7 @@ class Lab:
     def logit_lens(self, prompt: str, top: int = 3) -> pd.DataFrame:
         """Top ``top`` next tokens of every layer's residual at every position, through the final norm and
         unembedding. ``viz.charts.logit_lens_grid`` draws it."""
-        from .logit_lens import logit_lens
+        from .methods.logit_lens import logit_lens
 
         validate.text(prompt, "prompt")
         return logit_lens(self, prompt, top=validate.integer(top, "top", minimum=1, maximum=len(self.tokenizer)))

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..core.steering import Steer
 from . import splice, targets
-from .steering import Steer
 
 METHODS = ("grad_x_act", "integrated_gradients", "ablation")
 

@@ -1,0 +1,62 @@
+"""What the layers below the Lab use of it, as a typed protocol.
+
+``methods``, ``index`` and the runtime in ``core`` take a ``LabLike``, not the ``Lab`` class: they sit below
+``qscope_lab.lab`` in the import contracts, and this protocol is the dependency the contracts cannot see made
+explicit (a type checker holds ``Lab`` to it). Anything with these members can be scanned, spliced, attributed
+or indexed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+if TYPE_CHECKING:
+    from ..saes.sae import SAE
+    from ..saes.suite import SAESuite
+    from .steering import Steer
+
+
+class LabLike(Protocol):
+    """A traced model with per-layer SAEs: the members scan loops, methods and the feature index read."""
+
+    model: Any  # the nnsight wrapper (traces)
+    tokenizer: Any
+    hf_model: torch.nn.Module  # the transformers model itself (plain forwards, generate)
+    blocks: Sequence[torch.nn.Module]  # decoder blocks: where forward hooks go (core.hooks)
+    layers: Any  # nnsight envoys of the decoder blocks
+    layers_path: str
+    n_layers: int
+    d_model: int
+    name: str
+    architecture: str
+    saes: SAESuite | None
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def max_positions(self) -> int | None: ...
+
+    def sae(self, layer: int) -> SAE: ...
+
+    def check_layer(self, layer: Any, name: str = "layer") -> int: ...
+
+    def check_layers(self, layers: Any, name: str = "layers") -> list[int]: ...
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]: ...
+
+    def token_pieces(self, ids: Sequence[int], max_group: int = 4) -> list[str]: ...
+
+    def token_ids(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]: ...
+
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]: ...
+
+    def pad(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]: ...
+
+    def residuals(self, enc: dict, layers: Sequence[int], steer: list[Steer] | None = None,
+                  run_to_end: bool = False) -> dict[int, torch.Tensor]: ...
+
+    def loader(self) -> Callable[[], LabLike]: ...
