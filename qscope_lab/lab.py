@@ -95,8 +95,8 @@ class Lab:
 
         if isinstance(saes, dict) and not saes:  # {}: explicitly no SAEs (e.g. before training your own)
             saes = None
-        elif saes is None and name is not None and default_group(name) is not None:
-            saes = default_group(name).repo_id
+        elif saes is None and name is not None and (group := default_group(name)) is not None:
+            saes = group.repo_id
         sae_device = device or next(wrapped._module.parameters()).device
         suite = None if saes is None else SAESuite.open(saes, k=k, device=sae_device, dtype=sae_dtype,
                                                         cache_bytes=cache_bytes)

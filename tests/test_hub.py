@@ -5,7 +5,8 @@ import time
 import pytest
 import torch
 
-from qscope_lab import SAE, HubUnavailableError, Lab, hub
+from qscope_lab import SAE, HubUnavailableError, Lab
+from qscope_lab.saes import hub
 from qscope_lab.testing.tiny import tiny_model
 
 REPO = "Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_50"

@@ -22,7 +22,8 @@ BlockEdit = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 
 @contextlib.contextmanager
-def edit_blocks(blocks: Sequence[torch.nn.Module] | Mapping[int, torch.nn.Module], edits: Mapping[int, BlockEdit],
+def edit_blocks(blocks: torch.nn.ModuleList | Sequence[torch.nn.Module] | Mapping[int, torch.nn.Module],
+                edits: Mapping[int, BlockEdit],
                 *, this_thread_only: bool = True) -> Iterator[None]:
     """Within the block, decoder block ``n``'s hidden state ``h`` becomes ``edits[n](h)`` (None: unchanged).
 

@@ -20,19 +20,41 @@ if TYPE_CHECKING:
 
 
 class LabLike(Protocol):
-    """A traced model with per-layer SAEs: the members scan loops, methods and the feature index read."""
+    """A traced model with per-layer SAEs: the members scan loops, methods and the feature index read (read-only
+    properties here, so plain attributes of the Lab satisfy them)."""
 
-    model: Any  # the nnsight wrapper (traces)
-    tokenizer: Any
-    hf_model: torch.nn.Module  # the transformers model itself (plain forwards, generate)
-    blocks: Sequence[torch.nn.Module]  # decoder blocks: where forward hooks go (core.hooks)
-    layers: Any  # nnsight envoys of the decoder blocks
-    layers_path: str
-    n_layers: int
-    d_model: int
-    name: str
-    architecture: str
-    saes: SAESuite | None
+    @property
+    def model(self) -> Any: ...  # the nnsight wrapper (traces)
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    @property
+    def hf_model(self) -> Any: ...  # the transformers model itself (a PreTrainedModel: forwards, generate)
+
+    @property
+    def blocks(self) -> torch.nn.ModuleList: ...  # decoder blocks: where forward hooks go (core.hooks)
+
+    @property
+    def layers(self) -> Any: ...  # nnsight envoys of the decoder blocks
+
+    @property
+    def layers_path(self) -> str: ...
+
+    @property
+    def n_layers(self) -> int: ...
+
+    @property
+    def d_model(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def architecture(self) -> str: ...
+
+    @property
+    def saes(self) -> SAESuite | None: ...
 
     @property
     def device(self) -> torch.device: ...

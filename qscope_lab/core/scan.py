@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..base import progress as progress_bars
+
+if TYPE_CHECKING:
+    from .protocol import LabLike
 
 CHUNK = 256  # texts sorted by length within a chunk, so batches carry little padding
 
@@ -65,9 +69,9 @@ class Batch:
         return best.view(len(self), len(features))
 
 
-def scan(lab, texts: list[str], layers: Sequence[int] = (), batch_size: int = 16, max_length: int | None = None,
-         skip_first: bool = True, skip_special: bool = True, chunk: int = CHUNK, progress: bool | None = None,
-         desc: str = "scan") -> Iterator[Batch]:
+def scan(lab: LabLike, texts: list[str], layers: Sequence[int] = (), batch_size: int = 16,
+         max_length: int | None = None, skip_first: bool = True, skip_special: bool = True, chunk: int = CHUNK,
+         progress: bool | None = None, desc: str = "scan") -> Iterator[Batch]:
     """Yield a ``Batch`` per ``batch_size`` texts (validated texts, checked layers; see the module docstring).
     Rows of token ids (lists of int, e.g. documents chunked to a context length) pass through untokenized.
 

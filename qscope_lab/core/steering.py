@@ -153,8 +153,8 @@ def check_positions(positions) -> None:
 
 
 @contextlib.contextmanager
-def hooked(blocks: Sequence[torch.nn.Module], edits: list[tuple[int, SAE, list[Steer]]], positions,
-           attention_mask: torch.Tensor, steered_rows: slice) -> Iterator[None]:
+def hooked(blocks: torch.nn.ModuleList | Sequence[torch.nn.Module], edits: list[tuple[int, SAE, list[Steer]]],
+           positions, attention_mask: torch.Tensor, steered_rows: slice) -> Iterator[None]:
     """Steer ``generate`` calls inside the block: each edited decoder block's output gets ``apply_steering``
     with the mask ``position_mask`` gives for that step (the n-th call of a block is step n; step 0 is the
     prefill), through ``hooks.edit_blocks`` (this thread's forwards only, removed on exit)."""

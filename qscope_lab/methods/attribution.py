@@ -16,7 +16,9 @@ gradients) or the exact effect of removing the error at that position and layer 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +26,9 @@ import torch
 
 from ..core.steering import Steer
 from . import splice, targets
+
+if TYPE_CHECKING:
+    from ..core.protocol import LabLike
 
 METHODS = ("grad_x_act", "integrated_gradients", "ablation")
 
@@ -33,7 +38,7 @@ class Attribution:
     """What ``lab.attribute`` returns. ``metric`` / ``baseline_metric``: one float per prompt (a float for one
     prompt); ``to_frame()`` the rows; ``top_features()`` / ``by_position()`` / ``error_share()`` summaries."""
 
-    lab: object = field(repr=False)
+    lab: LabLike = field(repr=False)
     prompts: list[str]
     tokens: list[list[str]]
     layers: list[int]
@@ -153,6 +158,7 @@ class Attribution:
         own: prompt, metric, new_metric, probability, new_probability."""
         logits, _ = splice.run(self.lab, self.enc, (), keep=self.target.keep, steers=self.steers, then=list(steer),
                                grad=False)
+        assert logits is not None  # no stop_at: the forward ran to the end
         new = self.target(logits).cpu().numpy()
         new_p = probabilities(self.target, logits)
         frame = pd.DataFrame({"prompt": range(len(self.prompts)), "metric": self.metrics, "new_metric": new})
@@ -178,14 +184,15 @@ def probabilities(target: targets.Target, logits: torch.Tensor) -> np.ndarray | 
 
 
 # ---------------------------------------------------------------------------------------------- the methods
-def attribute(lab, prompts: list[str], target, layers: list[int], method: str, steps: int = 16, top: int = 20,
-              steers: list[Steer] = (), batch_size: int = 16) -> Attribution:
+def attribute(lab: LabLike, prompts: list[str], target, layers: list[int], method: str, steps: int = 16, top: int = 20,
+              steers: Sequence[Steer] = (), batch_size: int = 16) -> Attribution:
     target = targets.resolve(lab, target)
     ids = [row + target.suffix for row in lab.token_ids(prompts)]
     enc = lab.pad(ids)
     steers = list(steers)
     differentiable = method != "integrated_gradients"  # its path starts from the stored activations instead
     logits, sites = splice.run(lab, enc, layers, keep=target.keep, steers=steers, grad=differentiable)
+    assert logits is not None  # no stop_at: the forward ran to the end
     if isinstance(target, targets.TopToken):
         target = targets.NextToken(ids=logits[:, -1].argmax(-1).tolist())
     metric = target(logits)
@@ -197,8 +204,8 @@ def attribute(lab, prompts: list[str], target, layers: list[int], method: str, s
         feature_grads, error_grads, baseline = _integrated(lab, enc, target, layers, clean, steers, steps, batch_size)
         result._baseline = baseline
     else:
-        leaves = [sites[layer].leaf for layer in layers]
-        outs = [sites[layer].out for layer in layers]
+        leaves = [sites[layer].spliced()[0] for layer in layers]
+        outs = [sites[layer].spliced()[2] for layer in layers]
         grads = torch.autograd.grad(metric.sum(), leaves + outs)
         feature_grads = dict(zip(layers, grads[:len(layers)]))
         error_grads = dict(zip(layers, grads[len(layers):]))
@@ -230,7 +237,7 @@ def _rows(enc: dict, clean: dict, feature_grads: dict, error_grads: dict) -> dic
     return {k: torch.cat([t.cpu() for t in v]).numpy() for k, v in cols.items()}
 
 
-def _integrated(lab, enc, target, layers, clean, steers, steps: int, batch_size: int):
+def _integrated(lab: LabLike, enc, target, layers, clean, steers, steps: int, batch_size: int):
     """Midpoint-rule integrated gradients over ``steps`` points, plus the path's two ends (0: the baseline
     metric; 1: the clean gradient the error terms are measured with). Rows are chunked ``batch_size`` at a time."""
     prompts = enc["input_ids"].shape[0]
@@ -245,7 +252,8 @@ def _integrated(lab, enc, target, layers, clean, steers, steps: int, batch_size:
         scale = chunk.repeat(prompts)
         logits, sites = splice.run(lab, rows, layers, keep=target.keep, steers=steers, fixed=clean, scale=scale)
         metric = target(logits)
-        grads = torch.autograd.grad(metric.sum(), [sites[x].leaf for x in layers] + [sites[x].out for x in layers])
+        grads = torch.autograd.grad(metric.sum(), [sites[x].spliced()[0] for x in layers]
+                                    + [sites[x].spliced()[2] for x in layers])
         for i, alpha in enumerate(chunk.tolist()):
             pick = slice(i, None, len(chunk))  # this alpha's row of every prompt
             if alpha == 0.0 and start == 0:
@@ -259,37 +267,38 @@ def _integrated(lab, enc, target, layers, clean, steers, steps: int, batch_size:
     return feature_sum, error_grads, baseline
 
 
-def _ablate(lab, result: Attribution, top: int, batch_size: int) -> dict:
+def _ablate(lab: LabLike, result: Attribution, top: int, batch_size: int) -> dict:
     """Exact effects of the ``top`` features with the largest |grad x act| per prompt and of every error term:
     one row of a batched forward each, with that activation (or error) removed at its position and layer."""
     r = result.rows
     enc = result.enc
     pad = (~enc["attention_mask"].bool()).sum(-1).cpu().numpy()
-    picked = []
+    chosen: list[int] = []
     for p in range(len(result.prompts)):
         rows = np.flatnonzero((r["prompt"] == p) & (r["feature"] >= 0))
-        picked += list(rows[np.argsort(-np.abs(r["attribution"][rows]), kind="stable")[:top]])
-        picked += list(np.flatnonzero((r["prompt"] == p) & (r["feature"] < 0)))
-    picked = np.asarray(picked, dtype=int)
+        chosen += list(rows[np.argsort(-np.abs(r["attribution"][rows]), kind="stable")[:top]])
+        chosen += list(np.flatnonzero((r["prompt"] == p) & (r["feature"] < 0)))
+    picked = np.asarray(chosen, dtype=int)
     exact = np.zeros(len(picked))
     for start in range(0, len(picked), batch_size):
         chunk = picked[start:start + batch_size]
-        rows = {key: value[torch.as_tensor(r["prompt"][chunk], device=value.device)] for key, value in enc.items()}
+        batch = {key: value[torch.as_tensor(r["prompt"][chunk], device=value.device)] for key, value in enc.items()}
         edits = {}
         for layer in sorted(set(r["layer"][chunk].tolist())):
             mine = np.flatnonzero(r["layer"][chunk] == layer)
             vectors = torch.stack([_removed(lab, result, layer, chunk[i], pad) for i in mine])
             cols = torch.as_tensor(r["position"][chunk[mine]] + pad[r["prompt"][chunk[mine]]])
             edits[layer] = _subtract(torch.as_tensor(mine), cols, vectors)
-        logits, _ = splice.run(lab, rows, (), keep=result.target.keep, steers=result.steers, edits=edits,
+        logits, _ = splice.run(lab, batch, (), keep=result.target.keep, steers=result.steers, edits=edits,
                                grad=False)
+        assert logits is not None  # no stop_at: the forward ran to the end
         exact[start:start + len(chunk)] = result.metrics[r["prompt"][chunk]] - result.target(logits).cpu().numpy()
     out = {key: value[picked] for key, value in r.items()}
     out["grad_x_act"], out["attribution"] = out["attribution"], exact
     return out
 
 
-def _removed(lab, result: Attribution, layer: int, row: int, pad) -> torch.Tensor:
+def _removed(lab: LabLike, result: Attribution, layer: int, row: int, pad) -> torch.Tensor:
     """The vector a feature (activation x decoder column) or an error term adds at its position."""
     r = result.rows
     p, col = int(r["prompt"][row]), int(r["position"][row] + pad[r["prompt"][row]])

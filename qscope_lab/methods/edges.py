@@ -10,15 +10,21 @@ upstream error term gets a row too (feature -1).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import torch
 
 from ..core.steering import Steer
 from . import splice, targets
 
+if TYPE_CHECKING:
+    from ..core.protocol import LabLike
 
-def attribute_edges(lab, prompt: str, upstream: int, downstream: int, target=None, top: int = 10,
-                    top_upstream: int = 10, steers: list[Steer] = ()) -> pd.DataFrame:
+
+def attribute_edges(lab: LabLike, prompt: str, upstream: int, downstream: int, target=None, top: int = 10,
+                    top_upstream: int = 10, steers: Sequence[Steer] = ()) -> pd.DataFrame:
     if upstream >= downstream:
         raise ValueError(f"upstream layer ({upstream}) must come before downstream layer ({downstream})")
     resolved = targets.resolve(lab, target) if target is not None else None
@@ -29,9 +35,10 @@ def attribute_edges(lab, prompt: str, upstream: int, downstream: int, target=Non
                                steers=list(steers), stop_at=None if resolved else downstream)
     up, down = sites[upstream], sites[downstream]
     if resolved is not None:
+        assert logits is not None  # a target: the forward ran to the end
         if isinstance(resolved, targets.TopToken):
             resolved = targets.NextToken(ids=int(logits[0, -1].argmax()))
-        grad = torch.autograd.grad(resolved(logits).sum(), down.leaf, retain_graph=True)[0]
+        grad = torch.autograd.grad(resolved(logits).sum(), down.spliced()[0], retain_graph=True)[0]
         score = (down.values * grad).detach()
     else:
         score = down.values.detach()
@@ -46,8 +53,9 @@ def attribute_edges(lab, prompt: str, upstream: int, downstream: int, target=Non
     rows = []
     for rank, j in enumerate(chosen):
         where = ((down.indices[0] == j) & fired).any(-1)
-        pre = down.h[0, where].to(sae_b.dtype) @ sae_b.W_enc[j] + sae_b.b_enc[j]
-        g_leaf, g_out = torch.autograd.grad(pre.relu().sum(), [up.leaf, up.out], retain_graph=True)
+        pre = down.spliced()[1][0, where].to(sae_b.dtype) @ sae_b.W_enc[j] + sae_b.b_enc[j]
+        up_leaf, _, up_out = up.spliced()
+        g_leaf, g_out = torch.autograd.grad(pre.relu().sum(), [up_leaf, up_out], retain_graph=True)
         weight = (up.values[0] * g_leaf[0]).detach()[up_fired].float().cpu()
         per_feature = torch.zeros(d_up).index_add_(0, up.indices[0][up_fired].cpu(), weight)
         best = [i for i in per_feature.abs().argsort(descending=True).tolist()[:top_upstream] if per_feature[i] != 0]

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 
 from ..core import tokens
 from ..core.steering import Steer, apply_steering, by_layer, check_positions, hooked
+
+if TYPE_CHECKING:
+    from ..core.protocol import LabLike
 
 
 @dataclass
@@ -49,7 +53,7 @@ class Generation:
         return None if len(a) == len(b) else min(len(a), len(b))
 
     def to_frame(self) -> pd.DataFrame:
-        data = {"prompt": self.prompts, "steered": self.steered}
+        data: dict[str, list] = {"prompt": self.prompts, "steered": self.steered}
         if self.baseline is not None:
             data["baseline"] = self.baseline
             data["same"] = [b == s for b, s in zip(self.baseline, self.steered)]
@@ -66,7 +70,7 @@ class Generation:
                 "<table><tr><th>prompt</th><th>baseline</th><th>steered</th></tr>" + "".join(rows) + "</table></div>")
 
 
-def _prompt_texts(lab, prompt, chat: bool) -> list[str]:
+def _prompt_texts(lab: LabLike, prompt, chat: bool) -> list[str]:
     from ..base.validate import as_texts
 
     prompts = as_texts(prompt)
@@ -76,7 +80,7 @@ def _prompt_texts(lab, prompt, chat: bool) -> list[str]:
                                               add_generation_prompt=True) for p in prompts]
 
 
-def _completions(lab, ids: torch.Tensor, prompt_len: int) -> tuple[list[str], list[list[int]]]:
+def _completions(lab: LabLike, ids: torch.Tensor, prompt_len: int) -> tuple[list[str], list[list[int]]]:
     """Cut each row after the prompt and at its first end-of-text / pad token."""
     stop = {t for t in (lab.tokenizer.eos_token_id, lab.tokenizer.pad_token_id) if t is not None}
     stop |= set(_as_list(getattr(lab.hf_model.generation_config, "eos_token_id", None)))
@@ -95,8 +99,9 @@ def _as_list(value) -> list:
 
 
 @torch.no_grad()
-def generate(lab, prompt, steers: list[Steer], positions="all", max_new_tokens: int = 32, baseline: bool = True,
-             do_sample: bool = False, seed: int | None = None, chat: bool = False, **generate_kwargs) -> Generation:
+def generate(lab: LabLike, prompt, steers: list[Steer], positions="all", max_new_tokens: int = 32,
+             baseline: bool = True, do_sample: bool = False, seed: int | None = None, chat: bool = False,
+             **generate_kwargs) -> Generation:
     check_positions(positions)  # steers and max_new_tokens are checked by Lab.generate / Lab.sweep
     prompts = _prompt_texts(lab, prompt, chat)
     with_baseline = baseline and bool(steers)
@@ -110,7 +115,7 @@ def generate(lab, prompt, steers: list[Steer], positions="all", max_new_tokens: 
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=lab.tokenizer.pad_token_id)
     kwargs.update(generate_kwargs)
 
-    with hooked({layer: lab.blocks[layer] for layer, _, _ in edits}, edits, positions, attention, steered_rows):
+    with hooked(lab.blocks, edits, positions, attention, steered_rows):
         ids = lab.hf_model.generate(**enc, **kwargs)
 
     prompt_len = enc["input_ids"].shape[1]
@@ -124,7 +129,7 @@ def generate(lab, prompt, steers: list[Steer], positions="all", max_new_tokens: 
                       baseline_ids=base_ids, steers=steers, positions=positions)
 
 
-def sweep(lab, prompt: str, layer: int, feature: int, alphas=(-16, -8, -4, 0, 4, 8, 16), positions="all",
+def sweep(lab: LabLike, prompt: str, layer: int, feature: int, alphas=(-16, -8, -4, 0, 4, 8, 16), positions="all",
           mode: str = "add", max_new_tokens: int = 32, metric=None, **generate_kwargs) -> pd.DataFrame:
     """One greedy completion per alpha (feature ``feature`` at ``layer``), the unsteered one computed once:
     alpha, text, same (as unsteered), first_difference, and ``metric(text)`` when given (e.g. ``han_share``).
@@ -147,7 +152,7 @@ def sweep(lab, prompt: str, layer: int, feature: int, alphas=(-16, -8, -4, 0, 4,
 
 
 @torch.no_grad()
-def next_token_table(lab, prompt: str, steers: list[Steer], top: int = 10) -> pd.DataFrame:
+def next_token_table(lab: LabLike, prompt: str, steers: list[Steer], top: int = 10) -> pd.DataFrame:
     """The next token after ``prompt``, clean and with every prompt position steered, side by side: the top
     ``top`` tokens of each distribution (rank, baseline_token, baseline_p, steered_token, steered_p).
 

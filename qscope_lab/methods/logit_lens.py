@@ -10,20 +10,24 @@ model's logit exactly; at earlier layers they are the direct path only (later bl
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 
 from . import targets
 
+if TYPE_CHECKING:
+    from ..core.protocol import LabLike
 
-def final_norm(lab) -> torch.nn.Module:
+
+def final_norm(lab: LabLike) -> torch.nn.Module:
     """The norm applied after the last decoder block (beside the blocks: ``model.norm``,
     ``model.language_model.norm``)."""
     return lab.hf_model.get_submodule(lab.layers_path.rsplit(".", 1)[0] + ".norm")
 
 
-def unembed(lab, x: torch.Tensor) -> torch.Tensor:
+def unembed(lab: LabLike, x: torch.Tensor) -> torch.Tensor:
     return lab.hf_model.get_output_embeddings()(x)
 
 
@@ -35,7 +39,7 @@ def _gain_and_eps(norm: torch.nn.Module, d_model: int, like: torch.Tensor) -> tu
 
 
 @torch.no_grad()
-def logit_lens(lab, prompt: str, top: int = 3) -> pd.DataFrame:
+def logit_lens(lab: LabLike, prompt: str, top: int = 3) -> pd.DataFrame:
     """layer, position, token, rank, prediction, probability: each block output's top ``top`` next tokens
     through the final norm and unembedding (the last layer's are the model's own predictions)."""
     enc = lab.tokenize([prompt])
@@ -56,7 +60,7 @@ def logit_lens(lab, prompt: str, top: int = 3) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def direct_logit_attribution(lab, prompt: str, position: int = -1, layers=None, token=None) -> pd.DataFrame:
+def direct_logit_attribution(lab: LabLike, prompt: str, position: int = -1, layers=None, token=None) -> pd.DataFrame:
     """layer, feature, activation, token, logit: what each feature active at ``position`` adds to ``token``'s
     logit through the final norm (at that position's scale) and the unembedding, most positive first. One
     row per layer with feature -1 holds the rest of the residual (error term + decoder bias), so a layer's

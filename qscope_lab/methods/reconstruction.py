@@ -13,6 +13,8 @@ forward is what it should cost (``benchmarks/speed_bench.py``: against four plai
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -54,7 +56,7 @@ def _batch_stats(lab: LabLike, scanned: Batch, layer: int) -> dict[str, float]:
 
     with edit_blocks(lab.blocks, {layer: splice}):
         logits = lab.hf_model(**batch).logits
-    stats: dict[str, float] = {}
+    stats: dict[str, Any] = {}  # sums; x_sum is a vector
     for v, name in enumerate(VARIANTS):
         total, count = _next_token_ce(logits[v * n:(v + 1) * n], enc["input_ids"], real)
         stats[f"ce_{name}_sum"] = float(total)

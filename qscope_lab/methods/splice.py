@@ -15,7 +15,7 @@ and nothing else.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +38,12 @@ class Site:
     leaf: torch.Tensor | None = None
     h: torch.Tensor | None = None
     out: torch.Tensor | None = None
+
+    def spliced(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(leaf, h, out) of a site a run has spliced: what gradients are taken against."""
+        if self.leaf is None or self.h is None or self.out is None:
+            raise RuntimeError("this Site holds clean activations only: it was not spliced into a run")
+        return self.leaf, self.h, self.out
 
 
 class _Stop(Exception):
@@ -78,7 +84,7 @@ def repeat_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
     return tensor if times == 1 else tensor.repeat_interleave(times, dim=0)
 
 
-def run(lab: LabLike, enc: dict, layers=(), *, keep: int = 1, steers: list[Steer] = (), then: list[Steer] = (),
+def run(lab: LabLike, enc: dict, layers=(), *, keep: int = 1, steers: Sequence[Steer] = (), then: Sequence[Steer] = (),
         fixed: dict[int, Site] | None = None, scale: torch.Tensor | None = None,
         edits: dict[int, Callable] | None = None, grad: bool = True,
         stop_at: int | None = None) -> tuple[torch.Tensor | None, dict[int, Site]]:

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..base import validate
 
+if TYPE_CHECKING:
+    from ..core.protocol import LabLike
+
 KINDS = ("logit", "logprob", "prob")
 
 
-def token_id(lab, token, name: str = "target") -> int:
+def token_id(lab: LabLike, token, name: str = "target") -> int:
     """A token id from an id or a string that is exactly one token (else a ValueError naming its pieces)."""
     vocab = len(lab.tokenizer)
     if isinstance(token, str):
@@ -46,7 +50,7 @@ class Target:
         """The single token whose probability a widget shows (None when the target is not one token)."""
         return None
 
-    def describe(self, lab) -> str:
+    def describe(self, lab: LabLike) -> str:
         return type(self).__name__
 
 
@@ -76,7 +80,7 @@ class NextToken(Target):
     def token(self, row: int) -> int:
         return int(self.ids[row] if isinstance(self.ids, Sequence) else self.ids)
 
-    def describe(self, lab) -> str:
+    def describe(self, lab: LabLike) -> str:
         ids = self.ids if isinstance(self.ids, Sequence) else [self.ids]
         names = ", ".join(repr(t) for t in lab.token_strings(list(dict.fromkeys(ids))))
         return f"{self.kind} of {names}"
@@ -99,10 +103,10 @@ class LogitDiff(Target):
         return last[:, self.a] - last[:, self.b]
 
     def token(self, row: int) -> int:
-        return self.a
+        return int(self.a)  # ids by now: resolve() turns strings into ids
 
-    def describe(self, lab) -> str:
-        a, b = lab.token_strings([self.a, self.b])
+    def describe(self, lab: LabLike) -> str:
+        a, b = lab.token_strings([int(self.a), int(self.b)])
         return f"logit({a!r}) - logit({b!r})"
 
 
@@ -121,7 +125,7 @@ class Continuation(Target):
     def token(self, row: int) -> int | None:
         return self.suffix[0] if len(self.suffix) == 1 else None
 
-    def describe(self, lab) -> str:
+    def describe(self, lab: LabLike) -> str:
         return f"log p({self.text!r} | prompt)"
 
 
@@ -139,11 +143,11 @@ class LogitsFn(Target):
                              f"got {got}")
         return out.float()
 
-    def describe(self, lab) -> str:
+    def describe(self, lab: LabLike) -> str:
         return getattr(self.fn, "__name__", "callable")
 
 
-def resolve(lab, target) -> Target:
+def resolve(lab: LabLike, target) -> Target:
     """Any accepted ``target`` as a Target (a Continuation gets its token ids)."""
     if target is None:
         return TopToken()

@@ -224,7 +224,7 @@ class SAE(nn.Module):
         W_enc = W_dec.T.contiguous()
         b_enc = 0.01 * torch.randn(d_sae, generator=gen)
         b_dec = 0.01 * torch.randn(d_model, generator=gen)
-        return cls(*(t.to(dtype) for t in (W_enc, b_enc, W_dec, b_dec)), k=k)
+        return cls(W_enc.to(dtype), b_enc.to(dtype), W_dec.to(dtype), b_dec.to(dtype), k=k)
 
 
 def check_shapes(W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor) -> None:

@@ -149,6 +149,7 @@ class SAESuite:
         if group is not None:
             layers, d_model, d_sae, k = list(range(group.n_layers)), group.d_model, group.d_sae, k or group.k
         else:
+            assert parsed is not None  # checked above
             layers = cls._hub_layers(repo_id)
             d_model, d_sae, k = None, parsed[1], k or parsed[2]
 
