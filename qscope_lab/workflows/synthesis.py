@@ -106,9 +106,6 @@ def coverage(lab: Lab, texts, targets, layer: int, skip_first: bool = True, skip
                          "max_activation": peak.numpy()})
 
 
-target_coverage = coverage  # the same function under a name that does not shadow the qscope_lab.coverage module
-
-
 def coverage_ratio(frame_or_lab, texts=None, targets=None, layer: int | None = None, **options) -> float:
     """Cov(D) = share of targets covered: of a ``coverage`` table, or ``coverage_ratio(lab, texts, targets,
     layer)`` computed on the spot."""
