@@ -13,6 +13,7 @@ leave-one-out over the seeds (``rules.cross_validate``), never on held-out data.
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 from typing import TYPE_CHECKING
 
@@ -80,21 +81,55 @@ class SeedClassifier:
         self.drop_always_on, self.batch_size, self.max_length = drop_always_on, batch_size, max_length
         self.eps, self.progress = eps, progress
 
-    _PARAMS = ("lab", "layers", "statistic", "top_k", "select", "combine", "n_layers", "skip_first", "skip_special",
-               "drop_always_on", "batch_size", "max_length", "eps", "progress")
+    # ------------------------------------------------------------------ scikit-learn's estimator conventions
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """The parameters of ``__init__``, sorted (as ``sklearn.base.BaseEstimator._get_param_names`` reads
+        them): a subclass adds a parameter by adding it to its ``__init__`` and storing it under that name."""
+        if cls.__init__ is object.__init__:
+            return []
+        params = [p for p in inspect.signature(cls.__init__).parameters.values()
+                  if p.name != "self" and p.kind != p.VAR_KEYWORD]
+        for p in params:
+            if p.kind == p.VAR_POSITIONAL:
+                raise RuntimeError(f"{cls.__name__}.__init__ takes *{p.name}: scikit-learn's estimators name "
+                                   f"every parameter")
+        return sorted(p.name for p in params)
 
     def get_params(self, deep: bool = True) -> dict:
-        """The constructor's parameters (scikit-learn's ``get_params``)."""
-        return {name: getattr(self, name) for name in self._PARAMS}
+        """The constructor's parameters as stored (scikit-learn's ``get_params``); with ``deep``, those of a
+        parameter that is itself an estimator too, as ``name__param``."""
+        out = {}
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{key}", v) for key, v in value.get_params().items())
+            out[name] = value
+        return out
 
     def set_params(self, **params) -> SeedClassifier:
-        """Change constructor parameters; unknown names are refused. Takes effect at the next ``fit``."""
-        unknown = sorted(set(params) - set(self._PARAMS))
+        """Change constructor parameters (``name__param`` reaches into a parameter that is an estimator);
+        unknown names are refused. Takes effect at the next ``fit``."""
+        valid = self._get_param_names()
+        unknown = sorted({name.partition("__")[0] for name in params} - set(valid))
         if unknown:
-            raise ValueError(f"SeedClassifier has no parameter(s) {unknown}; valid: {list(self._PARAMS)}")
+            raise ValueError(f"{type(self).__name__} has no parameter(s) {unknown}; valid: {valid}")
+        nested: dict[str, dict] = {}
         for name, value in params.items():
-            setattr(self, name, value)
+            name, _, sub = name.partition("__")
+            if sub:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                setattr(self, name, value)
+        for name, sub_params in nested.items():
+            getattr(self, name).set_params(**sub_params)
         return self
+
+    def __sklearn_clone__(self) -> SeedClassifier:
+        """What ``sklearn.base.clone`` returns: an unfitted classifier with the same parameters, sharing this
+        one's Lab (the model is never copied); the other parameters are deep copies, as ``clone`` makes them."""
+        return type(self)(**{name: value if name == "lab" else copy.deepcopy(value)
+                             for name, value in self.get_params(deep=False).items()})
 
     def _validate_params(self) -> None:
         """Check the parameters; derive ``candidate_layers_`` and the candidate statistics and K values."""
@@ -131,8 +166,15 @@ class SeedClassifier:
         return {"layers": list(self.candidate_layers_), **config}
 
     def __repr__(self) -> str:
-        fitted = f", features={self.features_}" if hasattr(self, "features_") else ""
-        return f"SeedClassifier(statistic={self.statistic!r}, top_k={self.top_k!r}, layers={self.layers}{fitted})"
+        """The parameters that differ from their defaults (the Lab, always given, is left out), then the
+        selected features once fitted."""
+        defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()}
+        shown = [f"{name}={value!r}" for name, value in self.get_params(deep=False).items()
+                 if name != "lab" and (defaults.get(name, inspect.Parameter.empty) is inspect.Parameter.empty
+                                       or repr(value) != repr(defaults[name]))]
+        if "features_" in self.__dict__:
+            shown.append(f"features={self.features_}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     def _check_fitted(self) -> None:
         if "features_" not in self.__dict__:
