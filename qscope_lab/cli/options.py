@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..lab import Lab
 
 
 def add_lab_options(p: argparse.ArgumentParser, needs_saes: bool = True) -> None:
@@ -26,14 +30,14 @@ def add_out_option(p: argparse.ArgumentParser, what: str = "write CSV (or .parqu
     p.add_argument("--out", help=what)
 
 
-def lab_from_args(args):
+def lab_from_args(args: argparse.Namespace) -> Lab:
     """The Lab the options describe, loaded quietly (no weight-loading progress bars on stderr)."""
     from ..lab import Lab
 
     return Lab.load(args.model, saes=args.saes, device=args.device, dtype=args.dtype, k=args.k)
 
 
-def layer_from_args(args, lab) -> int:
+def layer_from_args(args: argparse.Namespace, lab: Lab) -> int:
     """``--layer``, or the model's middle layer when it was not given."""
     return lab.n_layers // 2 if getattr(args, "layer", None) is None else lab.check_layer(args.layer)
 

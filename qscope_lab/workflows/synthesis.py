@@ -106,7 +106,8 @@ def coverage(lab: Lab, texts, targets, layer: int, skip_first: bool = True, skip
                          "max_activation": peak.numpy()})
 
 
-def coverage_ratio(frame_or_lab, texts=None, targets=None, layer: int | None = None, **options) -> float:
+def coverage_ratio(frame_or_lab: pd.DataFrame | Lab, texts=None, targets=None, layer: int | None = None,
+                   **options) -> float:
     """Cov(D) = share of targets covered: of a ``coverage`` table, or ``coverage_ratio(lab, texts, targets,
     layer)`` computed on the spot."""
     if isinstance(frame_or_lab, pd.DataFrame):

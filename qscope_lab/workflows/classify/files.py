@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from ...lab import Lab
 
 FORMAT, VERSION = "qscope-lab/seed-classifier", 2
 
 
-def save_classifier(clf, path) -> Path:
+def save_classifier(clf, path: str | Path) -> Path:
     data = {"format": FORMAT, "version": VERSION, "model": clf.lab.name,
             "saes": getattr(clf.lab.saes, "name", None), "config": clf._config(), "layer": clf.layer_,
             "layers": clf.layers_, "statistic": clf.statistic_, "top_k": clf.top_k_,
@@ -25,7 +29,7 @@ def save_classifier(clf, path) -> Path:
     return path
 
 
-def load_classifier(cls, path, lab):
+def load_classifier(cls, path: str | Path, lab: Lab):
     path = Path(path)
     try:
         data = json.loads(path.read_text())
