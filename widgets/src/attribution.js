@@ -2,7 +2,7 @@
 // with signed bars; a click on a feature selects it (the kernel opens its card), "ablate" / "steer" re-run the
 // prompt and show the target's new probability beside the old one.
 
-import { f32, featureName, fmt, h, pct, signedHeat } from "./lib/common.js";
+import { f32, featureName, fmt, h, pct, signedHeat, viewModel } from "./lib/common.js";
 import { layerPicker, statusLine, textInput } from "./lib/controls.js";
 
 /** A probability readable at any size: 12.3% down to 0.1%, then 4.2e-6. */
@@ -10,7 +10,8 @@ function prob(p) {
   return p >= 0.001 ? pct(p) : Number(p).toExponential(1);
 }
 
-function render({ model, el }) {
+function render({ model: host, el }) {
+  const model = viewModel(host);  // every listener and timer of this view, removed by the cleanup returned
   const root = h("div", { class: "qs-widget qs-attr" });
   const prompt = textInput(model, "prompt", "textarea", { class: "qs-prompt", rows: "2", style: "width:100%" });
   const target = textInput(model, "target", "input", { class: "qs-attr-target", placeholder: "top token",
@@ -68,6 +69,7 @@ function render({ model, el }) {
   model.on("change:intervention", renderSummary);
   model.on("change:runs", () => { renderSummary(); renderTokens(); renderFeatures(); });
   renderSummary(); renderTokens(); renderFeatures();
+  return model.dispose;
 }
 
 export default { render };

@@ -1,9 +1,10 @@
 // Feature card: contexts, histogram (SVG from altair), logit table, label and note (saved on change).
 
-import { fmt, h, heat, pct } from "./lib/common.js";
+import { fmt, h, heat, pct, viewModel } from "./lib/common.js";
 import { layerPicker, numberInput, statusLine, textInput } from "./lib/controls.js";
 
-function render({ model, el }) {
+function render({ model: host, el }) {
+  const model = viewModel(host);  // every listener and timer of this view, removed by the cleanup returned
   const root = h("div", { class: "qs-widget qs-card" });
   const featureInput = numberInput(model, "feature", { class: "qs-feature-input", min: "0" }, { enter: true });
   const title = h("span", { class: "qs-card-title" });
@@ -56,6 +57,7 @@ function render({ model, el }) {
     model.on(`change:${name}`, show);
   }
   show();
+  return model.dispose;
 }
 
 export default { render };

@@ -1,9 +1,10 @@
 // Seed classifier: seeds in, per-layer deltas (SVG from altair), chosen features, held-out metrics, export.
 
-import { fmt, h } from "./lib/common.js";
+import { fmt, h, viewModel } from "./lib/common.js";
 import { numberInput, statusLine, textInput } from "./lib/controls.js";
 
-function render({ model, el }) {
+function render({ model: host, el }) {
+  const model = viewModel(host);  // every listener and timer of this view, removed by the cleanup returned
   const root = h("div", { class: "qs-widget qs-classifier" });
   const area = (name, placeholder) => textInput(model, name, "textarea", { class: `qs-seeds qs-${name}`, placeholder });
   const pos = area("positives", "positive seeds, one per line");
@@ -57,6 +58,7 @@ function render({ model, el }) {
   }
   for (const name of ["chart_svg", "chosen", "metrics", "predictions", "message"]) model.on(`change:${name}`, show);
   show();
+  return model.dispose;
 }
 
 export default { render };

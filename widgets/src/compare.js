@@ -1,9 +1,10 @@
 // Compare: two texts, per-layer features ranked by firing-rate difference; a row click colours both texts.
 
-import { f32, fmt, h, heat, setTrait } from "./lib/common.js";
+import { f32, fmt, h, heat, setTrait, viewModel } from "./lib/common.js";
 import { checkbox, statusLine, textInput } from "./lib/controls.js";
 
-function render({ model, el }) {
+function render({ model: host, el }) {
+  const model = viewModel(host);  // every listener and timer of this view, removed by the cleanup returned
   const root = h("div", { class: "qs-widget qs-compare" });
   const a = textInput(model, "text_a", "textarea", { class: "qs-text-a", rows: "2", style: "width:100%" });
   const b = textInput(model, "text_b", "textarea", { class: "qs-text-b", rows: "2", style: "width:100%" });
@@ -53,6 +54,7 @@ function render({ model, el }) {
   model.on("change:values", renderTexts);
   model.on("change:tokens", renderTexts);
   renderTable(); renderTexts();
+  return model.dispose;
 }
 
 export default { render };

@@ -1,10 +1,11 @@
 // Activation heatmap: tokens coloured by one feature; hover a token for its top features; a canvas grid of the
 // strongest features over all tokens. Clicking any feature name selects it (trait `feature`).
 
-import { f32, featureName, fmt, h, heat, i32, setTrait, u8 } from "./lib/common.js";
+import { f32, featureName, fmt, h, heat, i32, setTrait, u8, viewModel } from "./lib/common.js";
 import { checkbox, layerPicker, numberInput, statusLine } from "./lib/controls.js";
 
-function render({ model, el }) {
+function render({ model: host, el }) {
+  const model = viewModel(host);  // every listener and timer of this view, removed by the cleanup returned
   const root = h("div", { class: "qs-widget qs-heatmap" });
   const featureInput = numberInput(model, "feature", { class: "qs-feature-input", min: "0", title: "feature id" },
     { enter: true });
@@ -152,6 +153,7 @@ function render({ model, el }) {
   model.on("change:grid", renderGrid);
   model.on("change:labels", () => { renderGrid(); colour(); });
   renderTokens();
+  return model.dispose;
 }
 
 export default { render };

@@ -2,10 +2,11 @@
 // Sliders debounce while dragging and send at once on release; while the kernel is busy only the latest
 // value waits (no queue of stale generations).
 
-import { featureName, fmt, h, pct, setTrait } from "./lib/common.js";
+import { featureName, fmt, h, pct, setTrait, viewModel } from "./lib/common.js";
 import { layerPicker, numberInput, statusLine, textInput } from "./lib/controls.js";
 
-function render({ model, el }) {
+function render({ model: host, el }) {
+  const model = viewModel(host);  // every listener and timer of this view, removed by the cleanup returned
   const root = h("div", { class: "qs-widget qs-steer" });
   const prompt = textInput(model, "prompt", "textarea", { class: "qs-prompt", rows: "2", style: "width:100%" });
   const positions = h("select", { class: "qs-positions" },
@@ -45,15 +46,15 @@ function render({ model, el }) {
   addInput.addEventListener("keydown", (e) => { if (e.key === "Enter") add(); });
   let searchTimer = null;
   search.addEventListener("input", () => {
-    clearTimeout(searchTimer);
-    searchTimer = setTimeout(() => model.send({ event: "search", query: search.value }), 250);
+    model.cancel(searchTimer);
+    searchTimer = model.later(() => model.send({ event: "search", query: search.value }), 250);
   });
 
   // --- sending alphas: debounce while dragging, immediate on release, coalesce while busy
   let pending = null;
   let timer = null;
   function sendFeatures(rows) {
-    clearTimeout(timer);
+    model.cancel(timer);
     if (model.get("busy")) { pending = rows; return; }
     pending = null;
     el.dataset.sentAt = String(performance.now());
@@ -76,8 +77,8 @@ function render({ model, el }) {
       slider.addEventListener("input", () => {
         value.textContent = fmt(current(), 1);
         markStale();
-        clearTimeout(timer);
-        timer = setTimeout(() => sendFeatures(withAlpha(index, current())), 200);
+        model.cancel(timer);
+        timer = model.later(() => sendFeatures(withAlpha(index, current())), 200);
       });
       slider.addEventListener("change", () => sendFeatures(withAlpha(index, current())));
       const reset = h("button", { class: "qs-reset", text: "0", title: "reset to 0 (no steering)", onclick: () => {
@@ -159,6 +160,7 @@ function render({ model, el }) {
   model.on("change:next_tokens", renderNext);
   model.on("change:search_results", renderResults);
   renderSliders(); renderOutputs(); renderNext(); renderSweep(); renderResults();
+  return model.dispose;
 }
 
 export default { render };

@@ -1,4 +1,4 @@
-// Shared helpers of every qscope-lab widget: DOM building, binary traits, the colour scale, number formats.
+// Shared helpers of every qscope-lab widget: DOM building, a view's listeners and cleanup, binary traits, the colour scale, number formats.
 // Imported by the components in ../ and bundled into each dist/<component>.js by ../../build.mjs.
 
 /** `h("div", { class, style, text, onclick, ...attributes }, ...children)`: one DOM element. */
@@ -15,6 +15,55 @@ export function h(tag, attrs = {}, ...children) {
     if (child !== null && child !== undefined) node.append(child);
   }
   return node;
+}
+
+/** The model as one view of a widget uses it, and that view's cleanup. It has the model's `get`, `set`,
+ * `save_changes`, `send`, `on` and `off`, and remembers every listener added with `on` and every timer started
+ * with `later`; `dispose()` removes each listener from the model (`model.off(name, callback)`) and clears each
+ * timer. `render` builds everything on it and returns `dispose`: anywidget calls that function when the view is
+ * removed, so a removed view neither redraws on a model change nor sends anything later.
+ *
+ *     function render({ model: host, el }) {
+ *       const model = viewModel(host);
+ *       ...                                  // model.on(...), controls, model.later(...)
+ *       return model.dispose;
+ *     }
+ */
+export function viewModel(model) {
+  const listeners = [];
+  const timers = new Set();
+  const view = {
+    get: (name) => model.get(name),
+    set: (name, value) => model.set(name, value),
+    save_changes: () => model.save_changes(),
+    send: (...args) => model.send(...args),
+    widget_manager: model.widget_manager,
+    on(name, callback) {
+      model.on(name, callback);
+      listeners.push([name, callback]);
+    },
+    off(name, callback) {
+      model.off(name, callback);
+      const i = listeners.findIndex(([n, c]) => n === name && c === callback);
+      if (i >= 0) listeners.splice(i, 1);
+    },
+    /** `setTimeout(callback, ms)` that `dispose` clears; returns the id for `cancel`. */
+    later(callback, ms) {
+      const id = setTimeout(() => { timers.delete(id); callback(); }, ms);
+      timers.add(id);
+      return id;
+    },
+    cancel(id) {
+      clearTimeout(id);
+      timers.delete(id);
+    },
+    dispose() {
+      for (const [name, callback] of listeners.splice(0)) model.off(name, callback);
+      for (const id of timers) clearTimeout(id);
+      timers.clear();
+    },
+  };
+  return view;
 }
 
 /** Set a trait from the front-end and send it to the kernel. */

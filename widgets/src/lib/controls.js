@@ -1,5 +1,6 @@
 // Controls bound to one trait each: they send the user's edits and follow the kernel's values. Every widget
 // builds its layer picker, number fields, text boxes and checkboxes from these (no copies in the components).
+// `model` is the view's `viewModel(host)` (common.js): the listeners added here go when the view's cleanup runs.
 
 import { h, setTrait } from "./common.js";
 
