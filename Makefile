@@ -20,9 +20,10 @@ browser:  ## Debian's chromium for the real-browser widget tests (Playwright dri
 	@dpkg -s fonts-noto-cjk >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q fonts-noto-cjk; }
 
-lint: setup  ## ruff and the import contracts of pyproject.toml (the layers, no import circle)
+lint: setup  ## ruff, the import contracts of pyproject.toml (the layers, no import circle) and mypy on the public modules
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: lint
 	# one torch thread per process: the models here are tiny, and the browser tests run a kernel beside pytest
