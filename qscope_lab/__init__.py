@@ -27,7 +27,7 @@ _EXPORTS = {
     "synthesize": "workflows.synthesis", "SASFTLoss": "training.sasft", "language_features": "training.language",
     "sasft_targets": "training.language", "repetition_features": "training.repetition",
     "steered_rollouts": "training.rollouts", "code_switch_ratio": "analysis.text_predicates",
-    "FeatureIndex": "index.build",
+    "FeatureIndex": "index.store",
     "Attribution": "methods.attribution", "Continuation": "methods.targets", "NextToken": "methods.targets",
     "LogitDiff": "methods.targets",
 }

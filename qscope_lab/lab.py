@@ -139,7 +139,8 @@ class Lab:
 
     def use_index(self, index) -> FeatureIndex | None:
         """Read feature cards, search and hover labels from a feature index (a folder or an opened index); it
-        must be built for this model and SAE suite (refused naming both otherwise). ``None`` detaches it."""
+        must be built for this model and SAE suite (refused naming both otherwise). ``None`` detaches it.
+        ``lab.index`` is then the one ``FeatureIndex`` class: it reads, and ``lab.index.add(lab, more)`` extends."""
         if index is None:
             self.index = None
             return None
@@ -174,10 +175,11 @@ class Lab:
     def token_pieces(self, ids: Sequence[int], max_group: int = 4) -> list[str]:
         """Like ``token_strings`` but for reading generated text: a character split over several byte-level
         tokens (each alone decodes to U+FFFD) is shown whole on its first token and the others get ''. The
-        list keeps one entry per token, so per-token flags still line up."""
-        from .core.tokens import join_split_characters
+        list keeps one entry per token, so per-token flags still line up (``core.tokens.join_fragments``)."""
+        from .core.tokens import fragment_bytes, join_fragments
 
-        return join_split_characters(self, ids, max_group)
+        ids = [int(i) for i in ids]
+        return join_fragments(self.token_strings(ids), fragment_bytes(self, ids), max_group)[0]
 
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Left-padded batch encoding on the model's device; empty texts are refused with their index."""
@@ -242,11 +244,13 @@ class Lab:
                 tracer.stop()
         return saved
 
-    def encode(self, texts: str | Sequence[str], layer: int, batch_size: int = 8, skip_first: bool = False,
+    def encode(self, texts: str | Sequence[str], layer: int, batch_size: int = 8, skip_first: bool = True,
                skip_special: bool = True, max_length: int | None = None, progress: bool | None = None) -> FeatureActs:
         """Sparse SAE features of every token. Batched (longest first, so padding is small), pads never stored.
 
-        ``skip_first`` masks position 0 (the attention sink); ``skip_special`` masks special tokens."""
+        ``skip_first`` (default True, as everywhere in qscope-lab) masks position 0: the attention sink, whose
+        huge activations of a few features say nothing about the text; its row is still stored, so
+        ``skip_first=False`` is only needed to count it. ``skip_special`` masks special tokens."""
         texts = validate.texts(texts)
         layer = self.check_layer(layer)
         batch_size = validate.integer(batch_size, "batch_size", minimum=1)

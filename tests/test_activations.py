@@ -4,10 +4,20 @@ import torch
 from conftest import TEXTS
 
 from qscope_lab import Lab
+from qscope_lab.index.source import STAT_COLUMNS
+
+
+def test_encode_skips_the_attention_sink_by_default(lab):
+    acts = lab.encode(TEXTS, layer=1)
+    first = acts.offsets[:-1]
+    assert not acts.mask[first].any() and acts.mask.sum() == acts.n_tokens - len(TEXTS)
+    assert 0 not in set(acts.to_frame().position)  # the sink's row is kept, but not counted
+    kept = lab.encode(TEXTS, layer=1, skip_first=False)
+    assert kept.mask.all() and torch.equal(kept.values, acts.values)
 
 
 def test_to_frame_rows_and_positions(lab):
-    acts = lab.encode(TEXTS, layer=1, batch_size=2)
+    acts = lab.encode(TEXTS, layer=1, batch_size=2, skip_first=False)
     frame = acts.to_frame()
     assert list(frame.columns) == ["text", "snippet", "position", "token", "feature", "activation", "rank"]
     assert frame[frame.text == 0].snippet.iloc[0] == TEXTS[0][:31] + "…" if len(TEXTS[0]) > 32 else TEXTS[0]
@@ -63,7 +73,8 @@ def test_feature_stats_and_top_features(lab):
     acts = lab.encode(TEXTS, layer=1)
     stats = acts.feature_stats()
     assert stats.max_activation.is_monotonic_decreasing
-    assert stats["count"].sum() == int((acts.values > 0).sum())
+    assert stats.firing_count.sum() == int(((acts.values > 0) & acts.mask.unsqueeze(-1)).sum())
+    assert tuple(stats.columns) == STAT_COLUMNS  # the vocabulary of every feature statistic
     top = acts.top_features(3, max_firing_rate=0.5)
     assert len(top) == 3 and (top.firing_rate <= 0.5).all()
 

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from qscope_lab import FeatureIndex, Lab
 from qscope_lab.embedded import reference_documents
-from qscope_lab.index.store import CorruptIndexError
+from qscope_lab.index.schema import CorruptIndexError
+from qscope_lab.index.source import STAT_COLUMNS, FeatureSource, top_tokens
 
 LAYERS = [1, 2]
 OPTIONS = {"n_top": 5, "context_length": 96, "batch_size": 8, "window": 4}
@@ -78,7 +79,8 @@ def test_top_contexts_and_counts_equal_brute_force(elab, docs, built):
         stats = built.stats(layer)
         counts = frame.groupby("feature").size()
         assert stats.firing_count.sum() == len(frame) and (stats.firing_count[counts.index] == counts.values).all()
-        np.testing.assert_allclose(stats["max"][counts.index], frame.groupby("feature").activation.max(), rtol=1e-6)
+        np.testing.assert_allclose(stats.max_activation[counts.index], frame.groupby("feature").activation.max(),
+                                   rtol=1e-6)
         assert built.tokens == int(elab.encode([d["text"] for d in docs], layer, skip_first=True).mask.sum())
         for feature in counts.sort_values().index[-40:].tolist() + counts.index[:20].tolist():
             want = frame[frame.feature == feature].sort_values(["activation", "text", "position"],
@@ -112,7 +114,7 @@ def test_card_from_index_shows_brute_force_contexts(elab, docs, built):
     assert [c["text"] for c in card.contexts] == want.text.tolist()
     assert [c["token"] for c in card.contexts] == want.token.tolist()
     np.testing.assert_allclose([c["activation"] for c in card.contexts], want.activation, rtol=1e-6)
-    assert card.stats["fires"] == (frame.feature == feature).sum() and "indexed tokens" in card.histogram_svg
+    assert card.stats["firing_count"] == (frame.feature == feature).sum() and "indexed tokens" in card.histogram_svg
 
 
 def test_characters_split_over_byte_tokens_show_whole(elab, tmp_path):
@@ -190,10 +192,57 @@ def test_killed_build_resumes_to_the_uninterrupted_index(elab, docs, tmp_path):
 
 def test_documents_added_later_equal_one_build(elab, docs, tmp_path):
     options = dict(OPTIONS, shard_documents=4)
-    first = FeatureIndex.build(elab, docs[:12], LAYERS, tmp_path / "grown", **options)
-    grown = first.add(elab, docs[12:])
+    FeatureIndex.build(elab, docs[:12], LAYERS, tmp_path / "grown", **options)
+    elab.use_index(tmp_path / "grown")  # the Lab's own index is the one class: it reads and it extends
+    try:
+        grown = elab.index.add(elab, docs[12:])
+    finally:
+        elab.use_index(None)
     assert_same_index(grown, FeatureIndex.build(elab, docs, LAYERS, tmp_path / "all", **options))
     assert grown.documents == 24 and len(grown.manifest["shards"]) == 6
+
+
+def test_the_default_labs_shipped_index_is_the_one_store():
+    index = Lab.load().index
+    assert type(index) is FeatureIndex and callable(index.add) and callable(index.export_neuronpedia)
+    assert isinstance(index, FeatureSource)
+
+
+def test_index_and_reference_corpus_answer_in_one_vocabulary(elab, docs, built):
+    """The reference corpus over the indexed documents says what the index says, in the same columns."""
+    from qscope_lab.analysis.reference import Reference
+
+    ref = Reference(elab, [d["text"] for d in docs], max_length=OPTIONS["context_length"],
+                    batch_size=OPTIONS["batch_size"], window=OPTIONS["window"])
+    assert isinstance(ref, FeatureSource)
+    layer = 2
+    stats, want = ref.stats(layer), built.stats(layer)
+    assert tuple(stats.columns) == STAT_COLUMNS == tuple(want.columns[:len(STAT_COLUMNS)])
+    assert ref.counted_tokens(layer) == built.counted_tokens(layer)
+    assert (stats.firing_count == want.firing_count).all()
+    np.testing.assert_allclose(stats.max_activation, want.max_activation, rtol=1e-5)
+    np.testing.assert_allclose(stats.mean_activation, want.mean_activation, rtol=1e-5)
+    fired = want[want.firing_count > 0].sort_values("firing_count").feature.tolist()
+    for feature in fired[-10:] + fired[:5]:
+        one, other = ref.feature_stats(layer, feature), built.feature_stats(layer, feature)
+        assert {k: one[k] for k in STAT_COLUMNS} == pytest.approx({k: other[k] for k in STAT_COLUMNS}, rel=1e-5)
+        got, top = ref.top_contexts(layer, feature, n=5), built.top_contexts(layer, feature)
+        assert list(got.columns) == list(top.columns)
+        assert got[["document", "position", "token", "context", "boundary", "center"]].equals(
+            top[["document", "position", "token", "context", "boundary", "center"]])
+        assert ref.histogram(layer, feature).equals(built.histogram(layer, feature))
+        samples, stored = ref.quantile_samples(layer, feature), built.quantile_samples(layer, feature)
+        assert list(samples.columns) == list(stored.columns)
+        pd.testing.assert_frame_equal(samples[["interval", "lower", "upper", "document", "position"]],
+                                      stored[["interval", "lower", "upper", "document", "position"]])
+
+
+def test_top_tokens_rank_by_activation_mass():
+    feature = np.array([3, 3, 3, 3, 7, 7])
+    token = np.array([10, 11, 10, 12, 11, 12])
+    activation = np.array([1.0, 1.5, 1.0, 0.5, 2.0, 2.0])
+    assert top_tokens(feature, token, activation, 2) == {3: [10, 11], 7: [11, 12]}  # equal sums: id order
+    assert top_tokens(feature[:0], token[:0], activation[:0], 3) == {}
 
 
 class _Crash(Exception):
@@ -259,7 +308,7 @@ def test_neuronpedia_export_layout(elab, built, tmp_path):
     assert len(features) == int((fired.firing_count > 0).sum())
     first = features[0]
     f = int(first["index"])
-    assert first["maxActApprox"] == pytest.approx(float(fired["max"][f])) and len(first["pos_str"]) == 10
+    assert first["maxActApprox"] == pytest.approx(float(fired.max_activation[f])) and len(first["pos_str"]) == 10
     top = [a for a in acts if a["index"] == str(f) and a.get("binMin") is None]
     assert top[0]["maxValue"] == pytest.approx(built.top_contexts(2, f).activation.iloc[0])
     assert top[0]["tokens"][top[0]["qualifyingTokenIndex"]] == built.top_contexts(2, f).token.iloc[0]

@@ -73,7 +73,7 @@ def test_first_card_previews_then_fills_in_to_the_whole_corpus_card(embedded_lab
     ref, card, first = asyncio.run(in_a_kernel())
     assert not first["complete"] and first["texts"] == len(range(0, len(texts), PREVIEW_STRIDE))
     assert ref.ready(layer) and card.stats["complete"] and card.stats["texts"] == len(texts)
-    assert card.stats["tokens"] == whole.stats["tokens"] and card.stats["fires"] == whole.stats["fires"]
+    assert card.stats["tokens"] == whole.stats["tokens"] and card.stats["firing_count"] == whole.stats["firing_count"]
     assert [c["token"] for c in card.contexts] == [c["token"] for c in whole.contexts]
     assert card.stats["max_activation"] == pytest.approx(whole.stats["max_activation"], rel=1e-4)
     full, merged = whole.reference.acts(layer), ref.acts(layer)

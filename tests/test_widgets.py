@@ -98,7 +98,7 @@ def test_feature_card_shows_contexts_logits_and_histogram(lab, reference):
     acts = [c["activation"] for c in card.contexts]
     assert acts == sorted(acts, reverse=True) and len(acts) >= 1
     assert acts[0] == pytest.approx(card.stats["max_activation"])
-    assert card.stats["firing_rate"] == pytest.approx(card.stats["fires"] / card.stats["tokens"])
+    assert card.stats["firing_rate"] == pytest.approx(card.stats["firing_count"] / card.stats["tokens"])
     assert card.stats["decoder_norm"] == pytest.approx(float(lab.sae(ZH_LAYER).W_dec[:, ZH_FEATURE].norm()), rel=1e-4)
     expected = logit_table(lab, ZH_LAYER, ZH_FEATURE, n=8)
     assert [r["token"] for r in card.logits] == expected.token.tolist()

@@ -1,6 +1,7 @@
-"""What the widgets read from a Lab's feature index (``lab.use_index``) instead of encoding the reference corpus:
-a card's statistics, contexts and histogram, hover labels from top tokens, corpus firing rates. Each function
-returns None when the Lab has no index for that layer, and the caller falls back to ``Reference``."""
+"""What the widgets read from a ``FeatureSource`` (``index.source``): the Lab's feature index (``lab.use_index``)
+where it covers the layer, else a reference corpus. A card's statistics, contexts and histogram come out the same
+from either, in the source's own columns; hover labels and corpus firing rates come from the index alone (None /
+empty without one)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..viz.charts import binned_histogram
 
 if TYPE_CHECKING:
+    from ..index.source import FeatureSource
     from ..index.store import FeatureIndex
     from ..lab import Lab
 
@@ -19,25 +21,21 @@ def index_for(lab: Lab, layer: int) -> FeatureIndex | None:
     return index if index is not None and layer in index.layers else None
 
 
-def card(lab: Lab, layer: int, feature: int, n: int = 8, window: int = 10):
-    """(stats, contexts, histogram chart) of a feature card read from the index, or None without one. Stats
-    and context rows have the same keys as the reference path (contexts: left, token, right, activation,
-    text = document id, boundary)."""
-    index = index_for(lab, layer)
-    if index is None:
-        return None
-    row = index.feature_stats(layer, feature)
-    stats = {"layer": layer, "feature": feature, "tokens": index.tokens, "fires": int(row["firing_count"]),
-             "firing_rate": float(row["density"]), "max_activation": float(row["max"]),
-             "mean_activation": float(row["mean"]), "decoder_norm": float(lab.sae(layer).decoder_norms[feature]),
-             "corpus": f"index of {index.documents:,} documents"}
+def card(lab: Lab, source: FeatureSource, layer: int, feature: int, n: int = 8, window: int = 10):
+    """(stats, contexts, histogram chart) of a feature card read from ``source``. Stats: the source's
+    ``feature_stats`` (``STAT_COLUMNS``, and whatever more it says) with layer, tokens (counted) and
+    decoder_norm; contexts: left, token, right (``window`` tokens either side), boundary, activation, text (the
+    document id)."""
+    stats = {**source.feature_stats(layer, feature), "layer": layer, "feature": feature,
+             "tokens": source.counted_tokens(layer), "decoder_norm": float(lab.sae(layer).decoder_norms[feature])}
     contexts = []
-    for c in index.top_contexts(layer, feature, n=n).itertuples():
-        contexts.append({"left": c.tokens[max(0, c.center - window):c.center], "token": c.token,
-                         "right": c.tokens[c.center + 1:c.center + 1 + window], "boundary": c.boundary,
-                         "activation": c.activation, "text": c.document})
-    title = f"L{layer} f{feature}: fires on {stats['firing_rate']:.2%} of {stats['tokens']:,} indexed tokens"
-    return stats, contexts, binned_histogram(index.histogram(layer, feature), title=title)
+    for c in source.top_contexts(layer, feature, n=n).itertuples():
+        contexts.append({"left": list(c.tokens[max(0, c.center - window):c.center]), "token": c.token,
+                         "right": list(c.tokens[c.center + 1:c.center + 1 + window]), "boundary": c.boundary,
+                         "activation": float(c.activation), "text": int(c.document)})
+    title = (f"L{layer} f{feature}: fires on {stats['firing_rate']:.2%} of {stats['tokens']:,} {source.name} tokens"
+             + ("" if stats.get("complete", True) else " (so far)"))
+    return stats, contexts, binned_histogram(source.histogram(layer, feature), title=title)
 
 
 def hover_labels(lab: Lab, layer: int, features, n: int = 3) -> dict[str, str]:
@@ -55,5 +53,5 @@ def corpus_rates(lab: Lab, layer: int, features) -> list[float] | None:
     index = index_for(lab, layer)
     if index is None:
         return None
-    density = index.stats(layer).density.to_numpy()
-    return [float(density[int(f)]) for f in features]
+    rate = index.stats(layer).firing_rate.to_numpy()
+    return [float(rate[int(f)]) for f in features]

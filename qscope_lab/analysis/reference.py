@@ -1,5 +1,6 @@
 """A reference corpus, encoded once per layer: where feature cards find top activating contexts, activation
-histograms and firing density, and where feature search finds features by the tokens they fire on.
+histograms and firing rates, and where feature search finds features by the tokens they fire on. It is a
+``FeatureSource`` (``index.source``), as a feature index is: the same columns, read by the same card.
 
 The default is the corpus shipped with the package (held-out English, Chinese and Python documents of the
 embedded model's corpus, about 60k tokens): plain text, so it serves any Qwen model. Pass your own texts for a
@@ -13,17 +14,30 @@ import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import torch
 
+from ..base import validate
+from ..core import tokens as token_text
 from ..core.activations import FeatureActs
-from .features import top_contexts
+from ..index import schema
+from ..index.hashes import priority
+from ..index.source import (
+    CONTEXT_COLUMNS,
+    context_string,
+    quantile_frame,
+    quantile_pick,
+    stat_frame,
+    top_tokens,
+)
 
 if TYPE_CHECKING:
     from ..lab import Lab
 
 _DEFAULTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 PREVIEW_STRIDE = 8  # a first card reads every 8th text; the rest is encoded while the kernel is idle
+SAMPLES_PER_INTERVAL = 2  # quantile samples per interval unless asked (a feature index's samples_per_bin default)
 
 
 def default_texts() -> list[str]:
@@ -34,8 +48,15 @@ def default_texts() -> list[str]:
 
 
 class Reference:
-    def __init__(self, lab: Lab, texts: Sequence[str] | None = None, max_length: int = 128, batch_size: int = 16):
+    """Texts encoded once per layer, read as a ``FeatureSource``: ``stats``, ``feature_stats``, ``top_contexts``
+    (``window`` tokens either side), ``quantile_samples``, ``histogram`` (a feature index's log-spaced bins) and
+    ``top_tokens``. Those reads see what ``current`` holds: in a Jupyter kernel a first read of a layer is of a
+    preview that grows to the whole corpus (``ready`` says when; ``feature_stats``' ``complete`` too)."""
+
+    def __init__(self, lab: Lab, texts: Sequence[str] | None = None, max_length: int = 128, batch_size: int = 16,
+                 window: int = 10):
         self.lab = lab
+        self.window = validate.integer(window, "window", minimum=0)
         self.default = texts is None  # the default corpus gives way to the Lab's feature index, if it has one
         self.texts = list(texts) if texts is not None else default_texts()
         if not self.texts:
@@ -43,12 +64,12 @@ class Reference:
         self.max_length = max_length
         self.batch_size = batch_size
         self._acts: dict[int, FeatureActs] = {}
-        self._top_tokens: dict[int, dict[int, list[str]]] = {}
+        self._top_tokens: dict[tuple[int, int], dict[int, list[str]]] = {}
         self._last: tuple = (None, None, None)
         self._fills: dict[int, _Fill] = {}
 
     @classmethod
-    def of(cls, lab) -> Reference:
+    def of(cls, lab: Lab) -> Reference:
         """The default reference of ``lab``, shared by every widget on it (encoded once per layer)."""
         ref = _DEFAULTS.get(lab)
         if ref is None:
@@ -104,55 +125,116 @@ class Reference:
             while fill is not None and fill.step():
                 pass
 
-    def contexts(self, layer: int, feature: int, n: int = 8, window: int = 10, preview: bool = False
-                 ) -> pd.DataFrame:
-        """Top activating contexts; ``preview=True`` reads ``current`` (what a first card shows)."""
-        acts = self.current(layer) if preview else self.acts(layer)
-        return top_contexts(acts, feature, n=n, window=window, lab=self.lab)
+    # ------------------------------------------------------------------ the FeatureSource
+    @property
+    def name(self) -> str:
+        return "reference"
 
-    def activations(self, layer: int, feature: int, preview: bool = False) -> torch.Tensor:
-        """The feature's activation at every counted token where it fires (the last one asked is memoised:
-        a card reads it for its histogram and its statistics)."""
-        acts = self.current(layer) if preview else self.acts(layer)
+    def counted_tokens(self, layer: int) -> int:
+        return int(self.current(layer).mask.sum())
+
+    def activations(self, layer: int, feature: int) -> torch.Tensor:
+        """The feature's activation at every counted token of ``current`` where it fires (the last one asked is
+        memoised: a card reads it for its histogram and its statistics)."""
+        acts = self.current(layer)
         if self._last[0] != (layer, feature) or self._last[2] is not acts:
             values = torch.cat(acts.feature(feature))
             self._last = ((layer, feature), values[values > 0], acts)
         return self._last[1]
 
-    def stats(self, layer: int, feature: int, preview: bool = False) -> dict:
-        acts = self.current(layer) if preview else self.acts(layer)
-        fired = self.activations(layer, feature, preview=preview)
-        n = max(int(acts.mask.sum()), 1)
-        return {"layer": layer, "feature": feature, "tokens": n, "fires": int(fired.numel()),
-                "texts": len(acts), "complete": len(acts) == len(self.texts),
-                "firing_rate": fired.numel() / n,
-                "max_activation": float(fired.max()) if fired.numel() else 0.0,
-                "mean_activation": float(fired.mean()) if fired.numel() else 0.0,
-                "decoder_norm": float(self.lab.sae(layer).decoder_norms[feature])}
+    def stats(self, layer: int) -> pd.DataFrame:
+        """One row per feature: ``STAT_COLUMNS`` over the counted tokens."""
+        acts = self.current(layer)
+        count, total, peak = (x.numpy() for x in acts.totals())
+        return stat_frame(acts.d_sae, count, total, peak, int(acts.mask.sum()))
+
+    def feature_stats(self, layer: int, feature: int) -> dict:
+        """One feature's ``STAT_COLUMNS``, and how far the encoding is: ``texts`` encoded, ``complete``."""
+        acts = self.current(layer)
+        fired = self.activations(layer, feature)
+        count = int(fired.numel())
+        return {"feature": int(feature), "firing_count": count,
+                "firing_rate": count / max(int(acts.mask.sum()), 1),
+                "max_activation": float(fired.max()) if count else 0.0,
+                "mean_activation": float(fired.double().mean()) if count else 0.0,
+                "texts": len(acts), "complete": len(acts) == len(self.texts)}
+
+    def _records(self, acts: FeatureActs, per_text: list[torch.Tensor], rows: list[int]) -> list[dict]:
+        """Firings (token rows of ``acts``) as context rows, their windows shown as a feature index shows its
+        own (``core.tokens.readable``)."""
+        out, w = [], self.window
+        for row in rows:
+            text, pos = int(acts.text_index[row]), int(acts.position[row])
+            lo = max(0, pos - w)
+            ids = acts.token_ids[text][lo:pos + w + 1]
+            center = pos - lo
+            shown, token, boundary = token_text.readable(self.lab.token_strings(ids),
+                                                         token_text.fragment_bytes(self.lab, ids), center)
+            values = per_text[text][lo:lo + len(ids)]
+            out.append({"activation": float(values[center]), "document": text, "position": pos, "token": token,
+                        "context": context_string(shown, center), "boundary": boundary, "source": self.name,
+                        "tokens": shown, "values": values.tolist(), "center": center})
+        return out
+
+    def top_contexts(self, layer: int, feature: int, n: int | None = None) -> pd.DataFrame:
+        """The feature's ``n`` (default 10) strongest firings, strongest first (ties: first in the corpus), each
+        with ``window`` tokens either side (``CONTEXT_COLUMNS``)."""
+        n = 10 if n is None else validate.integer(n, "n", minimum=0)
+        acts = self.current(layer)
+        per_text = acts.feature(feature)
+        scores = torch.cat(per_text)
+        fired = torch.nonzero(scores > 0).squeeze(-1)
+        order = fired[torch.argsort(-scores[fired], stable=True)][:n]
+        return pd.DataFrame(self._records(acts, per_text, order.tolist()), columns=list(CONTEXT_COLUMNS))
+
+    def histogram(self, layer: int, feature: int) -> pd.DataFrame:
+        """The feature's activation histogram over a feature index's log-spaced bins (``schema.bin_edges`` of
+        ``schema.HISTOGRAM_BINS``): bin, lower, upper, count (nonzero bins)."""
+        params = schema.HISTOGRAM_BINS
+        bins = schema.bins_formula(self.activations(layer, feature).numpy(), params["bins_per_decade"],
+                                   params["min_exponent"], params["n_bins"])
+        counts = np.bincount(bins, minlength=params["n_bins"])
+        b = np.flatnonzero(counts)
+        edges = schema.bin_edges(params)
+        return pd.DataFrame({"bin": b, "lower": edges[b], "upper": edges[b + 1], "count": counts[b]})
+
+    def quantile_samples(self, layer: int, feature: int, intervals: int = 5,
+                         per_interval: int | None = None) -> pd.DataFrame:
+        """Firings from each of ``intervals`` activation quantile intervals (cut at histogram bins, 0 the
+        weakest), ``per_interval`` (default 2) each, picked uniformly by the hash a feature index samples by."""
+        intervals = validate.integer(intervals, "intervals", minimum=1)
+        per = SAMPLES_PER_INTERVAL if per_interval is None else validate.integer(per_interval, "per_interval",
+                                                                                 minimum=0)
+        acts = self.current(layer)
+        per_text = acts.feature(feature)
+        scores = torch.cat(per_text)
+        rows = torch.nonzero(scores > 0).squeeze(-1)
+        params = schema.HISTOGRAM_BINS
+        bins = schema.bins_formula(scores[rows].numpy(), params["bins_per_decade"], params["min_exponent"],
+                                   params["n_bins"])
+        hashes = priority(acts.text_index[rows].numpy(), acts.position[rows].numpy(),
+                          np.full(len(rows), int(feature)), 0)
+        pick, interval, lower, upper = quantile_pick(self.histogram(layer, feature), bins, hashes, intervals, per)
+        records = self._records(acts, per_text, rows[pick].tolist())
+        return quantile_frame([{"interval": int(q), "lower": float(a), "upper": float(b), **r}
+                               for q, a, b, r in zip(interval, lower, upper, records)])
 
     def top_tokens(self, layer: int, n: int = 3) -> dict[int, list[str]]:
-        """Per feature that fires on the corpus, the ``n`` tokens carrying most of its activation."""
+        """Per feature that fires on the corpus, the ``n`` tokens carrying most of its activation (a fragment of
+        a character named by its bytes, ``⟨e7 8c⟩``); the whole corpus is read."""
         index = getattr(self.lab, "index", None)
         if self.default and index is not None and layer in index.layers:
             return index.top_tokens(layer, n)  # the Lab's feature index: a larger corpus, nothing to encode
-        if layer not in self._top_tokens:
+        key = (layer, n)
+        if key not in self._top_tokens:
             acts = self.acts(layer)
             keep = acts.mask.unsqueeze(-1) & (acts.values > 0)
             rows, ranks = keep.nonzero(as_tuple=True)
             token = torch.tensor([t for ids in acts.token_ids for t in ids], dtype=torch.long)[rows]
-            feature = acts.indices[rows, ranks]
-            vocab = int(token.max()) + 1 if token.numel() else 1
-            pairs, inverse = torch.unique(feature * vocab + token, return_inverse=True)
-            mass = torch.zeros(len(pairs)).index_add_(0, inverse, acts.values[rows, ranks].float())
-            order = torch.argsort(mass, descending=True)  # strongest (feature, token) pairs first
-            table: dict[int, list[str]] = {}
-            for key in pairs[order].tolist():
-                f, tok = divmod(key, vocab)
-                tokens = table.setdefault(f, [])
-                if len(tokens) < n:
-                    tokens.append(self.lab.token_strings([tok])[0])
-            self._top_tokens[layer] = table
-        return self._top_tokens[layer]
+            tops = top_tokens(acts.indices[rows, ranks].numpy(), token.numpy(),
+                              acts.values[rows, ranks].float().numpy(), n)
+            self._top_tokens[key] = {f: [token_text.raw_label(self.lab, t) for t in ids] for f, ids in tops.items()}
+        return self._top_tokens[key]
 
     def search(self, layer: int, query: str, labels=None, n: int = 20) -> pd.DataFrame:
         """Features whose label or note (from a ``FeatureLabels``) or top tokens contain ``query``

@@ -42,7 +42,7 @@ def register(sub) -> None:
 
 
 def run_build(args) -> None:
-    from ..index.build import FeatureIndex
+    from ..index.store import FeatureIndex
 
     lab = lab_from_args(args)
     index = FeatureIndex.build(lab, list(args.corpus), args.layers, args.out, engine=args.engine,
@@ -53,13 +53,13 @@ def run_build(args) -> None:
 
 
 def run_info(args) -> None:
-    from ..index.build import FeatureIndex
+    from ..index.store import FeatureIndex
 
     print_frame(FeatureIndex.open(args.path).info(), None)
 
 
 def run_export(args) -> None:
-    from ..index.build import FeatureIndex
+    from ..index.store import FeatureIndex
 
     folders = FeatureIndex.open(args.path).export_neuronpedia(args.out, layers=args.layers,
                                                               source_set=args.source_set, model_id=args.model_id)

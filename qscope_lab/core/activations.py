@@ -1,7 +1,8 @@
 """Sparse SAE activations of a batch of texts, stored ragged (no pad positions ever reach the user).
 
 Each real token keeps its top-k (values, indices). ``mask`` marks the positions that count: pads are not stored
-at all; the first position (attention sink) and special tokens are masked when the caller asked to skip them.
+at all; the first position (attention sink; ``skip_first``, True by default) and special tokens
+(``skip_special``) are masked unless the caller asked to count them.
 """
 
 from __future__ import annotations
@@ -79,18 +80,26 @@ class FeatureActs:
         per_row = (self._masked_values() * (self.indices == int(f))).sum(-1)
         return [per_row[self.rows(i)] for i in range(len(self))]
 
-    def feature_stats(self) -> pd.DataFrame:
-        """Per feature over counted positions: firing count and rate, max and mean activation (when firing)."""
+    def totals(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[d_sae]`` each, over counted positions: how many times each feature fires, the sum and the maximum
+        of its activations (what every feature statistic is computed from)."""
         keep = self.mask.unsqueeze(-1) & (self.values > 0)
-        idx, val = self.indices[keep], self.values[keep]
+        idx, val = self.indices[keep], self.values[keep].float()
         count = torch.bincount(idx, minlength=self.d_sae)
-        total = torch.zeros(self.d_sae).index_add_(0, idx, val.float())
-        peak = torch.zeros(self.d_sae).scatter_reduce_(0, idx, val.float(), reduce="amax")
+        total = torch.zeros(self.d_sae).index_add_(0, idx, val)
+        peak = torch.zeros(self.d_sae).scatter_reduce_(0, idx, val, reduce="amax")
+        return count, total, peak
+
+    def feature_stats(self) -> pd.DataFrame:
+        """Per feature that fires at a counted position, strongest first: feature, firing_count, firing_rate (share
+        of counted positions), max_activation, mean_activation (where it fires): the columns of every feature
+        statistic in qscope-lab (``index.source.STAT_COLUMNS``: a feature index's and the reference corpus's)."""
+        count, total, peak = self.totals()
         fired = count.nonzero().squeeze(-1)
         n = max(int(self.mask.sum()), 1)
         return pd.DataFrame({
             "feature": fired.numpy(),
-            "count": count[fired].numpy(),
+            "firing_count": count[fired].numpy(),
             "firing_rate": (count[fired].float() / n).numpy(),
             "max_activation": peak[fired].numpy(),
             "mean_activation": (total[fired] / count[fired].float()).numpy(),

@@ -1,7 +1,8 @@
 """Readable tokens: a Han character split over byte-level tokens is shown whole, its token boundaries kept.
 
-Each byte token of such a character decodes alone to U+FFFD. ``lab.token_pieces`` puts the whole character on
-the group's first token and '' on the others; ``groups`` adds, per token, where its group starts, so a table
+Each byte token of such a character decodes alone to U+FFFD. ``join_fragments`` (the one joining function:
+``lab.token_pieces`` and the feature index's reader both call it) puts the whole character on the group's first
+token and '' on the others; ``groups`` adds, per token, where its group starts, so a table
 cell or a highlighted context token can show the whole character and a hover can say "byte token 2 of 3".
 ``raw_label`` names a lone byte token by its bytes (a next-token table cannot join what is not generated yet).
 """
@@ -10,6 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .protocol import LabLike
 
 REPLACEMENT = "\ufffd"
 
@@ -28,7 +33,7 @@ def _byte_of() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars)}
 
 
-def piece_bytes(lab, token_id: int) -> bytes | None:
+def piece_bytes(lab: LabLike, token_id: int) -> bytes | None:
     """A byte-level token's own bytes (its piece read through the byte alphabet); None if it is not one."""
     piece = lab.tokenizer.convert_ids_to_tokens([int(token_id)])[0] or ""
     table = _byte_of()
@@ -40,14 +45,14 @@ def byte_label(raw: bytes) -> str:
     return "⟨" + " ".join(f"{b:02x}" for b in raw) + "⟩"
 
 
-def raw_label(lab, token_id: int) -> str:
+def raw_label(lab: LabLike, token_id: int) -> str:
     """The token as shown on its own; a byte fragment of a character as its bytes, e.g. ``⟨e7 8c⟩``."""
     text = lab.token_strings([token_id])[0]
     raw = piece_bytes(lab, token_id) if REPLACEMENT in text else None
     return text if raw is None else byte_label(raw)
 
 
-def fragment_bytes(lab, ids: Sequence[int]) -> list[bytes | None]:
+def fragment_bytes(lab: LabLike, ids: Sequence[int]) -> list[bytes | None]:
     """Per token, its bytes if it is a fragment of a character (alone it decodes to U+FFFD), else None: what a
     feature index stores beside the token strings, so that its reader joins characters without the tokenizer."""
     ids = [int(i) for i in ids]
@@ -95,28 +100,7 @@ def readable(strings: Sequence[str], raw: Sequence[bytes | None], center: int) -
     return shown, token, hover(pieces, starts, center)
 
 
-def join_split_characters(lab, ids: Sequence[int], max_group: int = 4) -> list[str]:
-    """``lab.token_strings(ids)`` with each character split over up to ``max_group`` byte-level tokens shown
-    whole on its first token and '' on the others (one entry per token, so per-token flags still line up)."""
-    ids = list(ids)
-    out = lab.token_strings(ids)
-    start = 0
-    while start < len(ids):
-        if REPLACEMENT not in out[start]:
-            start += 1
-            continue
-        for end in range(start + 2, min(start + max_group, len(ids)) + 1):
-            joined = lab.tokenizer.decode(ids[start:end])
-            if REPLACEMENT not in joined:
-                out[start:end] = [joined] + [""] * (end - start - 1)
-                start = end
-                break
-        else:
-            start += 1
-    return out
-
-
-def groups(lab, ids: Sequence[int]) -> tuple[list[str], list[int]]:
+def groups(lab: LabLike, ids: Sequence[int]) -> tuple[list[str], list[int]]:
     """``(pieces, starts)``: ``lab.token_pieces(ids)`` and, per token, the index of the first token of the
     character it belongs to (its own index for an ordinary token)."""
     ids = list(ids)

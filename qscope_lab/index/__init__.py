@@ -1,2 +1,4 @@
-"""Feature indexes at corpus scale: build (local or Ray), extend, export. Reading lives in ``core.feature_index``
-so a Lab can hold an index; this layer computes and exports them."""
+"""Feature indexes at corpus scale: ``store.FeatureIndex`` (open, read, build, add, export), its on-disk format
+(``schema``), the protocol it shares with the reference corpus (``source``), and the builder's parts it calls:
+``build`` (shards, resume, merge), ``partial`` / ``rows`` (mergeable statistics), ``shard``, ``ray_engine``,
+``corpus``, ``hashes``, ``export``."""

@@ -11,6 +11,7 @@ shards merge exactly and always in shard order. Engines (local, Ray) only decide
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,23 +20,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..base import progress as progress_bars
 from ..base import validate
 from ..core.tokens import fragment_bytes
 from . import corpus as corpora
-from . import store as fmt
+from . import schema
+from .hashes import sae_fingerprint
 from .partial import Partial
 from .shard import compute_shard
 
 if TYPE_CHECKING:
     from ..core.protocol import LabLike
 
-DEFAULTS = {"n_top": 20, "window": 10, "samples_per_bin": 2, "bins_per_decade": 8, "min_exponent": -3,
-            "n_bins": 64, "context_length": 256, "batch_size": 16, "shard_documents": 1024, "skip_first": True,
-            "skip_special": True, "seed": 0}
-_MATCHING = ("model", "sae_suite", "sae_fingerprints", "layers", "d_sae", "params")
+DEFAULTS = {"n_top": 20, "window": 10, "samples_per_bin": 2, **schema.HISTOGRAM_BINS, "context_length": 256,
+            "batch_size": 16, "shard_documents": 1024, "skip_first": True, "skip_special": True, "seed": 0}
 
 
 def local_engine(lab: LabLike, todo: Iterator, layers: list[int], params: dict) -> Iterator[tuple[int, Partial]]:
@@ -52,7 +50,8 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _params(lab: LabLike, options: dict) -> dict:
+def build_params(options: dict) -> dict:
+    """``DEFAULTS`` updated by ``options``, checked (an unknown option is refused, naming the known ones)."""
     params = dict(DEFAULTS)
     unknown = set(options) - set(params)
     if unknown:
@@ -65,73 +64,55 @@ def _params(lab: LabLike, options: dict) -> dict:
     return params
 
 
-class FeatureIndex(fmt.FeatureIndex):
-    """A per-feature index over a corpus: ``FeatureIndex.build(lab, corpus, layers, path)`` computes it,
-    ``FeatureIndex.open(path)`` reads it lazily, ``index.add(lab, more_documents)`` extends it."""
+def build(lab: LabLike, corpus, layers, path, *, engine: str = "local", workers: int | None = None,
+          address: str | None = None, lab_factory=None, checkpoint_every: int = 8, resume: bool = True,
+          overwrite: bool = False, progress: bool | None = None, **options) -> Path:
+    """Index ``corpus`` at ``layers`` into the folder ``path`` (what ``FeatureIndex.build`` runs; its docstring
+    says what the arguments mean); returns the folder."""
+    if path is None:
+        raise TypeError("FeatureIndex.build needs a path: the folder the index is written to")
+    if lab.saes is None:
+        raise ValueError("this Lab has no SAEs to index")
+    layers = lab.check_layers(range(lab.n_layers) if layers is None else layers)
+    path = Path(path)
+    params = build_params(options)
+    manifest = schema.manifest(
+        model=lab.name, architecture=lab.architecture, sae_suite=lab.saes.name,
+        sae_fingerprints={str(x): sae_fingerprint(lab.sae(x)) for x in sorted(layers)},
+        d_sae=int(lab.sae(layers[0]).d_sae), k=int(lab.sae(layers[0]).k), layers=sorted(layers), params=params,
+        qscope_lab_version=_version(), corpus={}, shards=[], created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    if (path / schema.MANIFEST).is_file():
+        if overwrite:
+            shutil.rmtree(path)
+        else:
+            old = json.loads((path / schema.MANIFEST).read_text(encoding="utf-8"))
+            differ = [key for key in schema.MATCHING_FIELDS if old.get(key) != manifest[key]]
+            if differ:
+                raise ValueError(f"{path} holds an index built with other {', '.join(differ)} "
+                                 f"({ {k: old.get(k) for k in differ} }); pass overwrite=True to replace it")
+            if not resume:
+                raise FileExistsError(f"{path} already holds an index; resume=True continues it, "
+                                      f"overwrite=True replaces it")
+            manifest = old
+    elif path.exists() and any(path.iterdir()):
+        raise FileExistsError(f"{path} exists and is not a feature index; choose an empty or new folder")
+    path.mkdir(parents=True, exist_ok=True)
+    _write_json(path / schema.MANIFEST, manifest)
+    _run(lab, path, corpus, first_shard=0, first_id=0, engine=engine, workers=workers, address=address,
+         lab_factory=lab_factory, checkpoint_every=checkpoint_every, progress=progress)
+    return path
 
-    @classmethod
-    def build(cls, lab: LabLike, corpus, layers=None, path=None, *, engine: str = "local", workers: int | None = None,
-              address: str | None = None, lab_factory=None, checkpoint_every: int = 8, resume: bool = True,
-              overwrite: bool = False, progress: bool | None = None, **options) -> FeatureIndex:
-        """Index ``corpus`` (files, a folder, a list, a ``{source: texts}`` mapping, any iterable of texts or
-        ``{"text", "source"}`` rows) at ``layers`` (default: all with an SAE) into the folder ``path``.
 
-        Options (defaults in ``DEFAULTS``): ``n_top`` contexts per feature, ``window`` tokens either side,
-        ``samples_per_bin`` quantile samples per histogram bin, ``context_length`` tokens per forward,
-        ``shard_documents``, ``batch_size``, ``skip_first`` / ``skip_special``, ``seed``. ``engine="ray"`` runs
-        shards on Ray Data (``workers`` actors, ``address="auto"`` for a running cluster). An unfinished build
-        at ``path`` is resumed (``resume=False`` refuses it; ``overwrite=True`` starts afresh)."""
-        if path is None:
-            raise TypeError("FeatureIndex.build needs a path: the folder the index is written to")
-        if lab.saes is None:
-            raise ValueError("this Lab has no SAEs to index")
-        layers = lab.check_layers(range(lab.n_layers) if layers is None else layers)
-        path = Path(path)
-        params = _params(lab, options)
-        manifest = {"format": fmt.FORMAT, "format_version": fmt.FORMAT_VERSION, "model": lab.name,
-                    "architecture": lab.architecture, "sae_suite": lab.saes.name,
-                    "sae_fingerprints": {str(x): fmt.sae_fingerprint(lab.sae(x)) for x in sorted(layers)},
-                    "d_sae": int(lab.sae(layers[0]).d_sae), "k": int(lab.sae(layers[0]).k), "layers": sorted(layers),
-                    "params": params, "qscope_lab_version": _version(), "corpus": {}, "shards": [],
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        if (path / fmt.MANIFEST).is_file():
-            if overwrite:
-                shutil.rmtree(path)
-            else:
-                old = json.loads((path / fmt.MANIFEST).read_text(encoding="utf-8"))
-                differ = [key for key in _MATCHING if old.get(key) != manifest[key]]
-                if differ:
-                    raise ValueError(f"{path} holds an index built with other {', '.join(differ)} "
-                                     f"({ {k: old.get(k) for k in differ} }); pass overwrite=True to replace it")
-                if not resume:
-                    raise FileExistsError(f"{path} already holds an index; resume=True continues it, "
-                                          f"overwrite=True replaces it")
-                manifest = old
-        elif path.exists() and any(path.iterdir()):
-            raise FileExistsError(f"{path} exists and is not a feature index; choose an empty or new folder")
-        path.mkdir(parents=True, exist_ok=True)
-        _write_json(path / fmt.MANIFEST, manifest)
-        _run(lab, path, corpus, first_shard=0, first_id=0, engine=engine, workers=workers, address=address,
-             lab_factory=lab_factory, checkpoint_every=checkpoint_every, progress=progress)
-        return cls(path)
-
-    def export_neuronpedia(self, out, **options):
-        """The Neuronpedia bulk-import layout of this index (``index.export.export_neuronpedia``)."""
-        from .export import export_neuronpedia
-
-        return export_neuronpedia(self, out, **options)
-
-    def add(self, lab: LabLike, corpus, *, engine: str = "local", workers: int | None = None,
-            address: str | None = None, lab_factory=None, checkpoint_every: int = 8,
-            progress: bool | None = None) -> FeatureIndex:
-        """Index more documents into this index (ids continue after the last one); returns the index reopened."""
-        self.check(lab)
-        shards = self.manifest["shards"]
-        first_shard = shards[-1]["id"] + 1 if shards else 0
-        first_id = shards[-1]["first_document"] + shards[-1]["documents"] if shards else 0
-        _run(lab, self.path, corpus, first_shard=first_shard, first_id=first_id, engine=engine, workers=workers,
-             address=address, lab_factory=lab_factory, checkpoint_every=checkpoint_every, progress=progress)
-        return type(self)(self.path)
+def add(lab: LabLike, path, corpus, *, engine: str = "local", workers: int | None = None,
+        address: str | None = None, lab_factory=None, checkpoint_every: int = 8,
+        progress: bool | None = None) -> None:
+    """Index more documents into the (finished, checked) index at ``path``: ids continue after the last one."""
+    path = Path(path)
+    shards = schema.read_manifest(path)["shards"]
+    first_shard = shards[-1]["id"] + 1 if shards else 0
+    first_id = shards[-1]["first_document"] + shards[-1]["documents"] if shards else 0
+    _run(lab, path, corpus, first_shard=first_shard, first_id=first_id, engine=engine, workers=workers,
+         address=address, lab_factory=lab_factory, checkpoint_every=checkpoint_every, progress=progress)
 
 
 def _version() -> str:
@@ -144,8 +125,8 @@ def _pending(path: Path, state: Partial | None) -> list[int]:
     """Complete shard folders not yet folded into the state; incomplete ones (a killed write) are removed."""
     done = set(state.shards) if state is not None else set()
     out = []
-    for folder in sorted((path / fmt.SHARDS).glob("*")) if (path / fmt.SHARDS).is_dir() else []:
-        if folder.name.endswith((".tmp", ".old")) or not (folder / fmt.PARTIAL).is_file():
+    for folder in sorted((path / schema.SHARDS).glob("*")) if (path / schema.SHARDS).is_dir() else []:
+        if folder.name.endswith((".tmp", ".old")) or not (folder / schema.PARTIAL).is_file():
             shutil.rmtree(folder, ignore_errors=True)
         elif int(folder.name) in done:
             shutil.rmtree(folder, ignore_errors=True)
@@ -155,41 +136,35 @@ def _pending(path: Path, state: Partial | None) -> list[int]:
 
 
 def _checkpoint(lab: LabLike, path: Path, state: Partial, manifest: dict) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    ids = state.token_ids()
-    tmp = path / (fmt.TOKENS + ".tmp")
-    pq.write_table(pa.table({"id": ids.astype(np.int64), "string": lab.token_strings(ids.tolist()),
-                             "bytes": pa.array(fragment_bytes(lab, ids.tolist()), pa.binary())}), tmp)
-    os.replace(tmp, path / fmt.TOKENS)
-    state.write(path / fmt.STATE)
+    ids = state.token_ids().tolist()
+    schema.write_tokens(path, ids, lab.token_strings(ids), fragment_bytes(lab, ids))
+    state.write(path / schema.STATE)
     fingerprints = "".join(s["fingerprint"] for s in manifest["shards"])
     manifest["corpus"] = {"fingerprint": corpora.fingerprint([]) if not fingerprints else
-                          __import__("hashlib").sha256(fingerprints.encode()).hexdigest()[:16],
+                          hashlib.sha256(fingerprints.encode()).hexdigest()[:16],
                           "documents": state.documents, "chunks": state.chunks,
                           "tokens": int(sum(state.tokens_by_source)),
                           "sources": dict(zip(state.sources, state.tokens_by_source))}
     manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    _write_json(path / fmt.MANIFEST, manifest)
+    _write_json(path / schema.MANIFEST, manifest)
     for shard in state.shards:
-        shutil.rmtree(path / fmt.SHARDS / f"{shard:05d}", ignore_errors=True)
-    if (path / fmt.SHARDS).is_dir() and not any((path / fmt.SHARDS).iterdir()):
-        (path / fmt.SHARDS).rmdir()
+        shutil.rmtree(schema.shard_folder(path, shard), ignore_errors=True)
+    if (path / schema.SHARDS).is_dir() and not any((path / schema.SHARDS).iterdir()):
+        (path / schema.SHARDS).rmdir()
 
 
 def _run(lab: LabLike, path: Path, corpus, first_shard: int, first_id: int, engine: str, workers, address,
          lab_factory, checkpoint_every: int, progress) -> None:
-    manifest = json.loads((path / fmt.MANIFEST).read_text(encoding="utf-8"))
+    manifest = schema.read_manifest(path)
     params, layers, d_sae = manifest["params"], manifest["layers"], manifest["d_sae"]
     engine = validate.choice(engine, ("local", "ray"), "engine")
     checkpoint_every = validate.integer(checkpoint_every, "checkpoint_every", minimum=1)
-    state_dir = path / fmt.STATE
-    if not state_dir.is_dir() and state_dir.with_name(fmt.STATE + ".old").is_dir():  # killed between two renames
-        os.replace(state_dir.with_name(fmt.STATE + ".old"), state_dir)
+    state_dir = path / schema.STATE
+    if not state_dir.is_dir() and state_dir.with_name(schema.STATE + ".old").is_dir():  # killed between two renames
+        os.replace(state_dir.with_name(schema.STATE + ".old"), state_dir)
     state = Partial.read(state_dir, d_sae, params) if state_dir.is_dir() else None
     for shard in _pending(path, state):  # written after the last checkpoint: folded in shard order
-        part = Partial.read(path / fmt.SHARDS / f"{shard:05d}", d_sae, params)
+        part = Partial.read(schema.shard_folder(path, shard), d_sae, params)
         state = part if state is None else (state.merge(part) or state)
     recorded = {s["id"]: s for s in manifest["shards"]}
     done = set(state.shards) if state is not None else set()
@@ -228,11 +203,11 @@ def _run(lab: LabLike, path: Path, corpus, first_shard: int, first_id: int, engi
             # into place, the build recomputes it
             checkpoint = since_checkpoint + 1 >= checkpoint_every or (feed.exhausted and received == feed.count)
             if not checkpoint:
-                part.write(path / fmt.SHARDS / f"{shard:05d}")
+                part.write(schema.shard_folder(path, shard))
             recorded[shard]["tokens"] = int(sum(part.tokens_by_source))
             manifest["shards"] = [recorded[k] for k in sorted(recorded) if k in done or k == shard]
             done.add(shard)
-            _write_json(path / fmt.MANIFEST, manifest)
+            _write_json(path / schema.MANIFEST, manifest)
             if state is None:
                 state = part
             else:

@@ -13,14 +13,38 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
+
+import pandas as pd
 
 from ..base import validate
-from .store import FeatureIndex
+from .source import FeatureSource
 
 if TYPE_CHECKING:
     from ..core.protocol import LabLike
+
+
+class StoredIndex(FeatureSource, Protocol):
+    """What the export reads of a ``store.FeatureIndex`` (typed here: the index imports this module, not back)."""
+
+    manifest: dict
+    params: dict
+    meta: dict
+
+    @property
+    def layers(self) -> list[int]: ...
+
+    def check(self, lab: LabLike) -> None: ...
+
+    def blocks(self, layer: int) -> Iterator[pd.DataFrame]: ...
+
+    def _layer(self, layer) -> int: ...
+
+    def _records(self, rows: pd.DataFrame) -> list[dict]: ...
+
+    def _quantile_records(self, hist: pd.DataFrame, rows: pd.DataFrame, intervals: int, per: int) -> list[dict]: ...
 
 
 def _activation(model_id: str, source_id: str, feature: int, row, kind: str) -> dict:
@@ -54,7 +78,7 @@ def _logit_tables(lab: LabLike, layer: int, features: list[int], n: int = 10) ->
     return out
 
 
-def export_neuronpedia(index: FeatureIndex, out, model_id: str | None = None, source_set: str = "qscope-res",
+def export_neuronpedia(index: StoredIndex, out, model_id: str | None = None, source_set: str = "qscope-res",
                        layers=None, lab: LabLike | None = None, features_per_file: int = 128,
                        creator: str = "qscope-lab") -> list[Path]:
     """Write the bulk-import folders of ``layers`` (default: all) under ``out``; returns one folder per layer.
@@ -104,7 +128,8 @@ def export_neuronpedia(index: FeatureIndex, out, model_id: str | None = None, so
                 pos_str, pos_values, neg_str, neg_values = logits.get(f, ([], [], [], []))
                 features.append({
                     "modelId": model_id, "layer": source_id, "index": str(f), "creatorId": creator,
-                    "maxActApprox": float(stats["max"].iat[f]), "frac_nonzero": float(stats.density.iat[f]),
+                    "maxActApprox": float(stats.max_activation.iat[f]),
+                    "frac_nonzero": float(stats.firing_rate.iat[f]),
                     "freq_hist_data_bar_heights": hist["count"].tolist(),
                     "freq_hist_data_bar_values": ((hist.lower + hist.upper.clip(upper=hist.lower * 10)) / 2).tolist(),
                     "pos_str": pos_str, "pos_values": pos_values, "neg_str": neg_str, "neg_values": neg_values})

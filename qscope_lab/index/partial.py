@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import store as fmt
-from .hashes import priority, priority_at
+from . import schema
+from .hashes import file_digest, priority, priority_at
 from .rows import (
-    ROW_FIELDS,
     ByToken,
     activation_bins,
     choose,
@@ -35,7 +34,6 @@ from .rows import (
 )
 
 _MAX = np.iinfo(np.uint64).max
-BLOCK = 256  # features per record batch of contexts.arrow: reading one feature decompresses one block
 
 
 class LayerPartial:
@@ -66,7 +64,7 @@ class LayerPartial:
         rows: a new row must reach them to matter."""
         self.top_thr = np.full(self.d_sae, -np.inf, np.float32)
         self.sample_thr = np.full(self.d_sae * self.params["n_bins"], _MAX, np.uint64)
-        rows, top = self.rows, self.rows["kind"] == fmt.TOP
+        rows, top = self.rows, self.rows["kind"] == schema.TOP
         group = rows["feature"][~top].astype(np.int64) * self.params["n_bins"] + rows["bin"][~top]
         self._tighten(rows["feature"][top], rows["activation"][top], group, rows["priority"][~top])
 
@@ -109,7 +107,7 @@ class LayerPartial:
             return
         p = self.params
         new = concat(*self.pending)
-        fresh = {name: new[name] for name in ROW_FIELDS}
+        fresh = {name: new[name] for name in schema.ROW_COLUMNS}
         fresh["slot"] = -1 - np.arange(len(new["feature"]))  # < 0: a proposed row, no window yet
         rows = select(concat(self.rows, fresh), p["n_top"], p["samples_per_bin"], p["n_bins"], runs=True)
         at = np.flatnonzero(rows["slot"] < 0)
@@ -206,7 +204,7 @@ class LayerPartial:
         self._tighten(feat[top], act[top], sample_group, prio[sample])
         entry = np.concatenate([top, sample])
         kind = np.zeros(len(entry), np.int8)
-        kind[len(top):] = fmt.SAMPLE
+        kind[len(top):] = schema.SAMPLE
         tok = e_tok[entry]
         f = feat[entry]
         self.pending.append({
@@ -248,7 +246,6 @@ class LayerPartial:
     # ------------------------------------------------------------------ files
     def write(self, folder: Path) -> None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         folder.mkdir(parents=True, exist_ok=True)
         self.flush()
@@ -257,50 +254,48 @@ class LayerPartial:
         f = rows["feature"]
         length = np.bincount(f, minlength=self.d_sae)
         start = np.r_[0, np.cumsum(length)[:-1]]
-        block = np.arange(self.d_sae) // BLOCK
-        block_start = start[np.minimum(block * BLOCK, self.d_sae - 1)]
-        columns = {name: pa.array(rows[name]) for name in ROW_FIELDS if name != "priority"}  # a hash: recomputed
+        block = np.arange(self.d_sae) // schema.BLOCK
+        block_start = start[np.minimum(block * schema.BLOCK, self.d_sae - 1)]
+        columns = {name: pa.array(rows[name].astype(schema.ROW_COLUMNS[name], copy=False))
+                   for name in schema.STORED_ROW_COLUMNS}
         for name, array in (("window", window), ("values", values)):
-            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), width)
+            flat = array.reshape(-1).astype(schema.WINDOW_COLUMNS[name], copy=False)
+            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
         table = pa.table(columns)
         options = pa.ipc.IpcWriteOptions(compression="zstd")
-        with pa.ipc.new_file(str(folder / fmt.CONTEXTS), table.schema, options=options) as writer:
-            edges = np.r_[start[::BLOCK], len(f)]
+        with pa.ipc.new_file(str(folder / schema.CONTEXTS), table.schema, options=options) as writer:
+            edges = np.r_[start[::schema.BLOCK], len(f)]
             for b in range(len(edges) - 1):
                 writer.write_batch(table.slice(int(edges[b]), int(edges[b + 1] - edges[b])).combine_chunks()
                                    .to_batches()[0] if edges[b + 1] > edges[b] else
                                    pa.RecordBatch.from_pylist([], schema=table.schema))
-        pq.write_table(pa.table({"feature": np.arange(self.d_sae, dtype=np.int32), "count": self.count,
-                                 "total": self.total, "peak": self.peak, "batch": block.astype(np.int32),
-                                 "offset": (start - block_start).astype(np.int64), "length": length.astype(np.int32)}),
-                       folder / fmt.STATS)
-        for name, table2, column in ((fmt.HISTOGRAM, self.hist, "bin"), (fmt.SOURCES, self.by_source, "source")):
-            feat, x = np.nonzero(table2)
-            pq.write_table(pa.table({"feature": feat.astype(np.int32), column: x.astype(np.int16),
-                                     "count": table2[feat, x]}), folder / name)
+        schema.write_stats(folder, feature=np.arange(self.d_sae), count=self.count, total=self.total, peak=self.peak,
+                           batch=block, offset=start - block_start, length=length)
+        for name, counts in ((schema.HISTOGRAM, self.hist), (schema.SOURCES, self.by_source)):
+            schema.write_long(folder, name, counts)
 
     @classmethod
     def read(cls, folder: Path, d_sae: int, params: dict, n_sources: int) -> LayerPartial:
         out = cls(d_sae, params, n_sources)
-        stats = fmt.read_table(folder / fmt.STATS)
+        stats = schema.read_table(folder / schema.STATS, columns=["count", "total", "peak"])
         out.count = stats.column("count").to_numpy().copy()
         out.total = stats.column("total").to_numpy().copy()
         out.peak = stats.column("peak").to_numpy().copy()
-        for name, table, column in ((fmt.HISTOGRAM, out.hist, "bin"), (fmt.SOURCES, out.by_source, "source")):
-            t = fmt.read_table(folder / name)
-            table[t.column("feature").to_numpy(), t.column(column).to_numpy().astype(np.int64)] = \
-                t.column("count").to_numpy()
-        reader = fmt.open_contexts(folder / fmt.CONTEXTS)
+        for name, table in ((schema.HISTOGRAM, out.hist), (schema.SOURCES, out.by_source)):
+            feature, x, count = schema.read_long(folder, name)
+            table[feature, x.astype(np.int64)] = count
+        reader = schema.open_contexts(folder / schema.CONTEXTS)
         try:
             table = reader.read_all()
         except Exception as err:
-            raise fmt.CorruptIndexError(f"{folder / fmt.CONTEXTS} is corrupt ({type(err).__name__}: {err})") from None
+            raise schema.CorruptIndexError(f"{folder / schema.CONTEXTS} is corrupt ({type(err).__name__}: {err})") \
+                from None
         width = 2 * params["window"] + 1
-        rows = {name: table.column(name).to_numpy().astype(dtype) for name, dtype in ROW_FIELDS.items()
-                if name != "priority"}
+        rows = {name: table.column(name).to_numpy().astype(schema.ROW_COLUMNS[name])
+                for name in schema.STORED_ROW_COLUMNS}
         rows["priority"] = priority(rows["document"], rows["position"], rows["feature"], params["seed"])
         out.pool = [tuple(table.column(name).combine_chunks().flatten().to_numpy().reshape(-1, width).copy()
-                          for name in ("window", "values"))]
+                          for name in schema.WINDOW_COLUMNS)]
         out.pool_size = len(rows["feature"])
         rows["slot"] = np.arange(out.pool_size)
         out.rows = rows
@@ -352,12 +347,12 @@ class Partial:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for layer, part in self.by_layer.items():
-            part.write(tmp / f"layer{layer}")
-        files = {str(p.relative_to(tmp)): (p.stat().st_size, fmt.file_digest(p))
+            part.write(schema.layer_folder(tmp, layer))
+        files = {str(p.relative_to(tmp)): (p.stat().st_size, file_digest(p))
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
-        meta = {"layers": self.layers, "sources": self.sources, "tokens_by_source": self.tokens_by_source,
-                "documents": self.documents, "chunks": self.chunks, "shards": self.shards, "files": files}
-        with open(tmp / fmt.PARTIAL, "w", encoding="utf-8") as handle:
+        meta = dict(zip(schema.PARTIAL_FIELDS, (self.layers, self.sources, self.tokens_by_source, self.documents,
+                                                self.chunks, self.shards, files), strict=True))
+        with open(tmp / schema.PARTIAL, "w", encoding="utf-8") as handle:
             json.dump(meta, handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -370,10 +365,10 @@ class Partial:
 
     @classmethod
     def read(cls, folder: Path, d_sae: int, params: dict, verify: bool = True) -> Partial:
-        meta = fmt.check_partial(folder, verify=verify)
+        meta = schema.check_partial(folder, verify=verify)
         out = cls(meta["layers"], d_sae, params)
         out.sources, out.tokens_by_source = list(meta["sources"]), list(meta["tokens_by_source"])
         out.documents, out.chunks, out.shards = meta["documents"], meta["chunks"], list(meta["shards"])
-        out.by_layer = {layer: LayerPartial.read(folder / f"layer{layer}", d_sae, params, len(out.sources))
+        out.by_layer = {layer: LayerPartial.read(schema.layer_folder(folder, layer), d_sae, params, len(out.sources))
                         for layer in out.layers}
         return out

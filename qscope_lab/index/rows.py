@@ -17,20 +17,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import store as fmt
+from .schema import ROW_COLUMNS, SAMPLE, TOP, bins_formula
 
-ROW_FIELDS = {"feature": np.int32, "kind": np.int8, "bin": np.int16, "priority": np.uint64,
-              "activation": np.float32, "document": np.int64, "position": np.int32, "source": np.int16,
-              "center": np.int16}
 _MARK_LIMIT = 1 << 26  # (row, feature) flags above this many: the window join reads every firing instead
-
-
-def bins_formula(act: np.ndarray, bpd: int, min_exponent: int, n: int) -> np.ndarray:
-    """The histogram bin of each activation: ``floor(log10(act) * bpd) - min_exponent * bpd``, clipped to
-    ``[0, n)`` (what the index's bins mean; ``activation_bins`` computes the same faster)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b = np.floor(np.log10(act.astype(np.float64)) * bpd) - min_exponent * bpd
-    return np.clip(b, 0, n - 1).astype(np.int16)
 
 
 _SHIFT = 16  # float32 bit patterns >> _SHIFT: sign, exponent and the top 7 mantissa bits index the bin table
@@ -87,8 +76,8 @@ def activation_bins(act: np.ndarray, params: dict) -> np.ndarray:
 
 
 def empty_rows() -> dict:
-    """No rows: every column of ``ROW_FIELDS``, and ``slot`` (where a row's window is kept)."""
-    return {name: np.zeros(0, dtype) for name, dtype in {**ROW_FIELDS, "slot": np.int64}.items()}
+    """No rows: every column of ``ROW_COLUMNS``, and ``slot`` (where a row's window is kept)."""
+    return {name: np.zeros(0, dtype) for name, dtype in {**ROW_COLUMNS, "slot": np.int64}.items()}
 
 
 def take(rows: dict, index: np.ndarray) -> dict:
@@ -189,7 +178,7 @@ def select(rows: dict, n_top: int, per_bin: int, n_bins: int, runs: bool = False
     """The rows an index keeps: top ``n_top`` per feature, bottom-``per_bin`` priorities per (feature, bin);
     in stored order (feature, kind, then activation desc / (bin, priority)). ``runs``: the rows are a few
     stretches in that order (kept rows, then batches' proposals), merged rather than sorted afresh."""
-    top, sample, _ = choose(rows, np.flatnonzero(rows["kind"] == fmt.TOP), np.flatnonzero(rows["kind"] == fmt.SAMPLE),
+    top, sample, _ = choose(rows, np.flatnonzero(rows["kind"] == TOP), np.flatnonzero(rows["kind"] == SAMPLE),
                             n_top, per_bin, n_bins, runs)
     # both lists are sorted by feature: a feature's top rows go before its samples
     tf, sf = rows["feature"][top], rows["feature"][sample]

@@ -1,5 +1,6 @@
-"""Feature card: what one (layer, feature) is. Top activating contexts over a reference corpus, activation
-histogram and firing density, decoder norm, the logit table, and a label / note kept on disk.
+"""Feature card: what one (layer, feature) is. Top activating contexts, activation histogram and firing rate
+(read from a ``FeatureSource``: the Lab's feature index where it covers the layer, else a reference corpus),
+decoder norm, the logit table, and a label / note kept on disk.
 
 ``FeatureCard(lab, layer=2, feature=f)``; ``card.on_steer(callback)`` is called with ``(layer, feature)``
 when the user presses "steer with it" (the Workbench sends it to its steering panel).
@@ -7,15 +8,20 @@ when the user presses "steer with it" (the Workbench sends it to its steering pa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import traitlets
 
 from ..analysis import index_view
 from ..analysis.features import logit_table
 from ..analysis.labels import FeatureLabels
 from ..analysis.reference import Reference
-from ..core import tokens
-from ..viz.charts import activation_histogram, to_svg
+from ..viz.charts import to_svg
 from ._base import LabWidget, css, esm, reacts
+
+if TYPE_CHECKING:
+    from ..index.source import FeatureSource
+    from ..lab import Lab
 
 
 class FeatureCard(LabWidget):
@@ -32,7 +38,7 @@ class FeatureCard(LabWidget):
     stats = traitlets.Dict().tag(sync=True)
     histogram_svg = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, lab, layer: int | None = None, feature: int = 0, reference=None, labels=None,
+    def __init__(self, lab: Lab, layer: int | None = None, feature: int = 0, reference=None, labels=None,
                  n_contexts: int = 8, window: int = 10, **kwargs):
         super().__init__(lab, n_layers=lab.n_layers, layer=lab.n_layers // 2 if layer is None else layer,
                          feature=feature, **kwargs)
@@ -40,7 +46,7 @@ class FeatureCard(LabWidget):
         if reference is None:
             reference = Reference.of(lab)
         elif not isinstance(reference, Reference):
-            reference = Reference(lab, reference)
+            reference = Reference(lab, reference, window=window)
         self.reference = reference
         self.labels = labels if labels is not None else FeatureLabels.for_lab(lab)
         self.n_contexts, self.window = n_contexts, window
@@ -68,32 +74,25 @@ class FeatureCard(LabWidget):
         with self.working("save label"):
             self.labels.set(self.layer, self.feature, **{change["name"]: change["new"]})
 
+    def _source(self, layer: int) -> FeatureSource:
+        """Where the card reads: the Lab's feature index if it covers ``layer`` (unless a corpus was given), else
+        the reference corpus."""
+        index = index_view.index_for(self.lab, layer) if self.use_index else None
+        return index if index is not None else self.reference
+
     def _show(self) -> None:
         with self.working("feature card"):
             layer = self.lab.check_layer(self.layer)
             self.lab.sae(layer).check_feature(self.feature)
-            from_index = index_view.card(self.lab, layer, self.feature, self.n_contexts, self.window) \
-                if self.use_index else None
-            if from_index is not None:  # the Lab's feature index: no reference corpus to encode
-                self._show_content(layer, *from_index)
-                return
-            # a first card of a layer in a kernel reads a preview; the card redraws when the corpus is in
-            acts = self.reference.current(layer)
-            if not self.reference.ready(layer) and layer not in self._filling:
-                self._filling.add(layer)
-                self.reference.on_ready(layer, lambda: (self._filling.discard(layer), self._show()))
-            stats = self.reference.stats(layer, self.feature, preview=True)
-            values = self.reference.activations(layer, self.feature, preview=True)
-            contexts = []
-            for row in self.reference.contexts(layer, self.feature, n=self.n_contexts, window=self.window,
-                                               preview=True).itertuples():
-                toks, starts = tokens.groups(self.lab, acts.token_ids[row.text])  # whole characters
-                contexts.append({"left": toks[max(0, row.position - self.window):starts[row.position]],
-                                 "token": row.token, "right": toks[row.position + 1:row.position + 1 + self.window],
-                                 "boundary": row.boundary, "activation": row.activation, "text": row.text})
-            title = (f"L{layer} f{self.feature}: fires on {stats['firing_rate']:.2%} of "
-                     f"{stats['tokens']:,} reference tokens" + ("" if stats["complete"] else " (so far)"))
-            self._show_content(layer, stats, contexts, activation_histogram(values.numpy(), title=title))
+            source = self._source(layer)
+            if source is self.reference:
+                # a first card of a layer in a kernel reads a preview; the card redraws when the corpus is in
+                self.reference.current(layer)
+                if not self.reference.ready(layer) and layer not in self._filling:
+                    self._filling.add(layer)
+                    self.reference.on_ready(layer, lambda: (self._filling.discard(layer), self._show()))
+            self._show_content(layer, *index_view.card(self.lab, source, layer, self.feature, self.n_contexts,
+                                                       self.window))
 
     def _show_content(self, layer: int, stats: dict, contexts: list, chart) -> None:
         """Send one card's content (from the index or the reference corpus) to the front end."""
@@ -108,9 +107,6 @@ class FeatureCard(LabWidget):
             self.label, self.note = stored["label"], stored["note"]
 
     def histogram(self):
-        """The activation histogram as an altair chart."""
-        from_index = index_view.card(self.lab, self.layer, self.feature, 0) if self.use_index else None
-        if from_index is not None:
-            return from_index[2]
-        return activation_histogram(self.reference.activations(self.layer, self.feature).numpy(),
-                                    title=f"L{self.layer} f{self.feature}")
+        """The activation histogram as an altair chart (log-spaced bins, from the card's source)."""
+        layer = self.lab.check_layer(self.layer)
+        return index_view.card(self.lab, self._source(layer), layer, self.feature, 0)[2]
