@@ -108,7 +108,7 @@ def main() -> None:
     # open a card: from the index (a fresh open each time) vs the reference corpus (encoded on first use);
     # the one-time imports both pay (altair, pyarrow's readers) happen first, outside the timings
     FeatureIndex.open(tmp / "x").top_contexts(layer := 2, 0)
-    Reference(lab, [d["text"] for d in docs[:2]]).contexts(layer, 0)
+    Reference(lab, [d["text"] for d in docs[:2]]).top_contexts(layer, 0)
     import altair  # noqa: F401
     features = index.stats(2).sort_values("firing_count").feature.tolist()[-50:]
     card_times = {"index": [], "reference": [], "index_warm": [], "reference_warm": []}
@@ -123,10 +123,10 @@ def main() -> None:
         lab.use_index(None)
         start = time.perf_counter()
         ref = Reference(lab)
-        ref.contexts(layer, features[rep], n=8), ref.stats(layer, features[rep])
+        ref.top_contexts(layer, features[rep], n=8), ref.feature_stats(layer, features[rep])
         card_times["reference"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        ref.contexts(layer, features[rep + 10], n=8), ref.stats(layer, features[rep + 10])
+        ref.top_contexts(layer, features[rep + 10], n=8), ref.feature_stats(layer, features[rep + 10])
         card_times["reference_warm"].append(time.perf_counter() - start)
     m = {k: statistics.median(v) * 1e3 for k, v in card_times.items()}
     print(f"open a card           index {m['index']:.0f} ms (next feature {m['index_warm']:.0f} ms)   reference "

@@ -46,7 +46,7 @@ def test_info_encode_steer(checkpoint, tmp_path, capsys):
 
     csv = tmp_path / "acts.csv"
     assert main(["encode", "-m", model, "-s", saes, "--layer", "2", "--top", "3", "--out", str(csv),
-                 "The cat sat.", "猫"]) == 0
+                 "The cat sat.", "猫在睡觉。"]) == 0
     frame = pd.read_csv(csv)
     assert set(frame.text) == {0, 1} and frame["rank"].max() == 2 and frame.feature.between(0, 1023).all()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from .options import add_lab_options, add_layer_option, add_out_option, lab_from_args, layer_from_args, print_frame
 
 
@@ -13,7 +15,8 @@ def register(sub) -> None:
     p.add_argument("--max-firing-rate", type=float, default=0.5,
                    help="leave out features firing on more than this share of the tokens: always-on 'register' "
                         "features (default 0.5; 1 keeps all)")
-    p.add_argument("--skip-first", action="store_true", help="mask position 0 (the attention sink)")
+    p.add_argument("--skip-first", action=argparse.BooleanOptionalAction, default=True,
+                   help="mask position 0, the attention sink (default; --no-skip-first counts it)")
     add_out_option(p)
     p.add_argument("texts", nargs="+")
     p.set_defaults(func=run)
