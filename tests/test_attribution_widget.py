@@ -31,7 +31,9 @@ def test_panel_shows_what_lab_attribute_computes(lab):
     panel = AttributionPanel(lab, PROMPT, layer=2)
     result = lab.attribute(PROMPT, layers=2)
     assert panel.error == "" and panel.tokens == result.tokens[0]
-    np.testing.assert_allclose(np.frombuffer(panel.token_attr, "<f4"), result.by_position().attribution, atol=1e-5)
+    assert panel.token_attr.dtype == np.float32 and panel.token_attr.shape == (len(panel.tokens),)
+    np.testing.assert_allclose(panel.token_attr, result.by_position().attribution, atol=1e-5)
+    assert panel.get_state("token_attr")["token_attr"] == panel.token_attr.astype("<f4").tobytes()  # on the wire
     attrs = [abs(r["attribution"]) for r in panel.features]
     assert attrs == sorted(attrs, reverse=True) and len(attrs) == 15
     assert panel.probability == pytest.approx(result.probability) and panel.target_token == "\n"

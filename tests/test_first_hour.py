@@ -70,7 +70,7 @@ def test_heatmap_hover_ranks_broad_features_down(emb):
     hm = Heatmap(emb, ["The 3 cats sat on the mat in 1999.", "今天的天气很好，我们去公园散步。"], layer=2)
     rates = hm.acts.firing_rates()
     for position in range(1, 8):
-        listed = hm.hover_features(0, position)
+        listed = hm.token_hover(0, position)
         assert listed and all(rates[f] <= 0.5 for f, _ in listed)
     assert "".join(hm.tokens[1]) == "今天的天气很好，我们去公园散步。"
     assert len(hm.token_notes[1]) == len(hm.tokens[1])

@@ -8,12 +8,18 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import anywidget
+import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import traitlets
+from hypothesis import given, settings
 from test_classify import EN_SEEDS, EN_TEST, ZH_SEEDS, ZH_TEST
 
 from qscope_lab import Lab, SeedClassifier
@@ -22,7 +28,7 @@ from qscope_lab.analysis.labels import FeatureLabels, label_namespace
 from qscope_lab.analysis.reference import Reference
 from qscope_lab.embedded import known_features
 from qscope_lab.widgets import ClassifierPanel, Compare, FeatureCard, Heatmap, SteeringPanel, Workbench
-from qscope_lab.widgets._base import assets_dir
+from qscope_lab.widgets._base import ArrayTrait, assets_dir
 from qscope_lab.widgets.attribution import AttributionPanel
 
 TEXTS = ["The 3 cats sat on the mat in 1999.", "今天的天气很好，我们去公园散步。", "def add(a, b):\n    return a + b\n"]
@@ -50,10 +56,6 @@ def labels_home(tmp_path, monkeypatch):
     return tmp_path
 
 
-def floats(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype="<f4")
-
-
 def message(widget, **content):
     widget._handle_custom_msg(content, [])
 
@@ -63,19 +65,31 @@ def test_heatmap_sends_the_selected_feature_as_float32(lab):
     acts = lab.encode(TEXTS, 2, skip_first=True)
     assert hm.error == "" and hm.tokens == acts.tokens
     assert hm.feature == hm.grid_features[0]
-    np.testing.assert_allclose(floats(hm.values), torch.cat(acts.feature(hm.feature)).numpy(), atol=1e-6)
-    assert hm.vmax == pytest.approx(float(floats(hm.values).max()))
-    top = floats(hm.top_values).reshape(-1, hm.n_top)
+    n = acts.n_tokens
+    assert (hm.values.dtype, hm.top_values.dtype, hm.top_indices.dtype, hm.counted.dtype, hm.grid.dtype) == (
+        np.float32, np.float32, np.int32, np.uint8, np.float32)
+    assert (hm.values.shape, hm.top_values.shape, hm.top_indices.shape, hm.counted.shape, hm.grid.shape) == (
+        (n,), (n, hm.n_top), (n, hm.n_top), (n,), (len(hm.grid_features), n))
+    np.testing.assert_allclose(hm.values, torch.cat(acts.feature(hm.feature)).numpy(), atol=1e-6)
+    assert hm.vmax == pytest.approx(float(hm.values.max()))
+    top = hm.top_values
     assert (top >= 0).all() and (top[:, 0] > 0).any()  # hover order: activation x rarity (test_first_hour.py)
-    counted = np.frombuffer(hm.counted, dtype=np.uint8)
-    assert counted[0] == 0 and (top[counted == 0] == 0).all()  # skipped tokens carry nothing
-    grid = floats(hm.grid).reshape(len(hm.grid_features), -1)
-    assert grid.shape[1] == acts.n_tokens and grid.max(1).min() > 0
+    assert hm.counted[0] == 0 and (top[hm.counted == 0] == 0).all()  # skipped tokens carry nothing
+    assert hm.grid.max(1).min() > 0
+    # the front-end gets each array as its little-endian bytes (a DataView in JS)
+    state = hm.get_state()
+    assert state["values"] == hm.values.astype("<f4").tobytes()
+    assert state["top_indices"] == hm.top_indices.astype("<i4").tobytes() and state["counted"] == hm.counted.tobytes()
+    # the hover of a token lists its nonzero top features, strongest first
+    row = int(np.argmax(top[:, 0] > 0))
+    text = next(t for t in range(len(TEXTS)) if acts.rows(t).start <= row < acts.rows(t).stop)
+    listed = hm.token_hover(text, row - acts.rows(text).start)
+    assert listed and listed == [(int(f), float(v)) for f, v in zip(hm.top_indices[row], top[row]) if v > 0]
 
     hm.feature = 7
-    np.testing.assert_allclose(floats(hm.values), torch.cat(acts.feature(7)).numpy(), atol=1e-6)
+    np.testing.assert_allclose(hm.values, torch.cat(acts.feature(7)).numpy(), atol=1e-6)
     hm.skip_first = False
-    assert np.frombuffer(hm.counted, dtype=np.uint8)[0] == 1
+    assert hm.counted[0] == 1
 
 
 def test_heatmap_bad_input_shows_an_error_and_keeps_the_view(lab):
@@ -83,9 +97,9 @@ def test_heatmap_bad_input_shows_an_error_and_keeps_the_view(lab):
     before = (hm.tokens, hm.values, hm.layer)
     hm.layer = 9
     assert "layer must be an int in 0..3, got 9" in hm.error and hm.layer == 1
-    assert (hm.tokens, hm.values, hm.layer) == before
+    assert (hm.tokens, hm.layer) == (before[0], before[2]) and hm.values is before[1]
     hm.feature = 10**6
-    assert "does not exist" in hm.error and hm.values == before[1]
+    assert "does not exist" in hm.error and hm.values is before[1]
     hm.feature = 3
     assert hm.error == ""
     hm.texts = ["  "]
@@ -203,7 +217,8 @@ def test_compare_ranks_by_firing_rate_difference(lab):
     row = cmp.rows[-1]
     cmp.selected = {"layer": row["layer"], "feature": row["feature"]}
     acts = lab.encode([a, b], row["layer"], skip_first=True)
-    np.testing.assert_allclose(floats(cmp.values), torch.cat(acts.feature(row["feature"])).numpy(), atol=1e-6)
+    assert cmp.values.dtype == np.float32
+    np.testing.assert_allclose(cmp.values, torch.cat(acts.feature(row["feature"])).numpy(), atol=1e-6)
 
 
 def test_classifier_panel_fits_reports_and_round_trips(lab, tmp_path):
@@ -306,6 +321,20 @@ def test_components_share_the_controls_and_export_a_render(name):
 
 
 @pytest.mark.parametrize("name", COMPONENTS)
+def test_every_render_returns_its_views_cleanup(name):
+    """Listeners and timers go through the view's ``viewModel`` and ``render`` returns its ``dispose`` (anywidget
+    calls it when the view is removed); tests/browser/test_cleanup.py runs the cleanups in a real JupyterLab."""
+    source = (WIDGETS / "src" / name).read_text(encoding="utf-8")
+    assert re.search(r"^function render\(\{ model: host, el \}\) \{\n  const model = viewModel\(host\);", source, re.M)
+    assert len(re.findall(r"\bhost\b", source)) == 2, "only viewModel(host) touches the host model"
+    assert re.search(r"^  return model\.dispose;\n\}\n\nexport default \{ render \};", source, re.M)
+    for bare in (r"(?<![\w.])setTimeout\(", r"(?<![\w.])setInterval\(", r"\b(window|document)\.addEventListener\("):
+        assert not re.search(bare, source), f"{name}: {bare} outlives the view (model.later, or an element)"
+    controls = (WIDGETS / "src" / "lib" / "controls.js").read_text(encoding="utf-8")
+    assert not re.search(r"(?<![\w.])setTimeout\(", controls)
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
 def test_widgets_load_the_built_files(name):
     """``_esm`` / ``_css`` are paths to dist/ (anywidget turns them into FileContents, watched under
     ANYWIDGET_HMR=1)."""
@@ -334,7 +363,7 @@ def test_unknown_constructor_keywords_are_refused(lab, reference):
     # traits the widget declares are still keywords (here: no constructor parameter of their own)
     hm = Heatmap(lab, TEXTS, layer=2, n_top=3, layout={"width": "50%"})
     assert hm.error == "" and hm.n_top == 3 and hm.layout.width == "50%"
-    assert len(floats(hm.top_values)) == 3 * sum(map(len, hm.tokens))
+    assert hm.top_values.shape == (sum(map(len, hm.tokens)), 3)
 
 
 def test_observers_are_quiet_during_construction_and_quietly(lab, monkeypatch):
@@ -359,4 +388,123 @@ def test_observers_are_quiet_during_construction_and_quietly(lab, monkeypatch):
     hm.observe(lambda change: seen.append(change["new"]), names="feature")
     with hm.quietly():  # other observers (links, the front-end sync) still see the value
         hm.feature = 9
-    assert seen == [9] and hm.values != b""
+    assert seen == [9] and hm.values.size
+
+
+# ---------------------------------------------------------------------------------------------- array traits
+class Arrays(traitlets.HasTraits):
+    """Array traits as the widgets declare them."""
+
+    values = ArrayTrait("float32", ndim=1).tag(sync=True)
+    top = ArrayTrait("int32", ndim=2).tag(sync=True)
+    counted = ArrayTrait("uint8").tag(sync=True)
+
+
+ARRAY_TRAITS = {"values": (np.float32, 1), "top": (np.int32, 2), "counted": (np.uint8, None)}
+NUMERIC = st.sampled_from(["bool", "int8", "int16", "int32", "int64", "uint8", "uint32", "uint64", "float16",
+                           "float32", "float64"])
+
+
+def holds_exactly(array: np.ndarray, dtype) -> bool:
+    """Whether ``dtype`` holds every value of an integer array, compared as Python numbers (int == float is exact
+    in Python: no wrap-around, no rounding)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cast = array.astype(dtype)
+    return cast.ravel().tolist() == array.ravel().tolist()
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=st.sampled_from(sorted(ARRAY_TRAITS)), source=NUMERIC, shape=hnp.array_shapes(min_dims=0, max_dims=3,
+                                                                                         min_side=0, max_side=4),
+       data=st.data())
+def test_array_trait_keeps_its_dtype_and_dimensions_or_refuses_by_name(name, source, shape, data):
+    dtype, ndim = ARRAY_TRAITS[name]
+    value = data.draw(hnp.arrays(source, shape))
+    widget = Arrays()
+    wrong_ndim = value.ndim != ndim if ndim is not None else value.ndim == 0
+    try:
+        widget.set_trait(name, value)
+    except traitlets.TraitError as err:
+        assert f"The {name!r} trait of a Arrays instance expected" in str(err)
+        assert str(np.dtype(dtype)) in str(err)
+        # refused only for a wrong number of dimensions, or values the dtype would change
+        assert wrong_ndim or not np.can_cast(value.dtype, dtype) and (
+            value.dtype.kind == "f" or not holds_exactly(value, dtype))
+        assert getattr(widget, name).size == 0  # the old value stays
+        return
+    assert not wrong_ndim
+    stored = getattr(widget, name)
+    assert stored.dtype == dtype and stored.shape == value.shape and stored.flags.c_contiguous
+    if value.dtype.kind != "f":
+        assert holds_exactly(value, dtype)  # no value changed
+    np.testing.assert_array_equal(stored, value)
+    assert not stored.flags.writeable  # in place it would never reach the front-end
+    # the wire: little-endian bytes, row-major; and back to the same array
+    trait = Arrays.class_traits()[name]
+    wire = trait.metadata["to_json"](stored, widget)
+    assert wire == stored.astype(np.dtype(dtype).newbyteorder("<")).tobytes()
+    if stored.size:
+        back = trait.metadata["from_json"](memoryview(wire), widget)
+        assert back.dtype == dtype and back.shape == stored.shape
+        assert np.array_equal(back, stored, equal_nan=stored.dtype.kind == "f")
+
+
+def test_array_trait_casts_only_where_no_value_changes():
+    w = Arrays()
+    w.counted = np.array([True, False, True])  # bool -> uint8: safe
+    w.top = [[1, 2**31 - 1], [-(2**31), 0]]  # Python ints (int64) that int32 holds
+    w.values = np.arange(4, dtype=np.int16)  # int16 -> float32: safe
+    assert (w.counted.dtype, w.top.dtype, w.values.dtype) == (np.uint8, np.int32, np.float32)
+    w.values = np.zeros(0)  # empty float64: nothing to lose
+    refused = {
+        "float64 activations": ("values", np.array([0.1, 0.2])),
+        "ids out of int32": ("top", np.array([[2**31]])),
+        "a negative count": ("counted", [-1]),
+        "floats for ints": ("top", np.ones((2, 2))),
+        "bytes": ("values", np.float32([1, 2]).tobytes()),
+        "strings": ("values", np.array(["1.0"])),
+        "complex": ("values", np.ones(2, np.complex64)),
+        "a 2-d array for 1-d": ("values", np.zeros((2, 2), np.float32)),
+        "a 1-d array for 2-d": ("top", np.zeros(3, np.int32)),
+        "a scalar": ("counted", np.uint8(3)),
+        "a ragged list": ("top", [[1, 2], [3]]),
+        "None": ("values", None),
+    }
+    for why, (name, value) in refused.items():
+        with pytest.raises(traitlets.TraitError, match=rf"^The '{name}' trait of a Arrays instance expected"):
+            w.set_trait(name, value)
+            pytest.fail(f"{why} was accepted")
+    with pytest.raises(traitlets.TraitError, match=r"cast on purpose with \.astype\('float32'\)"):
+        w.values = np.array([0.1])
+    with pytest.raises(traitlets.TraitError, match=r"int64 with values int32 cannot hold"):
+        w.top = [[2**40]]
+
+
+def test_array_trait_notifies_on_a_new_array_only():
+    w = Arrays()
+    seen = []
+    w.observe(lambda change: seen.append(change["new"]), names="values")
+    w.values = np.float32([1, 2, 3])
+    w.values = np.float32([1, 2, 3])  # equal: no change, nothing sent
+    w.values = np.float32([1, 2, 4])
+    w.values = np.float32([1, 2, 4, 0])  # a different shape
+    w.values = np.float32([np.nan])
+    w.values = np.float32([np.nan])  # NaN equals NaN here
+    assert [list(v) for v in seen[:3]] == [[1, 2, 3], [1, 2, 4], [1, 2, 4, 0]] and len(seen) == 4
+
+
+def test_array_trait_round_trips_through_a_widget_comm():
+    """Python array -> the bytes a widget sends -> the array the widget reads back (as from the front-end)."""
+    hm_like = type("Grid", (anywidget.AnyWidget,), {"grid": ArrayTrait("float32", ndim=2).tag(sync=True),
+                                                    "_esm": "export default { render() {} };"})
+    widget = hm_like()
+    array = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    widget.grid = array
+    sent = widget.get_state("grid")["grid"]
+    assert isinstance(sent, bytes) and sent == array.astype("<f4").tobytes()
+    # the front-end sends the buffer back (set_state is what a comm message calls)
+    widget.set_state({"grid": memoryview(sent[:32])})
+    assert widget.grid.shape == (2, 4) and np.array_equal(widget.grid, array[:2])
+    with pytest.raises(traitlets.TraitError, match="do not make rows of shape"):
+        widget.set_state({"grid": memoryview(sent[:20])})

@@ -1,5 +1,6 @@
-"""What every qscope-lab widget shares: its front-end files, an error line, a busy flag, binary arrays, updates
-without echo, and strict constructor keywords.
+"""What every qscope-lab widget shares: its front-end files, an error line, a busy flag, array traits (numpy
+arrays in Python, little-endian bytes on the wire: :class:`ArrayTrait`), updates without echo, and strict
+constructor keywords.
 
 Front-end code lives in ES modules under ``widgets/src`` (``src/lib`` holds the shared helpers and controls),
 bundled by esbuild into one module per component in ``widgets/dist`` (committed; in a wheel:
@@ -22,11 +23,16 @@ import difflib
 import functools
 import inspect
 import traceback
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anywidget
 import numpy as np
 import traitlets
+
+if TYPE_CHECKING:
+    from ..lab import Lab
 
 
 def assets_dir() -> Path:
@@ -52,13 +58,117 @@ def css() -> Path:
     return assets_dir() / "qscope.css"
 
 
-def f32(array) -> bytes:
-    """float32 little-endian bytes: arrives in JS as a DataView (no JSON list of floats)."""
-    return np.ascontiguousarray(np.asarray(array, dtype="<f4")).tobytes()
+class ArrayTrait(traitlets.TraitType):
+    """A numpy array of one dtype (and, if given, one number of dimensions), synced to the front-end as its
+    little-endian bytes: JS gets a ``DataView`` (``f32`` / ``i32`` / ``u8`` in ``src/lib/common.js``), Python
+    keeps the array::
 
+        values = ArrayTrait("float32").tag(sync=True)          # float32 per token
+        top = ArrayTrait("int32", ndim=2).tag(sync=True)       # [tokens, k], row-major on the wire
 
-def i32(array) -> bytes:
-    return np.ascontiguousarray(np.asarray(array, dtype="<i4")).tobytes()
+    Assignment validates. An array-like is converted, and cast to the dtype only when no value can change: a
+    safe cast (bool -> uint8, int16 -> float32), integers whose every value the dtype holds (``int64`` feature
+    ids into ``int32``; a Python list of ints), or an empty array. Anything else is a
+    :class:`traitlets.TraitError` naming the trait: another number of dimensions, a float array for a narrower
+    float or for integers (``float64`` activations are cast on purpose: ``values.astype("float32")``), ints out
+    of range, strings, bytes. The stored array is a C-ordered read-only copy: changed in place it would never
+    reach the front-end, so assign a new array instead. Assigning an equal array (same dtype, shape and values)
+    notifies nobody and sends nothing.
+
+    ``.tag(sync=True)`` also tags the trait with its ``to_json`` / ``from_json``. Bytes coming back from the
+    front-end are read as the dtype; an array of 2 or more dimensions keeps the trailing shape of the current
+    value.
+    """
+
+    info_text = "a numpy array"
+
+    def __init__(self, dtype, ndim: int | None = None, default_value=traitlets.Undefined, **kwargs):
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind not in "biuf":
+            raise TypeError(f"ArrayTrait holds bool, integer or float arrays, not {self.dtype}")
+        self.ndim = ndim
+        if default_value is traitlets.Undefined:
+            default_value = np.zeros((0,) * (ndim or 1), self.dtype)
+        super().__init__(default_value=self._readonly(np.asarray(default_value, self.dtype)), **kwargs)
+        self.info_text = (f"a {ndim}-d {self.dtype} array" if ndim is not None else f"a {self.dtype} array")
+
+    @staticmethod
+    def _readonly(array: np.ndarray) -> np.ndarray:
+        array = np.array(array, order="C", copy=True)
+        array.flags.writeable = False
+        return array
+
+    def tag(self, **metadata):
+        if metadata.get("sync"):
+            metadata.setdefault("to_json", self.to_json)
+            metadata.setdefault("from_json", self.from_json)
+        return super().tag(**metadata)
+
+    def _refuse(self, obj, value, why: str):
+        owner = f"{type(obj).__name__} instance" if obj is not None else "ArrayTrait"
+        raise traitlets.TraitError(f"The {self.name!r} trait of a {owner} expected {self.info_text}, not {why}")
+
+    def validate(self, obj, value):
+        if value is None or isinstance(value, str | bytes | bytearray | memoryview):
+            self._refuse(obj, value, f"a {type(value).__name__}")
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as err:  # a ragged list
+            self._refuse(obj, value, f"{type(value).__name__} ({err})")
+        if array.ndim != self.ndim if self.ndim is not None else array.ndim == 0:
+            self._refuse(obj, value, f"a {array.ndim}-d array of shape {array.shape}")
+        if array.dtype != self.dtype:
+            if array.dtype.kind not in "biuf":
+                self._refuse(obj, value, f"an array of {array.dtype}")
+            if not (array.size == 0 or np.can_cast(array.dtype, self.dtype, casting="safe")
+                    or (array.dtype.kind in "biu" and self._holds(array))):
+                self._refuse(obj, value, f"an array of {array.dtype} with values {self.dtype} cannot hold"
+                             if array.dtype.kind in "biu" else f"an array of {array.dtype} ({self.dtype} would "
+                             f"round its values: cast on purpose with .astype({str(self.dtype)!r}))")
+            array = array.astype(self.dtype)
+        return self._readonly(array)
+
+    def _holds(self, integers: np.ndarray) -> bool:
+        """Whether the dtype holds each of these integers (or bools) exactly."""
+        if self.dtype.kind == "b":
+            return bool(((integers == 0) | (integers == 1)).all())
+        if self.dtype.kind in "iu":  # a round trip would wrap (-1 -> 255 -> -1): compare with the bounds
+            info = np.iinfo(self.dtype)
+            return bool(((integers >= info.min) & (integers <= info.max)).all())
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bool(np.array_equal(integers.astype(self.dtype).astype(integers.dtype), integers))
+
+    def set(self, obj, value):
+        new_value = self._validate(obj, value)
+        old_value = obj._trait_values.get(self.name, self.default_value)
+        obj._trait_values[self.name] = new_value
+        same = (old_value is not None and new_value is not None and old_value.dtype == new_value.dtype
+                and old_value.shape == new_value.shape
+                and np.array_equal(old_value, new_value, equal_nan=self.dtype.kind == "f"))
+        if not same and not (old_value is None and new_value is None):
+            obj._notify_trait(self.name, old_value, new_value)
+
+    def to_json(self, value, widget=None) -> bytes | None:
+        """The array's little-endian bytes, row-major (a DataView in JS)."""
+        if value is None:
+            return None
+        return np.ascontiguousarray(value, dtype=self.dtype.newbyteorder("<")).tobytes()
+
+    def from_json(self, data, widget=None) -> np.ndarray | None:
+        """Bytes (or a memoryview) from the front-end back to an array of the dtype."""
+        if data is None:
+            return None
+        array = np.frombuffer(bytes(data), dtype=self.dtype.newbyteorder("<")).astype(self.dtype)
+        current = getattr(widget, self.name, None) if widget is not None else None
+        ndim = self.ndim if self.ndim is not None else current.ndim if current is not None else 1
+        if ndim > 1:
+            trailing = current.shape[1:] if current is not None and current.ndim == ndim else ()
+            if not trailing or 0 in trailing or array.size % int(np.prod(trailing)):
+                raise traitlets.TraitError(f"{self.name!r}: {array.size} values from the front-end do not make "
+                                           f"rows of shape {trailing or '(unknown)'}")
+            array = array.reshape(-1, *trailing)
+        return array
 
 
 def reject_unknown_kwargs(widget: traitlets.HasTraits, kwargs: dict) -> None:
@@ -100,7 +210,7 @@ class LabWidget(anywidget.AnyWidget):
     error = traitlets.Unicode("").tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
 
-    def __init__(self, lab, **kwargs):
+    def __init__(self, lab: Lab, **kwargs):
         reject_unknown_kwargs(self, kwargs)
         self.lab = lab
         self.last_exception: BaseException | None = None

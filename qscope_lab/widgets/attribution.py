@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import ipywidgets
+import numpy as np
 import traitlets
 
 from ..analysis.labels import FeatureLabels
 from ..core.steering import Steer
-from ._base import LabWidget, css, esm, f32, reacts, reject_unknown_kwargs
+from ._base import ArrayTrait, LabWidget, css, esm, reacts, reject_unknown_kwargs
 from .card import FeatureCard
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class AttributionPanel(LabWidget):
     steer_alpha = traitlets.Float(8.0).tag(sync=True)          # what "steer" adds to a feature
 
     tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    token_attr = traitlets.Bytes(b"").tag(sync=True)            # float32 per token: features' total attribution
+    token_attr = ArrayTrait("float32", ndim=1).tag(sync=True)   # per token: the features' total attribution
     features = traitlets.List(traitlets.Dict()).tag(sync=True)  # {layer, feature, attribution, activation, label}
     target_token = traitlets.Unicode("").tag(sync=True)
     probability = traitlets.Float(0.0).tag(sync=True)
@@ -74,7 +75,7 @@ class AttributionPanel(LabWidget):
             self.result = result
             with self.hold_sync():
                 self.tokens = result.tokens[0]
-                self.token_attr = f32(positions.attribution.to_numpy())
+                self.token_attr = positions.attribution.to_numpy().astype(np.float32)
                 self.features = rows
                 self.target_token = self.lab.token_strings([result.target.token(0)])[0]
                 self.probability = float(result.probability)

@@ -9,6 +9,7 @@ the report's rule, the random-feature and probe baselines; export the classifier
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import traitlets
@@ -16,6 +17,9 @@ import traitlets
 from ..viz.charts import to_svg
 from ..workflows.classify import SeedClassifier
 from ._base import LabWidget, css, esm
+
+if TYPE_CHECKING:
+    from ..lab import Lab
 
 
 def _lines(text: str) -> list[str]:
@@ -65,7 +69,7 @@ class ClassifierPanel(LabWidget):
     metrics = traitlets.List(traitlets.Dict()).tag(sync=True)      # method, precision, recall, f1, accuracy
     message = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, lab, positives=(), negatives=(), heldout=None, top_k: int = 20, n_layers: int = 1,
+    def __init__(self, lab: Lab, positives=(), negatives=(), heldout=None, top_k: int = 20, n_layers: int = 1,
                  statistic: str = "mean",
                  path: str = "seed_classifier.json", fit: bool = True, **kwargs):
         if isinstance(positives, pd.DataFrame):  # one frame with text, label

@@ -4,6 +4,8 @@ coloured by that feature. ``Compare(lab, "text a", "text b")``; the ranking is `
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import traitlets
@@ -11,7 +13,10 @@ import traitlets
 from ..analysis import index_view
 from ..analysis.features import compare_texts, shared_prefix_length
 from ..base import validate
-from ._base import LabWidget, css, esm, f32, reacts
+from ._base import ArrayTrait, LabWidget, css, esm, reacts
+
+if TYPE_CHECKING:
+    from ..lab import Lab
 
 
 class Compare(LabWidget):
@@ -26,11 +31,11 @@ class Compare(LabWidget):
     rows = traitlets.List(traitlets.Dict()).tag(sync=True)       # layer, feature, rate_a, rate_b, diff
     selected = traitlets.Dict().tag(sync=True)                  # {layer, feature} of the clicked row
     tokens = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)
-    values = traitlets.Bytes(b"").tag(sync=True)                # float32, both texts' tokens in a row
+    values = ArrayTrait("float32", ndim=1).tag(sync=True)       # both texts' tokens in a row
     vmax = traitlets.Float(1.0).tag(sync=True)
     shared = traitlets.Int(0).tag(sync=True)                    # tokens of shared prefix (greyed when skipped)
 
-    def __init__(self, lab, text_a: str = "", text_b: str = "", layers=None, top: int = 8, skip_first: bool = True,
+    def __init__(self, lab: Lab, text_a: str = "", text_b: str = "", layers=None, top: int = 8, skip_first: bool = True,
                  skip_shared_prefix: bool = False, **kwargs):
         validate.integer(top, "top", minimum=1)
         layers = None if layers is None else lab.check_layers(layers)
@@ -75,6 +80,6 @@ class Compare(LabWidget):
             values = torch.cat(acts.feature(feature)).numpy()
             with self.hold_sync():
                 self.tokens = acts.tokens
-                self.values = f32(values)
+                self.values = values
                 self.vmax = float(values.max()) if values.size and values.max() > 0 else 1.0
                 self.shared = shared_prefix_length(*acts.token_ids) if self.skip_shared_prefix else 0

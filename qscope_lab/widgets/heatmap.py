@@ -1,12 +1,14 @@
 """Token x feature activation heatmap: text coloured by one feature, hover for a token's top features, and a
 grid of the strongest features over all tokens. ``Heatmap(lab, texts, layer=3)``.
 
-Arrays travel as float32 / int32 bytes (``DataView`` in JS), so a 2,000-token text is a few hundred kB, not a
-JSON list of floats. Encoding happens when texts, layer or skip options change; picking a feature only
-re-slices the cached activations.
+Arrays are numpy arrays in Python (:class:`ArrayTrait`) and travel as float32 / int32 bytes (``DataView`` in
+JS), so a 2,000-token text is a few hundred kB, not a JSON list of floats. Encoding happens when texts, layer
+or skip options change; picking a feature only re-slices the cached activations.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,12 +17,15 @@ import traitlets
 from ..analysis import index_view
 from ..core import tokens
 from ..core.activations import FeatureActs
-from ._base import LabWidget, css, esm, f32, i32, reacts
+from ._base import ArrayTrait, LabWidget, css, esm, reacts
+
+if TYPE_CHECKING:
+    from ..lab import Lab
 
 MAX_FIRING_RATE = 0.5  # features firing on more of the shown tokens are 'always on': left out of the rankings
 
 
-def hover_features(acts: FeatureActs, n: int) -> tuple[np.ndarray, np.ndarray]:
+def rank_token_features(acts: FeatureActs, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per token, ``n`` features for its hover: activation x rarity (-log of the firing rate over these texts),
     so a broad feature (39% of tokens) yields to one that marks this token; always-on ones are left out.
     Returns (activations, feature ids) ``[tokens, n]``, zero-padded."""
@@ -54,15 +59,15 @@ class Heatmap(LabWidget):
 
     tokens = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)  # whole characters ('' after)
     token_notes = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)  # "byte token 1 of 2 of 猫"
-    counted = traitlets.Bytes(b"").tag(sync=True)        # uint8 per token: 0 = skipped (sink / special)
-    values = traitlets.Bytes(b"").tag(sync=True)         # float32 per token: the selected feature
-    vmax = traitlets.Float(1.0).tag(sync=True)           # colour scale: 0 -> white, vmax -> full colour
-    top_values = traitlets.Bytes(b"").tag(sync=True)     # float32 [tokens, n_top], strongest first
-    top_indices = traitlets.Bytes(b"").tag(sync=True)    # int32   [tokens, n_top]
+    counted = ArrayTrait("uint8", ndim=1).tag(sync=True)        # per token: 0 = skipped (sink / special)
+    values = ArrayTrait("float32", ndim=1).tag(sync=True)       # per token: the selected feature
+    vmax = traitlets.Float(1.0).tag(sync=True)                  # colour scale: 0 -> white, vmax -> full colour
+    top_values = ArrayTrait("float32", ndim=2).tag(sync=True)   # [tokens, n_top], strongest first
+    top_indices = ArrayTrait("int32", ndim=2).tag(sync=True)    # [tokens, n_top]
     grid_features = traitlets.List(traitlets.Int()).tag(sync=True)
-    grid = traitlets.Bytes(b"").tag(sync=True)           # float32 [n_grid, tokens], feature-major
+    grid = ArrayTrait("float32", ndim=2).tag(sync=True)         # [n_grid, tokens], feature-major
 
-    def __init__(self, lab, texts, layer: int | None = None, feature: int | None = None, skip_first: bool = True,
+    def __init__(self, lab: Lab, texts, layer: int | None = None, feature: int | None = None, skip_first: bool = True,
                  skip_special: bool = True, max_length: int | None = 4096, labels=None, **kwargs):
         texts = [texts] if isinstance(texts, str) else list(texts)
         if feature is not None:
@@ -95,10 +100,11 @@ class Heatmap(LabWidget):
                                    max_length=self.max_length)
             self.acts = acts
             counted = acts.mask.numpy().astype(np.uint8)
-            top_v, top_i = hover_features(acts, self.n_top)
+            top_v, top_i = rank_token_features(acts, self.n_top)
             stats = acts.top_features(self.n_grid, max_firing_rate=MAX_FIRING_RATE)
             features = stats.feature.tolist()
-            grid = np.stack([torch.cat(acts.feature(f)).numpy() for f in features]) if features else np.zeros(0)
+            grid = (np.stack([torch.cat(acts.feature(f)).numpy() for f in features]) if features
+                    else np.zeros((0, acts.n_tokens), np.float32))
             # hover names: the Lab's feature index gives each shown feature its top tokens, user labels win
             hover = index_view.hover_labels(self.lab, layer, np.unique(top_i[counted.astype(bool)]))
             if hover or self.label_store is not None:
@@ -114,9 +120,9 @@ class Heatmap(LabWidget):
             with self.hold_sync():
                 self.token_notes = notes
                 self.tokens = shown
-                self.counted = counted.tobytes()
-                self.top_values, self.top_indices = f32(top_v), i32(top_i)
-                self.grid_features, self.grid = features, f32(grid)
+                self.counted = counted
+                self.top_values, self.top_indices = top_v, top_i
+                self.grid_features, self.grid = features, grid
                 if not 0 <= self.feature < acts.d_sae:
                     self.feature = features[0] if features else 0  # the observer sends its values
                 else:
@@ -130,16 +136,14 @@ class Heatmap(LabWidget):
                 raise ValueError(f"feature {self.feature} does not exist: this SAE has 0..{self.acts.d_sae - 1}")
             values = torch.cat(self.acts.feature(self.feature)).numpy()
             with self.hold_sync():
-                self.values = f32(values)
+                self.values = values
                 self.vmax = float(values.max()) if values.size and values.max() > 0 else 1.0
 
-    def hover_features(self, text: int, position: int) -> list[tuple[int, float]]:
-        """What hovering a token lists: (feature, activation), the always-on features ranked down."""
+    def token_hover(self, text: int, position: int) -> list[tuple[int, float]]:
+        """What hovering token ``position`` of text ``text`` lists: (feature, activation), strongest first, the
+        always-on features ranked down (see :func:`rank_token_features`)."""
         row = self.acts.rows(text).start + position
-        k = self.n_top
-        values = np.frombuffer(self.top_values, dtype=np.float32).reshape(-1, k)[row]
-        indices = np.frombuffer(self.top_indices, dtype=np.int32).reshape(-1, k)[row]
-        return [(int(f), float(v)) for f, v in zip(indices, values) if v > 0]
+        return [(int(f), float(v)) for f, v in zip(self.top_indices[row], self.top_values[row]) if v > 0]
 
     def feature_values(self) -> list[np.ndarray]:
         """Per text, the selected feature's activation at every token (what the colours show)."""

@@ -12,6 +12,7 @@ and steered (0 hides them; not shown when only generated tokens are steered).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import traitlets
 
@@ -19,6 +20,9 @@ from ..analysis.labels import FeatureLabels
 from ..analysis.reference import Reference
 from ..base import validate
 from ._base import LabWidget, css, esm, reacts
+
+if TYPE_CHECKING:
+    from ..lab import Lab
 
 POSITIONS = ("all", "prompt", "generated")
 
@@ -46,7 +50,7 @@ class SteeringPanel(LabWidget):
     next_tokens = traitlets.List(traitlets.Dict()).tag(sync=True)  # top next tokens, baseline vs prompt steered
     search_results = traitlets.List(traitlets.Dict()).tag(sync=True)
 
-    def __init__(self, lab, prompt: str = "", layer: int | None = None, features=(), positions: str = "all",
+    def __init__(self, lab: Lab, prompt: str = "", layer: int | None = None, features=(), positions: str = "all",
                  max_new_tokens: int = 32, alpha_max: float = 32.0, mode: str = "add", labels=None,
                  generate_kwargs: dict | None = None, top_next: int = 5, **kwargs):
         super().__init__(lab, prompt=prompt, n_layers=lab.n_layers, positions=positions, mode=mode,

@@ -7,6 +7,8 @@ steering panel. Nothing here is special: each part is the standalone widget (``w
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import ipywidgets
 import traitlets
 
@@ -17,9 +19,12 @@ from .card import FeatureCard
 from .heatmap import Heatmap
 from .steering import SteeringPanel
 
+if TYPE_CHECKING:
+    from ..lab import Lab
+
 
 class Workbench(ipywidgets.VBox):
-    def __init__(self, lab, texts, prompt: str = "", layer: int | None = None, steer_alpha: float = 8.0,
+    def __init__(self, lab: Lab, texts, prompt: str = "", layer: int | None = None, steer_alpha: float = 8.0,
                  reference=None, labels=None, **kwargs):
         reject_unknown_kwargs(self, kwargs)
         labels = labels if labels is not None else FeatureLabels.for_lab(lab)
