@@ -10,8 +10,8 @@ Layout of an index folder::
                              in a window
     state/partial.json       PARTIAL_FIELDS: sources, counted tokens per source, files with their sizes and sha256
     state/layer{L}/contexts.arrow    Arrow IPC (zstd), one record batch per BLOCK features, sorted by feature:
-                             CONTEXT_COLUMNS, top-N rows (kind TOP) and quantile-sample rows (kind SAMPLE), each
-                             with a token window and the feature's values over it
+                             STORED_CONTEXT_COLUMNS, top-N rows (kind TOP) and quantile-sample rows (kind
+                             SAMPLE), each with a token window and the feature's values over it
     state/layer{L}/stats.parquet     STATS_COLUMNS, one row per feature: count, sum, max, where its rows are
     state/layer{L}/histogram.parquet (feature, bin, count), log-spaced bins (``bin_edges``), nonzero only
     state/layer{L}/sources.parquet   (feature, source, count), nonzero only
@@ -56,7 +56,7 @@ ROW_COLUMNS = {"feature": np.int32, "kind": np.int8, "bin": np.int16, "priority"
                "center": np.int16}  # a context row; ``priority`` (a hash of the rest) is not stored
 STORED_ROW_COLUMNS = tuple(name for name in ROW_COLUMNS if name != "priority")
 WINDOW_COLUMNS = {"window": np.int32, "values": np.float32}  # fixed-size lists of 2 * window + 1 per row
-CONTEXT_COLUMNS = STORED_ROW_COLUMNS + tuple(WINDOW_COLUMNS)  # contexts.arrow
+STORED_CONTEXT_COLUMNS = STORED_ROW_COLUMNS + tuple(WINDOW_COLUMNS)  # contexts.arrow
 STATS_COLUMNS = {"feature": np.int32, "count": np.int64, "total": np.float64, "peak": np.float32,
                  "batch": np.int32, "offset": np.int64, "length": np.int32}  # batch / offset / length: its rows
 LONG_TABLES = {HISTOGRAM: "bin", SOURCES: "source"}  # (feature, <column>, count), nonzero counts only

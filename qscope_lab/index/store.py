@@ -209,7 +209,7 @@ class FeatureIndex:
         stats = self._stats_arrays(layer)
         start, length = int(stats["offset"][feature]), int(stats["length"][feature])
         if not length:
-            return pd.DataFrame(columns=["priority", *schema.CONTEXT_COLUMNS])
+            return pd.DataFrame(columns=["priority", *schema.STORED_CONTEXT_COLUMNS])
         return self._block(layer, int(stats["batch"][feature])).iloc[start:start + length]
 
     def _strings(self) -> tuple[dict[int, str], dict[int, bytes]]:
