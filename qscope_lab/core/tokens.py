@@ -92,8 +92,9 @@ def readable(strings: Sequence[str], raw: Sequence[bytes | None], center: int) -
     tokens), as the reference contexts leave it out: no U+FFFD in the text."""
     pieces, starts = join_fragments(strings, raw)
     token = whole(pieces, starts, center)
-    if raw[center] is not None and starts[center] == center and pieces[center] == strings[center]:
-        token = byte_label(raw[center])  # not joined: a character cut by the window's edge
+    own = raw[center]
+    if own is not None and starts[center] == center and pieces[center] == strings[center]:
+        token = byte_label(own)  # not joined: a character cut by the window's edge
     shown = ["" if r is not None and s == i and p == t else p  # a fragment that joined nothing
              for i, (p, s, r, t) in enumerate(zip(pieces, starts, raw, strings))]
     shown[starts[center]], shown[center] = "", token
