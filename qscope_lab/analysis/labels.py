@@ -5,6 +5,11 @@ suites. Every write takes a cross-process file lock (``labels.json.lock``), re-r
 change and replaces the file atomically (written to a temporary file, flushed to disk, then renamed): two
 notebooks or processes labelling at once lose nothing, and a writer killed mid-write leaves the old file or the
 new one, never a torn one, and no temporary file behind once the next write has run.
+
+A ``labels.json`` that is a symbolic link is written through (its target is replaced, the link kept; the lock and
+the temporary files live beside the target), and the file keeps its permission bits (a new one gets the umask's
+default). An absent file holds no labels; a 0-byte file is refused, never overwritten: the writer here never
+leaves one, so it is another program's file being written, or a damaged one.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ..base import validate
+from ..base.atomic import target, write_atomic
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -87,10 +92,17 @@ class FeatureLabels:
                                      f"(set QSCOPE_LAB_HOME to a folder)") from None
         except (OSError, UnicodeDecodeError) as err:
             raise ValueError(f"cannot read labels at {self.path}: {err}") from None
+        if not text:  # never written so by this class: another program is writing it, or it is damaged
+            raise ValueError(f"{self.path} is empty (0 bytes): a labels file is never empty (an absent one is), so "
+                             f"another program may be writing it, or it is damaged; nothing was changed. Move it "
+                             f"away or delete it to start afresh")
         try:
-            data = json.loads(text or "{}")
+            data = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"{self.path} is not a labels file (JSON error: {err}); "
+                             "move it away to start afresh") from None
+        except RecursionError:
+            raise ValueError(f"{self.path} is not a labels file (JSON nested too deeply); "
                              "move it away to start afresh") from None
         if not isinstance(data, dict):
             raise ValueError(f"{self.path} is not a labels file (expected a JSON object)")
@@ -111,19 +123,24 @@ class FeatureLabels:
                                   f"(set QSCOPE_LAB_HOME to a writable folder)") from None
         with self._lock:
             try:
-                with FileLock(str(self.path) + ".lock", timeout=_LOCK_TIMEOUT_S):
+                with FileLock(self._lock_path(), timeout=_LOCK_TIMEOUT_S):
                     yield
             except Timeout:
-                raise TimeoutError(f"another process has held {self.path}.lock for {_LOCK_TIMEOUT_S:.0f} s; "
+                raise TimeoutError(f"another process has held {self._lock_path()} for {_LOCK_TIMEOUT_S:.0f} s; "
                                    f"if none is writing labels, delete the lock file") from None
             except PermissionError:
                 raise PermissionError(f"cannot write labels in {self.path.parent}: permission denied "
                                       f"(set QSCOPE_LAB_HOME to a writable folder)") from None
 
+    def _lock_path(self) -> str:
+        """The lock beside the file actually written (a symbolic link's target), so that writers through the link
+        and through the target share it."""
+        return str(target(self.path)) + ".lock"
+
     def _sweep(self) -> None:
         """Remove temporary files a writer killed mid-write (SIGKILL, power loss) left; only ever called with the
         file lock held, so no live writer's file is touched."""
-        for stale in self.path.parent.glob(_TEMP_PREFIX + "*.json"):
+        for stale in target(self.path).parent.glob(_TEMP_PREFIX + "*.json"):
             with contextlib.suppress(OSError):
                 stale.unlink()
 
@@ -134,29 +151,21 @@ class FeatureLabels:
         if not self.path.parent.is_dir():
             return
         try:
-            with FileLock(str(self.path) + ".lock", timeout=0):
+            with FileLock(self._lock_path(), timeout=0):
                 self._sweep()
         except (Timeout, OSError):
             pass
 
     def _write(self, data: dict) -> None:
-        """Replace the file atomically; the temporary file never outlives this call, whatever fails."""
+        """Replace the file atomically (through a symbolic link, keeping its mode); the temporary file never
+        outlives this call, whatever fails."""
         self._sweep()
+        text = json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True)
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=_TEMP_PREFIX, suffix=".json")
+            write_atomic(self.path, text, prefix=_TEMP_PREFIX, suffix=".json")
         except PermissionError:
-            raise PermissionError(f"cannot write labels in {self.path.parent}: permission denied "
+            raise PermissionError(f"cannot write labels in {target(self.path).parent}: permission denied "
                                   f"(set QSCOPE_LAB_HOME to a writable folder)") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, ensure_ascii=False, indent=1, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
 
     # ------------------------------------------------------------------ API
     def get(self, layer: int, feature: int) -> dict:
