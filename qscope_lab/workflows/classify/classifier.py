@@ -22,7 +22,7 @@ import pandas as pd
 
 from ...base import validate
 from . import rules, stats
-from .common import STORE_LIMIT, NotFittedError, metrics, texts_labels
+from .common import STORE_LIMIT, NotFittedError, classify_text, classify_texts, metrics, texts_labels
 from .files import load_classifier, save_classifier
 
 if TYPE_CHECKING:
@@ -301,21 +301,25 @@ class SeedClassifier:
                           np.asarray(self.directions_, int), np.asarray(self.scales_, float), self.combine)
 
     def stats_matrix(self, text_stats: stats.TextStats, features=None) -> np.ndarray:
-        """``[n_texts, n_features]`` of this rule's statistic, read from collected statistics."""
+        """``[n_texts, n_features]`` of this rule's statistic, read from collected statistics; a text with no
+        counted token (see ``decision_function``) has a row of NaN: its statistics are undefined (a mean over
+        no token)."""
         features = self.features_ if features is None else features
         out = np.zeros((text_stats.n_texts, len(features)))
         for layer in dict.fromkeys(layer for layer, _ in features):
             cols = [j for j, (l2, _) in enumerate(features) if l2 == layer]
             if layer in text_stats.entries:
                 out[:, cols] = text_stats.matrix(layer, self.statistic_, [features[j][1] for j in cols])
+        out[np.asarray(text_stats.n_counted) == 0] = np.nan
         return out
 
     def transform(self, texts, features=None) -> np.ndarray:
         """``[n_texts, n_features]``: the rule's statistic of each selected (layer, feature) (for "any" the
-        largest activation over the counted tokens)."""
+        largest activation over the counted tokens); NaN for every feature of a text with no counted token
+        (see ``decision_function``). A text that is empty or only whitespace is refused (ValueError naming it)."""
         self._check_fitted()
         features = self.features_ if features is None else features
-        texts = validate.texts(texts)
+        texts = classify_texts(texts)
         by_layer = {layer: [f for l2, f in features if l2 == layer] for layer, _ in features}
         if not by_layer:
             return np.zeros((len(texts), 0))
@@ -323,20 +327,51 @@ class SeedClassifier:
                                   desc="classify")
         return self.stats_matrix(collected, features)
 
+    @staticmethod
+    def _split_evidence(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(matrix with rows holding NaN set to 0, bool mask of those rows: texts with no evidence)."""
+        x = np.asarray(x, float).reshape(len(x), -1)
+        missing = np.isnan(x).any(1)
+        return np.where(missing[:, None], 0.0, x), missing
+
+    def prior(self) -> tuple[bool, float]:
+        """(label, score) given to a text without evidence (see ``decision_function``): the label of the class with more
+        seeds (the negative class on a tie) and the score of no feature evidence, on ``decision_function``'s
+        scale: the seeds' log prior odds log(n_pos / n_neg) for the summed rule (0 for balanced seeds, the
+        discriminant's intercept), eps + that for "any", the positive seeds' share minus one half for
+        ``combine="vote"``. Its sign agrees with the label as every score's does."""
+        self._check_fitted()
+        n_pos, n_neg = self.n_seeds_
+        label = n_pos > n_neg
+        if self.statistic_ != "any" and self.combine == "vote":
+            return label, n_pos / (n_pos + n_neg) - 0.5
+        log_odds = float(np.log(n_pos / n_neg))
+        return label, (float(self.eps) + log_odds) if self.statistic_ == "any" else log_odds
+
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
-        """Bool per row of a ``transform`` matrix: OR for "any", else the summed margins (or the votes)."""
-        return self._rule().predict(x)
+        """Bool per row of a ``transform`` matrix: OR for "any", else the summed margins (or the votes); a row
+        holding NaN (a text with no counted token) gets the class prior's label (``prior``)."""
+        x, missing = self._split_evidence(x)
+        out = self._rule().predict(x)
+        out[missing] = self.prior()[0]
+        return out
 
     def decision_matrix(self, x: np.ndarray) -> np.ndarray:
-        """``decision_function`` of a ``transform`` matrix."""
-        x = np.asarray(x, float).reshape(len(x), -1)
-        return x.max(1, initial=0.0) if self.statistic_ == "any" else self._rule().score(x)
+        """``decision_function`` of a ``transform`` matrix (a row holding NaN: ``prior``'s score)."""
+        x, missing = self._split_evidence(x)
+        out = x.max(1, initial=0.0) if self.statistic_ == "any" else self._rule().score(x)
+        out[missing] = self.prior()[1]
+        return out
 
     def margins_matrix(self, x: np.ndarray) -> np.ndarray:
         """``[n_texts, n_features]`` of a ``transform`` matrix: each feature's signed part in the decision, its
         weighted margin past its threshold (they sum to the decision for the summed rule); for "any", its
-        activation past eps (the largest decides)."""
-        return self._rule().margins(x)
+        activation past eps (the largest decides). A row holding NaN (no counted token) is all 0: no feature
+        has a part in that decision, which is the prior's."""
+        x, missing = self._split_evidence(x)
+        out = self._rule().margins(x)
+        out[missing] = 0.0
+        return out
 
     def deciding_order(self, margins: np.ndarray) -> np.ndarray:
         """Indices of one text's ``margins_matrix`` row, the largest part in the decision first (by size; for
@@ -346,16 +381,23 @@ class SeedClassifier:
     def decision_function(self, texts) -> np.ndarray:
         """"any": the largest activation of any selected feature (> eps is the OR rule); otherwise the summed
         weighted margins past the thresholds (> 0: positive; with ``combine="vote"`` the share of
-        features voting positive minus one half, a tie going to the first feature)."""
+        features voting positive minus one half, a tie going to the first feature).
+
+        A text with no counted token ("a", "The", any one-token text, since the attention sink
+        at position 0 is skipped) has no feature evidence: it gets ``prior()``'s score (log prior odds of the
+        seeds, 0 for balanced seeds) and ``predict`` the class prior's label (negative on a tie), never a score
+        made of thresholds alone."""
         return self.decision_matrix(self.transform(texts))
 
     def explain(self, text: str, n: int | None = 10) -> pd.DataFrame:
         """Why one text got its label: the rule's features with their statistic on the text (``value``),
         threshold, weight and ``margin`` (``margins_matrix``), the largest part first (by size; for "any", the
         strongest activation); ``n`` rows (None: all). ``attrs``: ``score`` (``decision_function``),
-        ``predicted`` and ``rest``, the summed margin of the rows not shown (what a dense rule's tail adds)."""
+        ``predicted`` and ``rest``, the summed margin of the rows not shown (what a dense rule's tail adds),
+        ``evidence`` (False for a text with no counted token: every ``value`` NaN, every margin 0, score and label
+        the prior's) and ``note`` (why, or "")."""
         self._check_fitted()
-        text = validate.text(text)
+        text = classify_text(text)
         if n is not None:
             validate.integer(n, "n", 1)
         x = self.transform([text])
@@ -366,12 +408,17 @@ class SeedClassifier:
                               "value": x[0], "threshold": self.thresholds_, "weight": weights, "margin": margins})
         table = table.iloc[self.deciding_order(margins)].reset_index(drop=True)
         shown = table if n is None else table.head(n)
+        evidence = not np.isnan(x[0]).any()
+        note = "" if evidence else (
+            "no counted token (a one-token text: the attention sink at position 0 is skipped): no feature "
+            "evidence, so the score and the label are the class prior's (SeedClassifier.prior)")
         shown.attrs.update(score=float(self.decision_matrix(x)[0]), predicted=bool(self.predict_matrix(x)[0]),
-                           rest=0.0 if self.statistic_ == "any" else float(table.margin.iloc[len(shown):].sum()))
+                           rest=0.0 if self.statistic_ == "any" else float(table.margin.iloc[len(shown):].sum()),
+                           evidence=evidence, note=note)
         return shown
 
     def predict(self, texts) -> np.ndarray:
-        """Bool per text."""
+        """Bool per text (a text with no counted token: the class prior's label, see ``decision_function``)."""
         return self.predict_matrix(self.transform(texts))
 
     def score(self, texts, labels=None) -> float:
@@ -424,7 +471,7 @@ class SeedClassifier:
         train_texts, y = texts_labels(train_texts, train_labels)
         opts = {**self._scan_options(), "desc": "probe"}
         train = stats.collect(self.lab, train_texts, [], residual_layers=[layer], **opts).residual_means[layer]
-        test = stats.collect(self.lab, validate.texts(test_texts), [], residual_layers=[layer],
+        test = stats.collect(self.lab, classify_texts(test_texts, "test_texts"), [], residual_layers=[layer],
                              **opts).residual_means[layer]
         return logreg(train, y, test, steps, l2)
 
@@ -448,12 +495,16 @@ class SeedClassifier:
         return charts.classifier_layers(self.layer_scores_, self.layers_)
 
     # ------------------------------------------------------------------ files
-    def save(self, path):
-        """JSON with the config, model and SAE names, the rule (features, thresholds) and the seed tables."""
+    def save(self, path, overwrite: bool = False):
+        """JSON with the config, model and SAE names, the rule (features, thresholds) and the seed tables,
+        written atomically (a full disk or a crash leaves the old file intact; a symbolic link is written
+        through). An existing SeedClassifier file at ``path`` is replaced; any other file (a notebook, other
+        JSON, an empty file) only with ``overwrite=True``, else ``FileExistsError``. Returns the path."""
         self._check_fitted()
-        return save_classifier(self, path)
+        return save_classifier(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path, lab: Lab) -> SeedClassifier:
-        """Rebuild a saved classifier on ``lab``; refuses a file fitted on another model."""
+        """Rebuild a saved classifier on ``lab``; refuses a file fitted on another model, and a damaged or
+        tampered one with a ValueError naming the file and the field (``files.check``)."""
         return load_classifier(cls, path, lab)

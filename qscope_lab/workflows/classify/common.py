@@ -24,11 +24,29 @@ def metrics(pred, truth) -> dict:
             "f1": 2 * precision * recall / max(precision + recall, 1e-12), "n": len(truth)}
 
 
+def classify_texts(value, name: str = "texts") -> list[str]:
+    """``validate.texts``, and no text that is only whitespace: it holds nothing to classify (as the empty text,
+    which ``validate`` already refuses)."""
+    out = validate.texts(value, name)
+    for i, text in enumerate(out):
+        if not text.strip():
+            raise ValueError(f"{name}[{i}] is only whitespace ({text!r}): there is nothing to classify")
+    return out
+
+
+def classify_text(value, name: str = "text") -> str:
+    """One text, as ``classify_texts`` checks it."""
+    text = validate.text(value, name)
+    if not text.strip():
+        raise ValueError(f"{name} is only whitespace ({text!r}): there is nothing to classify")
+    return text
+
+
 def texts_labels(texts, labels) -> tuple[list[str], np.ndarray]:
     """(texts, labels) or a DataFrame with columns text, label -> validated list and bool array."""
     if labels is None:
         if not isinstance(texts, pd.DataFrame) or not {"text", "label"} <= set(texts.columns):
             raise ValueError("give texts and labels, or one DataFrame with columns 'text' and 'label'")
         labels = texts["label"].tolist()
-    texts = validate.texts(texts)
+    texts = classify_texts(texts)
     return texts, validate.labels(labels, len(texts))
