@@ -8,7 +8,10 @@ bundled by esbuild into one module per component in ``widgets/dist`` (committed;
 anywidget reloads a widget's front-end when ``npm run watch`` rebuilds it (see ``widgets/README.md``).
 
 Errors raised while a widget works are shown inside it (``error`` trait) and kept on ``last_exception``: the
-kernel and the widget stay usable.
+kernel and the widget stay usable. That holds for everything the front end sends: custom messages go through
+:meth:`LabWidget.on_events` (each event handled inside ``working``; :func:`message_field` checks a payload's
+fields by name), and a trait value the front end sets that the kernel refuses (``set_state``) shows as the error
+while the front end is put back on the kernel's value.
 
 Observers that run the widget's work are declared with :func:`reacts` instead of ``traitlets.observe``: they
 are skipped while the widget is *quiet* — during construction (constructor values notify too, before the
@@ -24,12 +27,15 @@ import functools
 import inspect
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anywidget
 import numpy as np
 import traitlets
+
+from ..base import validate
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -191,6 +197,28 @@ def reject_unknown_kwargs(widget: traitlets.HasTraits, kwargs: dict) -> None:
     raise TypeError(message)
 
 
+def message_field(content: dict, key: str, check: Callable[..., Any] = validate.integer, **kwargs):
+    """``content[key]`` of a message from the front end, checked with a ``base.validate`` function
+    (``validate.integer`` unless given; ``kwargs`` go to it): ValueError if the message has no ``key``, the
+    validator's TypeError / ValueError (naming ``key``) if the value is wrong (a string where an int belongs)."""
+    if key not in content:
+        raise ValueError(f"the message has no {key!r} (got {', '.join(map(repr, content)) or 'no fields'})")
+    return check(content[key], key, **kwargs)
+
+
+def checked(*names: str, check: Callable[..., Any] = validate.integer, **kwargs):
+    """A traitlets ``@validate`` for the traits ``names``, declared in the class body
+    (``_check_top = checked("top", minimum=1)``): every value set later (from Python or the front end) goes
+    through the ``base.validate`` function ``check`` (``validate.integer`` unless given, with ``kwargs``), and
+    what it refuses is a ``TraitError`` with its message, which names the trait."""
+    def validator(self, proposal):
+        try:
+            return check(proposal["value"], proposal["trait"].name, **kwargs)
+        except (TypeError, ValueError, IndexError) as err:
+            raise traitlets.TraitError(str(err)) from None
+    return traitlets.validate(*names)(validator)
+
+
 def reacts(*names: str):
     """``traitlets.observe(*names)`` for a :class:`LabWidget` method that is skipped while the widget is quiet
     (being constructed, or inside ``self.quietly()``)."""
@@ -216,8 +244,46 @@ class LabWidget(anywidget.AnyWidget):
         self.last_exception: BaseException | None = None
         self._quiet = 0  # > 0: @reacts observers skip (see quietly)
         self._depth = 0  # nesting of working() steps
+        self._events: dict[str, Callable[[dict], object]] = {}
         with self.quietly():  # the constructor's values notify before the subclass has set itself up
             super().__init__(**kwargs)
+
+    def on_events(self, **handlers: Callable[[dict], object]) -> None:
+        """Handle the front end's custom messages ``{"event": name, ...}``: ``handlers[name](content)`` runs
+        inside ``working(name)``, so whatever goes wrong (a missing field, a string where an int belongs, an
+        unknown feature) becomes the widget's error line instead of a traceback in the kernel's log. A message
+        that is not an object, or names an event the widget does not have, is an error too; one without an
+        ``event`` field is not for these handlers and is left alone."""
+        if not self._events:
+            self.on_msg(self._dispatch_event)
+        self._events.update(handlers)
+
+    def _dispatch_event(self, widget, content, buffers) -> None:
+        event = content.get("event") if isinstance(content, dict) else None
+        if isinstance(content, dict) and "event" not in content:
+            return
+        with self.working(event if isinstance(event, str) and event in self._events else "message"):
+            if not isinstance(content, dict):
+                raise TypeError(f"a message from the front end must be an object, got {type(content).__name__}")
+            handler = self._events.get(event) if isinstance(event, str) else None
+            if handler is None:
+                raise ValueError(f"unknown event {event!r} (this widget handles "
+                                 f"{', '.join(map(repr, self._events))})")
+            handler(content)
+
+    def set_state(self, sync_data):
+        """Values from the front end. If setting them fails (a value a trait's validation refuses: the traits
+        keep their values), the error becomes the widget's error line and the front end is sent the kernel's
+        values back, instead of a traceback in the kernel's log."""
+        try:
+            super().set_state(sync_data)
+        except Exception as err:
+            self.last_exception = err
+            self.last_traceback = traceback.format_exc()
+            self.error = f"set {', '.join(map(str, sync_data))}: {err}"
+            keys = [key for key in sync_data if key in self.keys]
+            if keys:
+                self.send_state(keys)
 
     @contextlib.contextmanager
     def quietly(self):
