@@ -4,6 +4,11 @@ the report's rule, the random-feature and probe baselines; export the classifier
 
 ``ClassifierPanel(lab, positives=[...], negatives=[...], heldout=frame)``; ``panel.classifier`` is the fitted
 ``SeedClassifier``.
+
+Export writes with ``SeedClassifier.save``: an existing SeedClassifier file at ``path`` is replaced, anything
+else there (a notebook, another JSON file) is left alone and the refusal shows in the panel's error line
+(``export(path, overwrite=True)`` from Python replaces it on purpose). ``top_k`` and ``n_layers`` are checked
+(ints, at least 1) at construction and whenever they are set.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import traitlets
 
 from ..viz.charts import to_svg
 from ..workflows.classify import SeedClassifier
-from ._base import LabWidget, css, esm
+from ._base import LabWidget, checked, css, esm
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -69,6 +74,8 @@ class ClassifierPanel(LabWidget):
     metrics = traitlets.List(traitlets.Dict()).tag(sync=True)      # method, precision, recall, f1, accuracy
     message = traitlets.Unicode("").tag(sync=True)
 
+    _check_counts = checked("top_k", "n_layers", minimum=1)
+
     def __init__(self, lab: Lab, positives=(), negatives=(), heldout=None, top_k: int = 20, n_layers: int = 1,
                  statistic: str = "mean",
                  path: str = "seed_classifier.json", fit: bool = True, **kwargs):
@@ -83,7 +90,8 @@ class ClassifierPanel(LabWidget):
                          negatives="\n".join(t.replace("\n", " ") for t in negatives), heldout=heldout or "",
                          top_k=top_k, n_layers=n_layers, statistic=statistic, path=path, **kwargs)
         self.classifier: SeedClassifier | None = None
-        self.on_msg(self._on_message)
+        self.on_events(fit=lambda content: self.fit(), export=lambda content: self.export(),
+                       load=lambda content: self.load())
         if fit and self.positives and self.negatives:
             self.fit()
 
@@ -127,13 +135,17 @@ class ClassifierPanel(LabWidget):
             self.metrics = [{k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}
                             for row in table.to_dict("records")]
 
-    def export(self, path: str | None = None) -> Path:
+    def export(self, path: str | None = None, overwrite: bool = False) -> Path | None:
+        """Save the classifier to ``path`` (default: the panel's) with ``SeedClassifier.save``: a file there
+        that is not a SeedClassifier file is replaced only with ``overwrite=True``; a refusal (or any failure) is
+        the panel's error and None is returned."""
         with self.working("export"):
             if self.classifier is None:
                 raise ValueError("fit the classifier first")
-            out = self.classifier.save(path or self.path)
+            out = self.classifier.save(path or self.path, overwrite=overwrite)
             self.message = f"saved to {out}"
             return out
+        return None
 
     def load(self, path: str | None = None) -> SeedClassifier | None:
         with self.working("load"):
@@ -146,8 +158,3 @@ class ClassifierPanel(LabWidget):
             self._show(held_texts, held_labels, table)
             self.message = f"loaded {path or self.path}: {_described(clf)}"
         return self.classifier
-
-    def _on_message(self, widget, content, buffers):
-        action = {"fit": self.fit, "export": self.export, "load": self.load}.get(content.get("event"))
-        if action is not None:
-            action()

@@ -13,7 +13,7 @@ import traitlets
 from ..analysis import index_view
 from ..analysis.features import compare_texts, shared_prefix_length
 from ..base import validate
-from ._base import ArrayTrait, LabWidget, css, esm, reacts
+from ._base import ArrayTrait, LabWidget, checked, css, esm, reacts
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -34,6 +34,7 @@ class Compare(LabWidget):
     values = ArrayTrait("float32", ndim=1).tag(sync=True)       # both texts' tokens in a row
     vmax = traitlets.Float(1.0).tag(sync=True)
     shared = traitlets.Int(0).tag(sync=True)                    # tokens of shared prefix (greyed when skipped)
+    _check_top = checked("top", minimum=1)                      # also when set later
 
     def __init__(self, lab: Lab, text_a: str = "", text_b: str = "", layers=None, top: int = 8, skip_first: bool = True,
                  skip_shared_prefix: bool = False, **kwargs):

@@ -4,6 +4,9 @@ grid of the strongest features over all tokens. ``Heatmap(lab, texts, layer=3)``
 Arrays are numpy arrays in Python (:class:`ArrayTrait`) and travel as float32 / int32 bytes (``DataView`` in
 JS), so a 2,000-token text is a few hundred kB, not a JSON list of floats. Encoding happens when texts, layer
 or skip options change; picking a feature only re-slices the cached activations.
+
+``n_top`` (features per token's hover) and ``n_grid`` (rows of the grid) are ints of at least 1, ``max_length``
+one too (or None): checked at construction and, for the traits, whenever they are set.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import torch
 import traitlets
 
 from ..analysis import index_view
+from ..base import validate
 from ..core import tokens
 from ..core.activations import FeatureActs
-from ._base import ArrayTrait, LabWidget, css, esm, reacts
+from ._base import ArrayTrait, LabWidget, checked, css, esm, reacts
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -56,6 +60,7 @@ class Heatmap(LabWidget):
     n_top = traitlets.Int(6).tag(sync=True)
     n_grid = traitlets.Int(12).tag(sync=True)
     labels = traitlets.Dict().tag(sync=True)            # feature id (str) -> user label, when known
+    _check_counts = checked("n_top", "n_grid", minimum=1, maximum=1000)
 
     tokens = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)  # whole characters ('' after)
     token_notes = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)  # "byte token 1 of 2 of 猫"
@@ -70,6 +75,8 @@ class Heatmap(LabWidget):
     def __init__(self, lab: Lab, texts, layer: int | None = None, feature: int | None = None, skip_first: bool = True,
                  skip_special: bool = True, max_length: int | None = 4096, labels=None, **kwargs):
         texts = [texts] if isinstance(texts, str) else list(texts)
+        if max_length is not None:
+            max_length = validate.integer(max_length, "max_length", minimum=1)
         if feature is not None:
             kwargs["feature"] = feature
         super().__init__(lab, texts=texts, n_layers=lab.n_layers,

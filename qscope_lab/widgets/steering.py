@@ -7,6 +7,11 @@ click in the Workbench), or from a search over labels and top tokens. ``generate
 generation of the panel: small models loop under greedy decoding, and ``{"repetition_penalty": 1.3}`` keeps
 steered text readable. Beside the texts, the ``top_next`` most likely next tokens after the prompt, baseline
 and steered (0 hides them; not shown when only generated tokens are steered).
+
+Arguments are checked at construction and the traits again whenever they are set (``max_new_tokens`` >= 1,
+``alpha_max`` and each slider's alpha a finite steering strength, ``positions`` / ``mode`` from their lists, each
+``features`` row a ``{layer, feature, alpha}`` of the Lab); what the front end sends (add, remove, sweep,
+search) is checked field by field and an error shows in the panel's error line.
 """
 
 from __future__ import annotations
@@ -19,12 +24,28 @@ import traitlets
 from ..analysis.labels import FeatureLabels
 from ..analysis.reference import Reference
 from ..base import validate
-from ._base import LabWidget, css, esm, reacts
+from ..core.steering import MODES
+from ._base import LabWidget, checked, css, esm, message_field, reacts
 
 if TYPE_CHECKING:
     from ..lab import Lab
 
 POSITIONS = ("all", "prompt", "generated")
+
+
+def _positive_alpha(value, name: str) -> float:
+    """A steering strength above 0 (the sliders' range)."""
+    value = validate.alpha(value, name)
+    if value <= 0:
+        raise ValueError(f"{name} must be above 0, got {value:g}")
+    return value
+
+
+def _query(value, name: str) -> str:
+    """A search query: any str ("" clears the results)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {value!r} ({type(value).__name__})")
+    return value
 
 
 class SteeringPanel(LabWidget):
@@ -50,6 +71,11 @@ class SteeringPanel(LabWidget):
     next_tokens = traitlets.List(traitlets.Dict()).tag(sync=True)  # top next tokens, baseline vs prompt steered
     search_results = traitlets.List(traitlets.Dict()).tag(sync=True)
 
+    _check_max_new_tokens = checked("max_new_tokens", minimum=1)
+    _check_alpha_max = checked("alpha_max", check=lambda value, name: _positive_alpha(value, name))
+    _check_positions = checked("positions", check=lambda value, name: validate.choice(value, POSITIONS, name))
+    _check_mode = checked("mode", check=lambda value, name: validate.choice(value, MODES, name))
+
     def __init__(self, lab: Lab, prompt: str = "", layer: int | None = None, features=(), positions: str = "all",
                  max_new_tokens: int = 32, alpha_max: float = 32.0, mode: str = "add", labels=None,
                  generate_kwargs: dict | None = None, top_next: int = 5, **kwargs):
@@ -58,9 +84,10 @@ class SteeringPanel(LabWidget):
                          alpha_max=alpha_max, **kwargs)
         self.labels = labels if labels is not None else FeatureLabels.for_lab(lab)
         self.generate_kwargs = dict(generate_kwargs or {})
-        self.top_next = int(top_next)
+        self.top_next = validate.integer(top_next, "top_next", minimum=0)
         self._baseline_key, self._baseline = None, None
-        self.on_msg(self._on_message)
+        self.on_events(add=self._add_message, remove=self._remove_message, sweep=self._sweep_message,
+                       search=self._search_message)
         for item in features:
             feature, alpha = item if isinstance(item, tuple) else (item, 0.0)
             self.add_feature(feature, alpha, regenerate=False)
@@ -71,15 +98,16 @@ class SteeringPanel(LabWidget):
         """Add a slider (or set the alpha of an existing one) for ``feature`` at ``layer`` (default: the panel's)."""
         with self.working("add feature"):
             layer = self.lab.check_layer(self.layer if layer is None else layer)
-            self.lab.sae(layer).check_feature(int(feature))
+            feature = self.lab.check_feature(layer, feature)
+            alpha = validate.alpha(alpha)
             rows = [dict(row) for row in self.features]
             for row in rows:
-                if (row["layer"], row["feature"]) == (layer, int(feature)):
-                    row["alpha"] = float(alpha)
+                if (row["layer"], row["feature"]) == (layer, feature):
+                    row["alpha"] = alpha
                     break
             else:
-                rows.append({"layer": layer, "feature": int(feature), "alpha": float(alpha),
-                             "label": self.labels.get(layer, int(feature))["label"]})
+                rows.append({"layer": layer, "feature": feature, "alpha": alpha,
+                             "label": self.labels.get(layer, feature)["label"]})
             if regenerate:
                 self.features = rows
             else:
@@ -131,6 +159,9 @@ class SteeringPanel(LabWidget):
 
     def sweep(self, index: int = 0, alphas=None):
         """Alpha sweep of the ``index``-th feature (a table; also shown in the panel)."""
+        index = validate.integer(index, "index", minimum=0)
+        if index >= len(self.features):
+            raise IndexError(f"index {index} is out of range: the panel has {len(self.features)} feature(s)")
         row = self.features[index]
         top = self.alpha_max
         alphas = alphas or [-top, -top / 2, -top / 4, 0, top / 4, top / 2, top]
@@ -140,23 +171,40 @@ class SteeringPanel(LabWidget):
         return table
 
     # ------------------------------------------------------------------ plumbing
+    @traitlets.validate("features")
+    def _check_features(self, proposal):
+        """Each row a ``{layer, feature, alpha}`` of the Lab (``label`` optional): what the sliders send."""
+        rows = []
+        try:
+            for i, row in enumerate(proposal["value"]):
+                missing = [key for key in ("layer", "feature", "alpha") if key not in row]
+                if missing:
+                    raise ValueError(f"features[{i}] has no {', '.join(map(repr, missing))}")
+                layer = self.lab.check_layer(row["layer"], f"features[{i}]['layer']")
+                rows.append({**row, "layer": layer,
+                             "feature": self.lab.check_feature(layer, row["feature"], f"features[{i}]['feature']"),
+                             "alpha": validate.alpha(row["alpha"], f"features[{i}]['alpha']"),
+                             "label": str(row.get("label", ""))})
+        except (TypeError, ValueError, IndexError) as err:
+            raise traitlets.TraitError(str(err)) from None
+        return rows
+
     @reacts("features", "prompt", "positions", "mode", "max_new_tokens")
     def _inputs_changed(self, change):
         self.regenerate()
 
-    def _on_message(self, widget, content, buffers):
-        event = content.get("event")
-        if event == "add":
-            with self.working("add feature"):
-                self.add_feature(int(content["feature"]), float(content.get("alpha", 0.0)))
-        elif event == "remove":
-            with self.working("remove feature"):
-                self.remove_feature(content.get("index"))
-        elif event == "sweep":
-            with self.working("sweep"):
-                self.sweep(int(content["index"]))
-        elif event == "search":
-            with self.working("search"):
-                found = Reference.of(self.lab).search(self.layer, str(content.get("query", "")), self.labels)
-                self.search_results = [{"feature": int(r.feature), "label": r.label, "match": r.match,
-                                        "top_tokens": list(r.top_tokens)} for r in found.itertuples()]
+    def _add_message(self, content: dict) -> None:
+        alpha = message_field(content, "alpha", validate.alpha) if "alpha" in content else 0.0
+        self.add_feature(message_field(content, "feature"), alpha)
+
+    def _remove_message(self, content: dict) -> None:
+        self.remove_feature(message_field(content, "index"))
+
+    def _sweep_message(self, content: dict) -> None:
+        self.sweep(message_field(content, "index"))
+
+    def _search_message(self, content: dict) -> None:
+        query = message_field(content, "query", _query)
+        found = Reference.of(self.lab).search(self.layer, query, self.labels)
+        self.search_results = [{"feature": int(r.feature), "label": r.label, "match": r.match,
+                                "top_tokens": list(r.top_tokens)} for r in found.itertuples()]

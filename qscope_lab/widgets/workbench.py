@@ -3,6 +3,11 @@
 Click a feature in the heatmap and the card shows it; "steer with it" on the card adds a slider to the
 steering panel. Nothing here is special: each part is the standalone widget (``wb.heatmap``, ``wb.card``,
 ``wb.steering``), linked with ``traitlets.link`` and a callback, as users link their own.
+
+``Workbench(lab, texts, prompt="")``: ``texts`` is one text or a list of them for the heatmap; an empty list (or
+an empty text) is refused at once with a ValueError naming ``texts``, since every part of the workbench starts
+from a text (the steering and attribution prompt defaults to the first 80 characters of the first one).
+``steer_alpha`` (what "steer with it" adds) is checked as a steering strength.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import ipywidgets
 import traitlets
 
 from ..analysis.labels import FeatureLabels
+from ..base import validate
 from ._base import reject_unknown_kwargs
 from .attribution import AttributionPanel
 from .card import FeatureCard
@@ -27,11 +33,15 @@ class Workbench(ipywidgets.VBox):
     def __init__(self, lab: Lab, texts, prompt: str = "", layer: int | None = None, steer_alpha: float = 8.0,
                  reference=None, labels=None, **kwargs):
         reject_unknown_kwargs(self, kwargs)
+        texts = validate.texts(texts, "texts")
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        steer_alpha = validate.alpha(steer_alpha, "steer_alpha")
         labels = labels if labels is not None else FeatureLabels.for_lab(lab)
         self.heatmap = Heatmap(lab, texts, layer=layer, labels=labels)
         self.card = FeatureCard(lab, layer=self.heatmap.layer, feature=self.heatmap.feature, reference=reference,
                                 labels=labels)
-        self.steering = SteeringPanel(lab, prompt or (texts if isinstance(texts, str) else texts[0])[:80],
+        self.steering = SteeringPanel(lab, prompt or texts[0][:80],
                                       layer=self.heatmap.layer, labels=labels)
         self.attribution = AttributionPanel(lab, self.steering.prompt, layer=self.heatmap.layer, labels=labels)
         self.steer_alpha = steer_alpha
@@ -48,12 +58,13 @@ class Workbench(ipywidgets.VBox):
         self.add_class("qs-workbench")
 
     def _attribution_selected(self, change):
-        if change["new"]:
-            self.heatmap.layer, self.heatmap.feature = change["new"]["layer"], change["new"]["feature"]
+        if change["new"]:  # complete and checked (AttributionPanel._check_selected); a failure shows there
+            with self.attribution.working("select"):
+                self.heatmap.layer, self.heatmap.feature = change["new"]["layer"], change["new"]["feature"]
 
     def _label_changed(self, change):
         """A new label shows up in the heatmap's names at once."""
-        labels = dict(self.heatmap.labels)
+        labels = dict(self.heatmap.labels)  # plain dict work: nothing here can fail
         key = str(self.card.feature)
         if change["new"]:
             labels[key] = change["new"]
