@@ -508,3 +508,76 @@ def test_array_trait_round_trips_through_a_widget_comm():
     assert widget.grid.shape == (2, 4) and np.array_equal(widget.grid, array[:2])
     with pytest.raises(traitlets.TraitError, match="do not make rows of shape"):
         widget.set_state({"grid": memoryview(sent[:20])})
+
+
+# ------------------------------------------------------------------ issue 29: errors show in the widget
+def front_end_sets(widget, **state):
+    """What the front end sends when it sets traits (ipywidgets' comm 'update' message)."""
+    widget._handle_msg({"content": {"data": {"method": "update", "state": state, "buffer_paths": []}},
+                        "buffers": []})
+
+
+@pytest.mark.parametrize("content, shown", [
+    ({"event": "add"}, "add: the message has no 'feature'"),
+    ({"event": "add", "feature": "11"}, "add: feature must be an int, got '11' (str)"),
+    ({"event": "add", "feature": 11.5}, "feature must be an int, got 11.5"),
+    ({"event": "add", "feature": 11, "alpha": "x"}, "alpha must be a number, got 'x'"),
+    ({"event": "add", "feature": 11, "alpha": 1e9}, "alpha must be at most"),
+    ({"event": "remove"}, "remove: the message has no 'index'"),
+    ({"event": "sweep", "index": "0"}, "sweep: index must be an int"),
+    ({"event": "sweep", "index": -1}, "index must be at least 0, got -1"),
+    ({"event": "search", "query": None}, "search: query must be a str"),
+    ({"event": "teleport"}, "unknown event 'teleport'"),
+    ("add", "must be an object, got str"),
+])
+def test_steering_bad_messages_show_in_the_panel(lab, content, shown):
+    panel = SteeringPanel(lab, PROMPT, layer=2, features=[11], max_new_tokens=2, top_next=0)
+    panel._handle_custom_msg(content, [])
+    assert shown in panel.error and [r["feature"] for r in panel.features] == [11]
+
+
+def test_steering_bad_values_from_the_front_end_show_and_are_kept_out(lab):
+    panel = SteeringPanel(lab, PROMPT, layer=2, features=[11], max_new_tokens=2, top_next=0)
+    rows = panel.features
+    for state, why in [({"features": [{"layer": 2, "feature": 11}]}, "features[0] has no 'alpha'"),
+                       ({"features": [{"layer": 2, "feature": 11, "alpha": "big"}]}, "features[0]['alpha']"),
+                       ({"features": [{"layer": 8, "feature": 11, "alpha": 1}]}, "features[0]['layer']"),
+                       ({"positions": "everywhere"}, "positions must be one of"),
+                       ({"max_new_tokens": 0}, "max_new_tokens must be at least 1")]:
+        front_end_sets(panel, **state)
+        assert why in panel.error, state
+    assert panel.features == rows and panel.positions == "all" and panel.max_new_tokens == 2
+    with pytest.raises(ValueError, match="top_next must be at least 0"):
+        SteeringPanel(lab, PROMPT, top_next=-1)
+    with pytest.raises(traitlets.TraitError, match="alpha_max must be above 0"):
+        panel.alpha_max = 0
+
+
+def test_classifier_export_refuses_to_replace_a_file_that_is_not_a_classifier(lab, tmp_path):
+    notebook = tmp_path / "analysis.ipynb"
+    notebook.write_text('{"cells": [], "nbformat": 4}')
+    panel = ClassifierPanel(lab, ZH_SEEDS[:4], EN_SEEDS[:4], path=str(notebook))
+    assert panel.error == "" and panel.classifier is not None
+    message(panel, event="export")
+    assert "not replaced" in panel.error and "export:" in panel.error
+    assert notebook.read_text() == '{"cells": [], "nbformat": 4}'  # untouched
+    saved = tmp_path / "clf.json"
+    panel.path = str(saved)
+    message(panel, event="export")
+    assert panel.error == "" and SeedClassifier.load(saved, lab).features_ == panel.classifier.features_
+    message(panel, event="export")  # a classifier file may be replaced
+    assert panel.error == "" and "saved" in panel.message
+    message(panel, event="unknown")
+    assert "unknown event 'unknown'" in panel.error
+    with pytest.raises(traitlets.TraitError, match="top_k must be at least 1"):
+        panel.top_k = -5
+
+
+def test_other_widgets_check_their_counts(lab):
+    with pytest.raises(traitlets.TraitError, match="n_top must be at least 1"):
+        Heatmap(lab, TEXTS[0], n_top=-5)
+    with pytest.raises(ValueError, match="max_length must be at least 1"):
+        Heatmap(lab, TEXTS[0], max_length=0)
+    cmp = Compare(lab, "The cat sat.", "The dog sat.", layers=[2], top=2)
+    front_end_sets(cmp, top=-5)
+    assert "top must be at least 1, got -5" in cmp.error and cmp.top == 2
