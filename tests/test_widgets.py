@@ -546,7 +546,9 @@ def test_steering_bad_values_from_the_front_end_show_and_are_kept_out(lab):
                        ({"max_new_tokens": 0}, "max_new_tokens must be at least 1")]:
         front_end_sets(panel, **state)
         assert why in panel.error, state
-    assert panel.features == rows and panel.positions == "all" and panel.max_new_tokens == 2
+    assert panel.positions == "all" and panel.max_new_tokens == 2
+    front_end_sets(panel, features=rows)  # the next good value works
+    assert panel.error == "" and panel.steered_for == []
     with pytest.raises(ValueError, match="top_next must be at least 0"):
         SteeringPanel(lab, PROMPT, top_next=-1)
     with pytest.raises(traitlets.TraitError, match="alpha_max must be above 0"):

@@ -255,10 +255,11 @@ class LabWidget(anywidget.AnyWidget):
         that is not an object, or names an event the widget does not have, is an error too; one without an
         ``event`` field is not for these handlers and is left alone."""
         if not self._events:
-            self.on_msg(self._dispatch_event)
+            self.on_msg(self._on_message)
         self._events.update(handlers)
 
-    def _dispatch_event(self, widget, content, buffers) -> None:
+    def _on_message(self, widget, content, buffers) -> None:
+        """The ``on_msg`` callback of :meth:`on_events` (what a front-end ``model.send`` reaches)."""
         event = content.get("event") if isinstance(content, dict) else None
         if isinstance(content, dict) and "event" not in content:
             return

@@ -9,8 +9,9 @@ steered text readable. Beside the texts, the ``top_next`` most likely next token
 and steered (0 hides them; not shown when only generated tokens are steered).
 
 Arguments are checked at construction and the traits again whenever they are set (``max_new_tokens`` >= 1,
-``alpha_max`` and each slider's alpha a finite steering strength, ``positions`` / ``mode`` from their lists, each
-``features`` row a ``{layer, feature, alpha}`` of the Lab); what the front end sends (add, remove, sweep,
+``alpha_max`` a finite steering strength above 0, ``positions`` / ``mode`` from their lists); each ``features``
+row must be a ``{layer, feature, alpha}`` of the Lab with a finite alpha, else the regeneration shows which row
+is wrong (the panel keeps the value, the next good one works). What the front end sends (add, remove, sweep,
 search) is checked field by field and an error shows in the panel's error line.
 """
 
@@ -130,6 +131,7 @@ class SteeringPanel(LabWidget):
                 raise ValueError("type a prompt")
             if self.positions not in POSITIONS:
                 raise ValueError(f"positions must be one of {', '.join(POSITIONS)}")
+            self._check_features()
             start = time.perf_counter()
             key = (self.prompt, self.max_new_tokens)
             if key != self._baseline_key:
@@ -171,23 +173,15 @@ class SteeringPanel(LabWidget):
         return table
 
     # ------------------------------------------------------------------ plumbing
-    @traitlets.validate("features")
-    def _check_features(self, proposal):
-        """Each row a ``{layer, feature, alpha}`` of the Lab (``label`` optional): what the sliders send."""
-        rows = []
-        try:
-            for i, row in enumerate(proposal["value"]):
-                missing = [key for key in ("layer", "feature", "alpha") if key not in row]
-                if missing:
-                    raise ValueError(f"features[{i}] has no {', '.join(map(repr, missing))}")
-                layer = self.lab.check_layer(row["layer"], f"features[{i}]['layer']")
-                rows.append({**row, "layer": layer,
-                             "feature": self.lab.check_feature(layer, row["feature"], f"features[{i}]['feature']"),
-                             "alpha": validate.alpha(row["alpha"], f"features[{i}]['alpha']"),
-                             "label": str(row.get("label", ""))})
-        except (TypeError, ValueError, IndexError) as err:
-            raise traitlets.TraitError(str(err)) from None
-        return rows
+    def _check_features(self) -> None:
+        """Each row a ``{layer, feature, alpha}`` of the Lab with a finite alpha (what the sliders send)."""
+        for i, row in enumerate(self.features):
+            missing = [key for key in ("layer", "feature", "alpha") if key not in row]
+            if missing:
+                raise ValueError(f"features[{i}] has no {', '.join(map(repr, missing))}")
+            layer = self.lab.check_layer(row["layer"], f"features[{i}]['layer']")
+            self.lab.check_feature(layer, row["feature"], f"features[{i}]['feature']")
+            validate.alpha(row["alpha"], f"features[{i}]['alpha']")
 
     @reacts("features", "prompt", "positions", "mode", "max_new_tokens")
     def _inputs_changed(self, change):
