@@ -65,3 +65,44 @@ def test_stage_refuses_unknown_groups_and_odd_widths(tmp_path):
         stage("Qwen/Qwen3-8B-Base", tmp_path)
     with pytest.raises(ValueError, match="multiple of 1024"):
         stage(find_group("Qwen/SAE-Res-Qwen3-8B-Base-W64K-L0_50"), tmp_path, width=1000)
+
+
+# Parameter counts the model cards publish (Qwen3: 1.7B, 8.2B, 30.5B; Qwen3.5 text models: the names' sizes less
+# the vision tower), against the registry's shapes built on the meta device (no memory, no download)
+PUBLISHED_TEXT_PARAMS = {"Qwen/Qwen3-1.7B-Base": 1.7e9, "Qwen/Qwen3-8B-Base": 8.2e9,
+                         "Qwen/Qwen3-30B-A3B-Base": 30.5e9, "Qwen/Qwen3.5-27B": 26.9e9}
+
+
+@pytest.mark.parametrize("backbone", sorted(PUBLISHED_TEXT_PARAMS))
+def test_registry_shapes_build_the_published_model_size(backbone):
+    import transformers
+
+    from qscope_lab.saes.registry import BACKBONE_CONFIGS
+    from qscope_lab.testing.tiny import real_config
+
+    group = default_group(backbone)
+    shapes = BACKBONE_CONFIGS[backbone]
+    assert (shapes.n_layers, shapes.hidden) == (group.n_layers, group.d_model) and group.config is shapes
+    with torch.device("meta"):
+        model = getattr(transformers, group.model_class)(real_config(group.model_class, shapes))
+    text = sum(p.numel() for name, p in model.named_parameters() if "visual" not in name)
+    assert text == pytest.approx(PUBLISHED_TEXT_PARAMS[backbone], rel=0.03)
+    if shapes.hybrid:
+        types = model.config.get_text_config().layer_types
+        assert types.count("full_attention") == shapes.n_layers // 4 and types[3] == "full_attention"
+
+
+def test_real_shape_standin_at_reduced_depth(tmp_path):
+    """shape="real": the backbone's own widths (here the 1.7B's 2048 hidden, 16/8 heads) at 1 layer, with a
+    1K-wide SAE so the test stays small; Lab.load reads it like a download."""
+    group = default_group("Qwen/Qwen3-1.7B-Base")
+    model_dir, sae_dir = stage(group, tmp_path, n_layers=1, width=1024, shape="real", dtype="bfloat16")
+    lab = Lab.load(model_dir, saes=sae_dir)
+    attn = lab.blocks[0].self_attn
+    assert lab.n_layers == 1 and lab.d_model == 2048
+    assert (attn.q_proj.out_features, attn.k_proj.out_features) == (16 * 128, 8 * 128)
+    assert lab.blocks[0].mlp.up_proj.out_features == 6144
+    acts = lab.encode("The cat sat.", layer=0)
+    assert acts.d_sae == 1024 and acts.indices.shape[-1] == group.k
+    with pytest.raises(ValueError, match="n_layers must be in 1..28"):
+        stage(group, tmp_path, n_layers=29, shape="real")

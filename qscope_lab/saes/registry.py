@@ -26,6 +26,11 @@ class SAEGroup:
     k: int
 
     @property
+    def config(self) -> BackboneConfig:
+        """The backbone's published shapes (``BACKBONE_CONFIGS``)."""
+        return BACKBONE_CONFIGS[self.backbone]
+
+    @property
     def filenames(self) -> list[str]:
         return [layer_filename(n) for n in range(self.n_layers)]
 
@@ -33,6 +38,72 @@ class SAEGroup:
     def bytes_per_layer(self) -> int:
         """float32 W_enc + W_dec + biases, as stored in each ``layer{n}.sae.pt``."""
         return 4 * (2 * self.d_sae * self.d_model + self.d_sae + self.d_model)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """The shapes of a backbone's text model as its published ``config.json`` gives them, so stand-ins, memory
+    plans and benchmarks use real sizes offline (the Hub is not needed to know how big a layer is).
+
+    Qwen3.5 backbones are hybrid: ``linear_*`` describe their Gated-DeltaNet layers, one layer in
+    ``full_attention_interval`` is full attention; MoE backbones give their experts."""
+
+    n_layers: int
+    hidden: int
+    intermediate: int  # dense MLP width (0 where every layer is MoE and the key is absent)
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied_embeddings: bool
+    max_positions: int
+    rope_theta: float
+    experts: int = 0
+    experts_per_token: int = 0
+    moe_intermediate: int = 0
+    shared_expert_intermediate: int = 0
+    linear_key_heads: int = 0
+    linear_value_heads: int = 0
+    linear_head_dim: int = 0  # key and value head dims are equal (128) in every released Qwen3.5
+    linear_conv_kernel: int = 0
+    full_attention_interval: int = 0
+    partial_rotary_factor: float = 1.0
+    attn_output_gate: bool = False
+
+    @property
+    def hybrid(self) -> bool:
+        return self.full_attention_interval > 0
+
+    def layer_types(self, n_layers: int | None = None) -> list[str]:
+        """Per layer "full_attention" or "linear_attention" (the config's ``layer_types``)."""
+        n = self.n_layers if n_layers is None else n_layers
+        if not self.hybrid:
+            return ["full_attention"] * n
+        return ["full_attention" if (i + 1) % self.full_attention_interval == 0 else "linear_attention"
+                for i in range(n)]
+
+
+# Published config.json values (text model). Qwen3: the Base checkpoints' files; Qwen3-30B-A3B-Base's MoE routing
+# fields as in the post-trained Qwen3-30B-A3B. Qwen3.5: text_config of each release; rope_theta sits in its
+# rope_parameters with partial_rotary_factor 0.25, head_dim 256, linear key/value head dim 128, conv kernel 4.
+_QWEN35 = dict(head_dim=256, vocab=248320, max_positions=262144, rope_theta=1e7, linear_key_heads=16,
+               linear_head_dim=128, linear_conv_kernel=4, full_attention_interval=4, partial_rotary_factor=0.25,
+               attn_output_gate=True)
+BACKBONE_CONFIGS: dict[str, BackboneConfig] = {
+    "Qwen/Qwen3-1.7B-Base": BackboneConfig(28, 2048, 6144, 16, 8, 128, 151936, True, 32768, 1e6),
+    "Qwen/Qwen3-8B-Base": BackboneConfig(36, 4096, 12288, 32, 8, 128, 151936, False, 32768, 1e6),
+    "Qwen/Qwen3-30B-A3B-Base": BackboneConfig(48, 2048, 6144, 32, 4, 128, 151936, False, 32768, 1e6,
+                                              experts=128, experts_per_token=8, moe_intermediate=768),
+    "Qwen/Qwen3.5-2B-Base": BackboneConfig(24, 2048, 6144, 8, 2, tied_embeddings=True, linear_value_heads=16,
+                                           **_QWEN35),
+    "Qwen/Qwen3.5-9B-Base": BackboneConfig(32, 4096, 12288, 16, 4, tied_embeddings=False, linear_value_heads=32,
+                                           **_QWEN35),
+    "Qwen/Qwen3.5-27B": BackboneConfig(64, 5120, 17408, 24, 4, tied_embeddings=False, linear_value_heads=48,
+                                       **_QWEN35),
+    "Qwen/Qwen3.5-35B-A3B-Base": BackboneConfig(40, 2048, 0, 16, 2, tied_embeddings=False, linear_value_heads=32,
+                                                experts=256, experts_per_token=8, moe_intermediate=512,
+                                                shared_expert_intermediate=512, **_QWEN35),
+}
 
 
 def layer_filename(layer: int) -> str:
