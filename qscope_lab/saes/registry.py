@@ -86,23 +86,25 @@ class BackboneConfig:
 # Published config.json values (text model). Qwen3: the Base checkpoints' files; Qwen3-30B-A3B-Base's MoE routing
 # fields as in the post-trained Qwen3-30B-A3B. Qwen3.5: text_config of each release; rope_theta sits in its
 # rope_parameters with partial_rotary_factor 0.25, head_dim 256, linear key/value head dim 128, conv kernel 4.
-_QWEN35 = dict(head_dim=256, vocab=248320, max_positions=262144, rope_theta=1e7, linear_key_heads=16,
-               linear_head_dim=128, linear_conv_kernel=4, full_attention_interval=4, partial_rotary_factor=0.25,
-               attn_output_gate=True)
+def _qwen35(n_layers: int, hidden: int, intermediate: int, heads: int, kv_heads: int, tied: bool,
+            linear_value_heads: int, **moe: int) -> BackboneConfig:
+    """What every Qwen3.5 text config shares, around the numbers that differ."""
+    return BackboneConfig(n_layers, hidden, intermediate, heads, kv_heads, head_dim=256, vocab=248320,
+                          tied_embeddings=tied, max_positions=262144, rope_theta=1e7, linear_key_heads=16,
+                          linear_value_heads=linear_value_heads, linear_head_dim=128, linear_conv_kernel=4,
+                          full_attention_interval=4, partial_rotary_factor=0.25, attn_output_gate=True, **moe)
+
+
 BACKBONE_CONFIGS: dict[str, BackboneConfig] = {
     "Qwen/Qwen3-1.7B-Base": BackboneConfig(28, 2048, 6144, 16, 8, 128, 151936, True, 32768, 1e6),
     "Qwen/Qwen3-8B-Base": BackboneConfig(36, 4096, 12288, 32, 8, 128, 151936, False, 32768, 1e6),
     "Qwen/Qwen3-30B-A3B-Base": BackboneConfig(48, 2048, 6144, 32, 4, 128, 151936, False, 32768, 1e6,
                                               experts=128, experts_per_token=8, moe_intermediate=768),
-    "Qwen/Qwen3.5-2B-Base": BackboneConfig(24, 2048, 6144, 8, 2, tied_embeddings=True, linear_value_heads=16,
-                                           **_QWEN35),
-    "Qwen/Qwen3.5-9B-Base": BackboneConfig(32, 4096, 12288, 16, 4, tied_embeddings=False, linear_value_heads=32,
-                                           **_QWEN35),
-    "Qwen/Qwen3.5-27B": BackboneConfig(64, 5120, 17408, 24, 4, tied_embeddings=False, linear_value_heads=48,
-                                       **_QWEN35),
-    "Qwen/Qwen3.5-35B-A3B-Base": BackboneConfig(40, 2048, 0, 16, 2, tied_embeddings=False, linear_value_heads=32,
-                                                experts=256, experts_per_token=8, moe_intermediate=512,
-                                                shared_expert_intermediate=512, **_QWEN35),
+    "Qwen/Qwen3.5-2B-Base": _qwen35(24, 2048, 6144, 8, 2, tied=True, linear_value_heads=16),
+    "Qwen/Qwen3.5-9B-Base": _qwen35(32, 4096, 12288, 16, 4, tied=False, linear_value_heads=32),
+    "Qwen/Qwen3.5-27B": _qwen35(64, 5120, 17408, 24, 4, tied=False, linear_value_heads=48),
+    "Qwen/Qwen3.5-35B-A3B-Base": _qwen35(40, 2048, 0, 16, 2, tied=False, linear_value_heads=32, experts=256,
+                                         experts_per_token=8, moe_intermediate=512, shared_expert_intermediate=512),
 }
 
 
