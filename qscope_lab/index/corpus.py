@@ -29,6 +29,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet", ".csv")
 # suffixes that make a one-line string a file name rather than a text (read or not: a missing one is refused)
@@ -43,7 +44,7 @@ class Document:
     text: str
 
 
-def _rows_of_file(path: Path) -> Iterator[tuple[str | None, str]]:
+def _rows_of_file(path: Path) -> Iterator[tuple[Any, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         with open(path, encoding="utf-8") as handle:
@@ -98,7 +99,7 @@ def _is_frame(corpus) -> bool:
     return pd is not None and isinstance(corpus, pd.DataFrame)
 
 
-def _rows_of_frame(frame) -> Iterator[tuple[str | None, str]]:
+def _rows_of_frame(frame) -> Iterator[tuple[Any, Any]]:
     if "text" not in frame.columns:
         raise ValueError(f"a DataFrame corpus needs a 'text' column (optional: 'source', 'id'); its columns are "
                          f"{[str(c) for c in frame.columns]}")
@@ -108,7 +109,7 @@ def _rows_of_frame(frame) -> Iterator[tuple[str | None, str]]:
         yield (None if source is None or source != source else source), text  # NaN source: none
 
 
-def _rows_of_path(path: Path, source: str | None) -> Iterator[tuple[str | None, str]]:
+def _rows_of_path(path: Path, source: str | None) -> Iterator[tuple[Any, Any]]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_SUFFIXES)
         if not files:
@@ -122,7 +123,7 @@ def _rows_of_path(path: Path, source: str | None) -> Iterator[tuple[str | None, 
     yield from ((s or source or path.stem, t) for s, t in _rows_of_file(path))
 
 
-def _rows(corpus, source: str | None) -> Iterator[tuple[str | None, str]]:
+def _rows(corpus, source: str | None) -> Iterator[tuple[Any, Any]]:
     if isinstance(corpus, Path) or (isinstance(corpus, os.PathLike) and not isinstance(corpus, str)):
         yield from _rows_of_path(Path(corpus), source)
         return
