@@ -583,3 +583,17 @@ def test_other_widgets_check_their_counts(lab):
     cmp = Compare(lab, "The cat sat.", "The dog sat.", layers=[2], top=2)
     front_end_sets(cmp, top=-5)
     assert "top must be at least 1, got -5" in cmp.error and cmp.top == 2
+
+
+def test_card_messages_go_through_the_error_line(lab):
+    """FeatureCard's one front-end message (send to steering) runs like every widget's: a bad message shows in the
+    error line instead of raising out of the handler, and a steer reaches its callbacks."""
+    from qscope_lab.widgets import FeatureCard
+
+    card = FeatureCard(lab, layer=1, feature=3)
+    got = []
+    card.on_steer(lambda layer, feature: got.append((layer, feature)))
+    card._on_message(card, ["steer"], [])
+    assert "must be an object" in card.error
+    card._on_message(card, {"event": "steer"}, [])
+    assert got == [(1, 3)]

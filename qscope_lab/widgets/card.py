@@ -52,18 +52,16 @@ class FeatureCard(LabWidget):
         self.n_contexts, self.window = n_contexts, window
         self._steer_callbacks = []
         self._filling: set[int] = set()  # layers whose reference encoding is still filling in
-        self.on_msg(self._on_message)
+        self.on_events(steer=self._send_to_steering)
         self._show()
 
     def on_steer(self, callback) -> None:
         """``callback(layer, feature)`` when the user sends this feature to steering."""
         self._steer_callbacks.append(callback)
 
-    def _on_message(self, widget, content, buffers):
-        if content.get("event") == "steer":
-            for callback in self._steer_callbacks:
-                with self.working("steer"):
-                    callback(self.layer, self.feature)
+    def _send_to_steering(self, content: dict) -> None:
+        for callback in self._steer_callbacks:
+            callback(self.layer, self.feature)
 
     @reacts("layer", "feature")
     def _selection_changed(self, change):
