@@ -44,19 +44,21 @@ import torch
 
 from qscope_lab import Lab
 from qscope_lab import training as ts
+from qscope_lab.cli.options import COUNT, POSITIVE, SEED, number
 from qscope_lab.training import code_switch_experiment as cse
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--weights", type=float, nargs="+", default=[1e-3, 0.1, 0.25, 0.5],
-                        help="lambda values (1e-3 is REFERENCE's value for Qwen3-1.7B)")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--habit-steps", type=int, default=60)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--features", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    # every number checked while parsing (argparse error, exit code 2), before the model loads
+    parser.add_argument("--seeds", type=SEED, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--weights", type=number(minimum=0.0), nargs="+", default=[1e-3, 0.1, 0.25, 0.5],
+                        help="lambda values, finite and >= 0 (1e-3 is REFERENCE's value for Qwen3-1.7B)")
+    parser.add_argument("--steps", type=POSITIVE, default=30)
+    parser.add_argument("--habit-steps", type=COUNT, default=60)
+    parser.add_argument("--lr", type=number(above=0.0), default=1e-4)
+    parser.add_argument("--features", type=POSITIVE, default=16)
+    parser.add_argument("--threads", type=POSITIVE, default=1, help="torch CPU threads")
     parser.add_argument("--out", help="write every row (all seeds) as CSV")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -1,7 +1,11 @@
 """The qscope-lab command: registry table, info, encode and steer on a local model + SAE folder."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -65,3 +69,104 @@ def test_bad_input_gives_a_clear_error(checkpoint, capsys):
     with pytest.raises(ValueError, match="LAYER:FEATURE=ALPHA"):
         parse_steer_args(["5"], layer=1)
     assert parse_steer_args(["5=-2.5", "3:9=1"], layer=1) == {(1, 5): -2.5, (3, 9): 1.0}
+
+
+# ---------------------------------------------------------------------------------------------- numeric options
+ROOT = Path(__file__).resolve().parents[1]
+NOWHERE = "/nonexistent/model"  # never reached: every number is refused while parsing, before any model loads
+BAD_NUMBERS = [
+    (["sasft-demo", "--steps", "-1"], "--steps", "at least 1"),
+    (["sasft-demo", "--steps", "0"], "--steps", "at least 1"),
+    (["sasft-demo", "--weight", "nan"], "--weight", "finite"),
+    (["sasft-demo", "--weight", "0.25", "--weight", "inf"], "--weight", "finite"),
+    (["sasft-demo", "--weight", "-0.5"], "--weight", "at least 0"),
+    (["sasft-demo", "--habit-steps", "-1"], "--habit-steps", "at least 0"),
+    (["sasft-demo", "--features", "0"], "--features", "at least 1"),
+    (["sasft-demo", "--layer", "-1"], "--layer", "at least 0"),
+    (["sasft-demo", "--seed", "-3"], "--seed", "at least 0"),
+    (["sasft-demo", "--steps", "1.5"], "--steps", "must be an int"),
+    (["language-features", "--top", "0"], "--top", "at least 1"),
+    (["language-features", "--layer", "-2"], "--layer", "at least 0"),
+    (["encode", "--top", "0", "hi"], "--top", "at least 1"),
+    (["encode", "--max-firing-rate", "0", "hi"], "--max-firing-rate", "more than 0"),
+    (["encode", "--max-firing-rate", "nan", "hi"], "--max-firing-rate", "finite"),
+    (["encode", "--max-firing-rate", "1.5", "hi"], "--max-firing-rate", "at most 1"),
+    (["encode", "--layer", "-1", "hi"], "--layer", "at least 0"),
+    (["encode", "--k", "0", "hi"], "--k", "at least 1"),
+    (["info", "--layer", "-1"], "--layer", "at least 0"),
+    (["steer", "--steer", "5=1", "--max-new-tokens", "0", "hi"], "--max-new-tokens", "at least 1"),
+    (["steer", "--steer", "5=1", "--layer", "-1", "hi"], "--layer", "at least 0"),
+    (["classify", "--train", "t.csv", "--n-layers", "0"], "--n-layers", "at least 1"),
+    (["classify", "--train", "t.csv", "--top-k", "33"], "--top-k", "from 1 to 32"),
+    (["classify", "--train", "t.csv", "--statistic", "bogus"], "--statistic", "invalid choice"),
+    (["coverage", "--benchmark", "a.txt", "--batch-size", "0"], "--batch-size", "at least 1"),
+    (["coverage", "--benchmark", "a.txt", "--max-length", "-1"], "--max-length", "at least 0"),
+    (["coverage", "--benchmark", "a.txt", "--max-length", "1"], "--max-length", "at least 2"),
+    (["coverage", "--benchmark", "a.txt", "--n-orders", "0"], "--n-orders", "at least 1"),
+    (["synthesize", "--seeds", "s.txt", "--targets", "1", "--alphas", "4,nan"], "--alphas", "finite"),
+    (["synthesize", "--seeds", "s.txt", "--targets", "1", "--alphas", "1e30"], "--alphas", "at most 10000"),
+    (["synthesize", "--seeds", "s.txt", "--targets", "1", "--alphas", ","], "--alphas", "comma-separated"),
+    (["synthesize", "--seeds", "s.txt", "--targets", "a,b"], "--targets", "feature ids"),
+    (["synthesize", "--seeds", "s.txt", "--targets", "1", "--n-targets", "0"], "--n-targets", "at least 1"),
+    (["synthesize", "--seeds", "s.txt", "--targets", "1", "--per-target", "0"], "--per-target", "at least 1"),
+    (["synthesize", "--seeds", "s.txt", "--targets", "1", "--max-new-tokens", "0"], "--max-new-tokens",
+     "at least 1"),
+    (["synthesize", "--seeds", "s.txt", "--targets", "1", "--seed", "-1"], "--seed", "at least 0"),
+]
+
+
+@pytest.mark.parametrize("argv,option,message", BAD_NUMBERS, ids=[" ".join(c[0]) for c in BAD_NUMBERS])
+def test_every_numeric_option_is_refused_while_parsing(capsys, argv, option, message):
+    """Exit code 2 and argparse's one error line naming the option, before the model (here a path that does not
+    exist) is ever looked at; today ``sasft-demo --steps -1`` and ``--weight nan`` ran and exited 0."""
+    command = argv[0]
+    code = main([command, "-m", NOWHERE, *argv[1:]])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    last = err.splitlines()[-1]
+    assert last.startswith(f"qscope-lab {command}: error: argument {option}"), err
+    assert message in last and NOWHERE not in err and "Traceback" not in err
+
+
+def test_sasft_demo_recipe_refuses_bad_numbers():
+    for args, message in ((["--steps", "-1"], "argument --steps: must be at least 1"),
+                          (["--weights", "0.1", "nan"], "argument --weights: must be a finite number"),
+                          (["--lr", "0"], "argument --lr: must be more than 0")):
+        result = subprocess.run([sys.executable, str(ROOT / "recipes" / "sasft_demo.py"), *args],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_help_returns_zero():
+    assert main(["saes", "--help"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------- Ctrl-C
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/wchan to interrupt at a known "
+                                                                  "point")
+def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path):
+    """A real SIGINT while the command is inside its work (blocked opening its --out, a FIFO nobody reads)."""
+    fifo = tmp_path / "out.csv"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "qscope_lab.cli", "saes", "--out", str(fifo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        wchan = Path(f"/proc/{proc.pid}/wchan").read_text()
+        if "fifo" in wchan or "partner" in wchan:  # inside open(): the command is running
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the command never reached its output file")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() == "qscope-lab saes: interrupted: this command does not resume; run it again to start over"
+
+
+def test_an_interrupted_index_build_says_how_to_resume():
+    from qscope_lab.cli.main import build_parser, resume_hint
+
+    args = build_parser().parse_args(["index", "build", "--corpus", "docs.jsonl", "--out", "my-index"])
+    assert "run the same command again to resume the build at my-index" in resume_hint(args)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .options import add_lab_options, lab_from_args, print_frame
+import argparse
+
+from .options import POSITIVE, add_lab_options, lab_from_args, print_frame
 
 
 def register(sub) -> None:
@@ -10,14 +12,25 @@ def register(sub) -> None:
     add_lab_options(p, needs_saes=False)
     p.add_argument("--train", required=True, help="labelled seeds: .csv/.parquet/.jsonl with text and label")
     p.add_argument("--test", help="labelled held-out texts (same format): metrics against the baselines")
-    p.add_argument("--statistic", default="mean", help="mean, rate, any (the report's OR rule) or auto")
-    p.add_argument("--top-k", default="20", help="features in the rule (1-32), all (every feature the seeds "
-                   "separate: more accurate, long to read), or auto (5, 10, 20 by leave-one-out)")
-    p.add_argument("--select", default="loo", help="loo (layer by leave-one-out) or delta (the report's choice)")
-    p.add_argument("--n-layers", type=int, default=1)
+    p.add_argument("--statistic", default="mean", choices=["mean", "rate", "any", "auto"],
+                   help="mean, rate, any (the report's OR rule) or auto")
+    p.add_argument("--top-k", default="20", type=top_k, help="features in the rule (1-32), all (every feature the "
+                   "seeds separate: more accurate, long to read), or auto (5, 10, 20 by leave-one-out)")
+    p.add_argument("--select", default="loo", choices=["loo", "delta"],
+                   help="loo (layer by leave-one-out) or delta (the report's choice)")
+    p.add_argument("--n-layers", type=POSITIVE, default=1)
     p.add_argument("--save", help="write the fitted classifier (JSON) here")
     p.add_argument("--out", help="prefix: <prefix>_features.csv, <prefix>_layers.csv, <prefix>_metrics.csv")
     p.set_defaults(func=run)
+
+
+def top_k(text: str) -> int | str:
+    """``--top-k``: an int from 1 to 32, "all" or "auto" (refused while parsing, before the model loads)."""
+    if text in ("all", "auto"):
+        return text
+    if text.isdigit() and 1 <= int(text) <= 32:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"top_k must be an int from 1 to 32, 'all' or 'auto', got {text!r}")
 
 
 def run(args) -> None:
@@ -28,8 +41,7 @@ def run(args) -> None:
 
     train = read_labelled(args.train)
     test = read_labelled(args.test) if args.test else None
-    top_k = int(args.top_k) if args.top_k.isdigit() else args.top_k  # "all" / "auto"; SeedClassifier checks
-    clf = SeedClassifier(lab_from_args(args), statistic=args.statistic, top_k=top_k, select=args.select,
+    clf = SeedClassifier(lab_from_args(args), statistic=args.statistic, top_k=args.top_k, select=args.select,
                          n_layers=args.n_layers)
     if test is not None:
         metrics_frame = clf.compare_baselines(train.text, train.label, test.text, test.label)

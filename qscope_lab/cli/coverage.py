@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from .options import add_lab_options, add_layer_option, lab_from_args, layer_from_args, print_frame
+from .options import POSITIVE, add_lab_options, add_layer_option, integer, lab_from_args, layer_from_args, print_frame
 
 
 def register(sub) -> None:
@@ -16,12 +17,21 @@ def register(sub) -> None:
     p.add_argument("--benchmark", action="append", required=True, metavar="NAME=PATH",
                    help="a benchmark file (.txt one text per line, .jsonl/.json 'text', .csv/.parquet 'text' "
                         "column); repeat for several")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=256, help="tokens kept per text (0: all)")
-    p.add_argument("--n-orders", type=int, default=20, help="random orders averaged in the coverage curve")
+    p.add_argument("--batch-size", type=POSITIVE, default=16)
+    p.add_argument("--max-length", type=max_length, default=256, help="tokens kept per text (0: all; else >= 2)")
+    p.add_argument("--n-orders", type=POSITIVE, default=20, help="random orders averaged in the coverage curve")
     p.add_argument("--out", help="write PREFIX_footprint.csv, PREFIX_overlap_asym.csv, PREFIX_overlap_min.csv "
                                  "and PREFIX_curve.csv instead of printing")
     p.set_defaults(func=run)
+
+
+def max_length(text: str) -> int:
+    """``--max-length``: 0 (all tokens) or at least 2 (position 0, the attention sink, is not counted)."""
+    value = integer(0)(text)
+    if value == 1:
+        raise argparse.ArgumentTypeError("must be 0 (all tokens) or at least 2: one token is only the attention "
+                                         "sink, which is not counted")
+    return value
 
 
 def parse_benchmark_args(items: list[str]) -> dict[str, Path]:

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_lab_options, add_layer_option, add_out_option, lab_from_args, layer_from_args, print_frame
+from .options import (
+    POSITIVE,
+    add_lab_options,
+    add_layer_option,
+    add_out_option,
+    lab_from_args,
+    layer_from_args,
+    number,
+    print_frame,
+)
 
 
 def register(sub) -> None:
     p = sub.add_parser("encode", help="top SAE features of every token")
     add_lab_options(p)
     add_layer_option(p)
-    p.add_argument("--top", type=int, default=5, help="features shown per token (default 5)")
-    p.add_argument("--max-firing-rate", type=float, default=0.5,
+    p.add_argument("--top", type=POSITIVE, default=5, help="features shown per token (default 5)")
+    p.add_argument("--max-firing-rate", type=number(maximum=1.0, above=0.0), default=0.5,
                    help="leave out features firing on more than this share of the tokens: always-on 'register' "
                         "features (default 0.5; 1 keeps all)")
     p.add_argument("--skip-first", action=argparse.BooleanOptionalAction, default=True,
@@ -23,10 +32,6 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    if args.top < 1:
-        raise ValueError(f"--top must be at least 1, got {args.top}")
-    if not 0 < args.max_firing_rate <= 1:
-        raise ValueError(f"--max-firing-rate must be in (0, 1], got {args.max_firing_rate}")
     lab = lab_from_args(args)
     acts = lab.encode(args.texts, layer=layer_from_args(args, lab), skip_first=args.skip_first)
     frame = acts.to_frame(max_firing_rate=args.max_firing_rate)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .options import add_lab_options, lab_from_args, layer_from_args, print_frame
+from .options import LAYER, add_lab_options, lab_from_args, layer_from_args, print_frame
 
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="model and SAE facts")
     add_lab_options(p, needs_saes=False)
-    p.add_argument("--layer", type=int, help="describe this layer's SAE (default: the middle layer)")
+    p.add_argument("--layer", type=LAYER, help="describe this layer's SAE (default: the middle layer)")
     p.set_defaults(func=run)
 
 

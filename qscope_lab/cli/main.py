@@ -13,7 +13,10 @@ default when ``-m`` is omitted, and on the middle layer when ``--layer`` is.
     qscope-lab index build --corpus docs.jsonl --out my-index [--layers 2 3] [--engine ray];  index info | export
 
 Each subcommand is a module of this package with ``register(subparsers)``; heavy imports happen inside the
-command, so ``qscope-lab saes`` or ``--help`` never load torch.
+command, so ``qscope-lab saes`` or ``--help`` never load torch. Every numeric option is checked while the
+arguments are parsed (``options.integer`` / ``number``), before any model loads: exit code 2 and a message
+naming the option. A user's error is one line and exit code 2; Ctrl-C is one line ("interrupted", and how to
+resume where the command can) and exit code 130, as a shell reports SIGINT.
 """
 
 from __future__ import annotations
@@ -46,10 +49,32 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(message).split()) or type(err).__name__
 
 
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
+
+def resume_hint(args: argparse.Namespace) -> str:
+    """How to pick up an interrupted command where it stopped, or "" where it cannot be."""
+    if args.command == "index" and getattr(args, "action", None) == "build":
+        return (f": run the same command again to resume the build at {args.out} (add --overwrite to start "
+                f"afresh)")
+    return ": this command does not resume; run it again to start over"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one ``qscope-lab`` command; returns its exit code (0, 2 for a refused argument or a user's error,
+    130 when interrupted), argparse's own refusals and ``--help`` included."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help (0) or argparse's refusal (2), already printed
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
+    except KeyboardInterrupt:
+        print("qscope-lab: interrupted", file=sys.stderr)
+        return INTERRUPTED
     try:
         args.func(args)
+    except KeyboardInterrupt:
+        print(f"qscope-lab {args.command}: interrupted{resume_hint(args)}", file=sys.stderr)
+        return INTERRUPTED
     except USER_ERRORS as err:
         print(f"qscope-lab {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2

@@ -3,11 +3,81 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..lab import Lab
+
+
+# ---------------------------------------------------------------------------------------------- option types
+# argparse ``type=`` checks: a bad number is refused while the arguments are parsed, before any model loads, as
+# "argument --steps: must be at least 1, got -1" (exit code 2). No numpy or torch here: ``--help`` stays fast.
+MAX_ABS_ALPHA = 1e4  # as base.validate: far beyond any useful steering strength
+
+
+def integer(minimum: int | None = None, maximum: int | None = None):
+    """An int option within [minimum, maximum]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int, got {text!r}") from None
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+def number(minimum: float | None = None, maximum: float | None = None, above: float | None = None):
+    """A finite float option within [minimum, maximum] (and > ``above``): NaN and inf are refused."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError(f"must be more than {above:g}, got {value:g}")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {value:g}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {value:g}")
+        return value
+    parse.__name__ = "float"
+    return parse
+
+
+def numbers(minimum: float | None = None, maximum: float | None = None):
+    """Comma-separated finite numbers (at least one) within [minimum, maximum] -> a list."""
+    one = number(minimum, maximum)
+
+    def parse(text: str) -> list[float]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"give comma-separated numbers, e.g. 4,8,16; got {text!r}")
+        return [one(item) for item in items]
+    parse.__name__ = "numbers"
+    return parse
+
+
+def feature_ids(text: str) -> str:
+    """Comma-separated feature ids (ints >= 0), checked for form here and against the SAE once it is loaded."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items or not all(item.isdigit() for item in items):
+        raise argparse.ArgumentTypeError(f"give comma-separated feature ids (ints >= 0), e.g. 12,45; got {text!r}")
+    return text
+
+
+LAYER = integer(0)      # the upper bound is the model's: checked by the Lab once loaded
+POSITIVE = integer(1)
+COUNT = integer(0)
+SEED = integer(0, 2**32 - 1)
 
 
 def add_lab_options(p: argparse.ArgumentParser, needs_saes: bool = True) -> None:
@@ -17,13 +87,13 @@ def add_lab_options(p: argparse.ArgumentParser, needs_saes: bool = True) -> None
     p.add_argument("-s", "--saes", help="Qwen-Scope hub id, or a local folder/file of SAEs (default: the model's "
                                         "own: the embedded SAEs, or a Qwen-Scope backbone's k=50 group)"
                    + ("" if needs_saes else "; optional"))
-    p.add_argument("--k", type=int, help="TopK k, when the SAE files and their folder name do not say")
+    p.add_argument("--k", type=POSITIVE, help="TopK k, when the SAE files and their folder name do not say")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", help="model dtype: float32, bfloat16, float16 (default: the checkpoint's)")
 
 
 def add_layer_option(p: argparse.ArgumentParser, what: str = "layer whose SAE is used") -> None:
-    p.add_argument("--layer", type=int, help=f"{what} (default: the middle layer)")
+    p.add_argument("--layer", type=LAYER, help=f"{what} (default: the middle layer)")
 
 
 def add_out_option(p: argparse.ArgumentParser, what: str = "write CSV (or .parquet) instead of printing") -> None:

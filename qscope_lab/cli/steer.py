@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from .options import add_lab_options, lab_from_args
+from .options import LAYER, POSITIVE, add_lab_options, lab_from_args
 
 
 def register(sub) -> None:
     p = sub.add_parser("steer", help="baseline vs steered generation")
     add_lab_options(p)
-    p.add_argument("--layer", type=int, help="layer of FEATURE=ALPHA items (default: the middle layer)")
+    p.add_argument("--layer", type=LAYER, help="layer of FEATURE=ALPHA items (default: the middle layer)")
     p.add_argument("--steer", action="append", required=True, metavar="[LAYER:]FEATURE=ALPHA")
     p.add_argument("--positions", default="all", choices=["all", "prompt", "generated"])
     p.add_argument("--mode", default="add", choices=["add", "clamp", "ablate"])
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=POSITIVE, default=32)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     p.add_argument("prompt")
     p.set_defaults(func=run)

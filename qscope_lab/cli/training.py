@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .options import add_lab_options, add_out_option, lab_from_args, print_frame
+from .options import COUNT, LAYER, POSITIVE, SEED, add_lab_options, add_out_option, lab_from_args, number, print_frame
 
 
 def register(sub) -> None:
     p = sub.add_parser("language-features", help="the most language-specific SAE features (SASFT)")
     add_lab_options(p)
-    p.add_argument("--layer", type=int, action="append", help="layer (repeat for several; default: all)")
-    p.add_argument("--top", type=int, default=10, help="features per language and layer")
+    p.add_argument("--layer", type=LAYER, action="append", help="layer (repeat for several; default: all)")
+    p.add_argument("--top", type=POSITIVE, default=10, help="features per language and layer")
     p.add_argument("--texts", action="append", metavar="LANG=FILE",
                    help="one text per line for LANG (repeat; default: the shipped reference corpus en/zh/code)")
     add_out_option(p)
@@ -17,12 +17,13 @@ def register(sub) -> None:
 
     p = sub.add_parser("sasft-demo", help="plain SFT vs SASFT on a code-switching habit (minutes, CPU)")
     add_lab_options(p, needs_saes=False)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--habit-steps", type=int, default=60)
-    p.add_argument("--weight", type=float, action="append", help="lambda (repeat for several; default 0.25)")
-    p.add_argument("--features", type=int, default=16, help="Chinese features per layer")
-    p.add_argument("--layer", type=int, action="append", help="SASFT layer (repeat; default: the last)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=POSITIVE, default=30, help="SFT steps of each arm (>= 1)")
+    p.add_argument("--habit-steps", type=COUNT, default=60, help="steps that teach the habit (>= 0)")
+    p.add_argument("--weight", type=number(minimum=0.0), action="append",
+                   help="lambda, finite and >= 0 (repeat for several; default 0.25)")
+    p.add_argument("--features", type=POSITIVE, default=16, help="Chinese features per layer")
+    p.add_argument("--layer", type=LAYER, action="append", help="SASFT layer (repeat; default: the last)")
+    p.add_argument("--seed", type=SEED, default=0)
     add_out_option(p)
     p.set_defaults(func=run_sasft_demo)
 
