@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from qscope_lab import FeatureIndex, Lab
 from qscope_lab.embedded import reference_documents
-from qscope_lab.index.schema import CorruptIndexError
+from qscope_lab.index.schema import CorruptIndexError, sealed
 from qscope_lab.index.source import STAT_COLUMNS, FeatureSource, top_tokens
 
 LAYERS = [1, 2]
@@ -159,7 +159,10 @@ def test_other_model_or_suite_is_refused_naming_both(built, lab, tmp_path):
             target.write_bytes(p.read_bytes())
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["sae_suite"] = "Qwen/SAE-Res-Qwen3-8B-Base-W64K-L0_50"
-    (other / "manifest.json").write_text(json.dumps(manifest))
+    (other / "manifest.json").write_text(json.dumps(sealed(manifest)))  # as if built with that suite:
+    meta = json.loads((other / "state" / "partial.json").read_text())  # its checksums and the state's copy agree
+    meta["index"]["sae_suite"] = manifest["sae_suite"]
+    (other / "state" / "partial.json").write_text(json.dumps(sealed(meta)))
     with pytest.raises(ValueError, match="SAE-Res-Qwen3-8B.*qscope-embedded/saes"):
         Lab.load(index=other)
 
@@ -309,7 +312,7 @@ def test_neuronpedia_export_layout(elab, built, tmp_path):
     first = features[0]
     f = int(first["index"])
     assert first["maxActApprox"] == pytest.approx(float(fired.max_activation[f])) and len(first["pos_str"]) == 10
-    top = [a for a in acts if a["index"] == str(f) and a.get("binMin") is None]
+    top = [a for a in acts if a["index"] == str(f) and a.get("binMin") in (None, -1)]  # -1: a top row
     assert top[0]["maxValue"] == pytest.approx(built.top_contexts(2, f).activation.iloc[0])
     assert top[0]["tokens"][top[0]["qualifyingTokenIndex"]] == built.top_contexts(2, f).token.iloc[0]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..base.atomic import write_atomic
 from . import schema
 from .hashes import file_digest, priority, priority_at
 from .rows import (
@@ -341,21 +342,22 @@ class Partial:
             seen[w] = True
         return np.flatnonzero(seen[:-1]).astype(np.int32)
 
-    def write(self, folder: Path) -> None:
-        """Write atomically: into ``folder.tmp``, then renamed over ``folder``."""
+    def write(self, folder: Path, *, tokens: tuple | None = None, state: dict | None = None) -> None:
+        """Write atomically: into ``folder.tmp``, then renamed over ``folder``. ``tokens`` (ids, strings, bytes):
+        a tokens.parquet written with it; ``state``: the index state's own fields (``schema.STATE_FIELDS``).
+        partial.json lists every file with its size and sha256, and carries its own checksum."""
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for layer, part in self.by_layer.items():
             part.write(schema.layer_folder(tmp, layer))
-        files = {str(p.relative_to(tmp)): (p.stat().st_size, file_digest(p))
+        if tokens is not None:
+            schema.write_tokens(tmp, *tokens)
+        files = {p.relative_to(tmp).as_posix(): (p.stat().st_size, file_digest(p))
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         meta = dict(zip(schema.PARTIAL_FIELDS, (self.layers, self.sources, self.tokens_by_source, self.documents,
                                                 self.chunks, self.shards, files), strict=True))
-        with open(tmp / schema.PARTIAL, "w", encoding="utf-8") as handle:
-            json.dump(meta, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_atomic(tmp / schema.PARTIAL, json.dumps(schema.sealed({**meta, **(state or {})})))
         old = folder.with_name(folder.name + ".old")
         if folder.exists():
             shutil.rmtree(old, ignore_errors=True)

@@ -7,10 +7,18 @@ writes Neuronpedia's layout (``export``). The files are ``schema``'s. A partial 
 mergeable statistics of some documents; the index is the merge of all of them, so a killed build resumes from
 its last complete shard and documents can be added later. Reading a feature decompresses one record batch: a card
 opens without loading the layer. The index is a ``source.FeatureSource``.
+
+Safety (issue 29): writers hold the index's cross-process lock (``build``); an open index reads one generation
+at a time: before each read it compares the manifest's and ``state/partial.json``'s (inode, size, mtime) with
+what it loaded (two ``stat`` calls) and reloads when a writer (this process or another) committed since; a file
+opened lazily is checked to belong to that generation, else the read starts again. Opening checks the files
+(``open``'s ``verify``).
 """
 
 from __future__ import annotations
 
+import functools
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +29,7 @@ from ..base import validate
 from ..core.tokens import byte_label, readable
 from . import schema
 from .hashes import priority, sae_fingerprint
-from .schema import CONTEXTS, HISTOGRAM, SAMPLE, SOURCES, STATE, STATS, TOP, CorruptIndexError
+from .schema import CONTEXTS, HISTOGRAM, PARTIAL, SAMPLE, SOURCES, STATE, STATS, TOP, CorruptIndexError
 from .source import CONTEXT_COLUMNS, context_string, quantile_frame, quantile_pick, stat_frame, top_tokens
 
 if TYPE_CHECKING:
@@ -29,57 +37,182 @@ if TYPE_CHECKING:
 
 __all__ = ["CorruptIndexError", "FeatureIndex"]
 
+_TRIES = 60  # loads / reads tried while writers commit, up to 20 ms apart (about a second in all)
+
+
+class _Stale(Exception):
+    """A file read lazily belongs to a newer generation than the one loaded: the read starts again."""
+
+
+def _snapshot(method):
+    """A public read of one generation: reload first if a writer committed since; start again if a file it
+    opens lazily turns out newer (or vanished with the old generation)."""
+
+    @functools.wraps(method)
+    def read(self, *args, **kwargs):
+        if self._depth:  # called by another read: its generation
+            return method(self, *args, **kwargs)
+        for attempt in range(_TRIES):
+            self._refresh()
+            self._depth += 1
+            try:
+                return method(self, *args, **kwargs)
+            except _Stale:
+                pass
+            except (CorruptIndexError, OSError):
+                if schema.stamp(self.path)[1] == self._stamp[1]:
+                    raise
+            finally:
+                self._depth -= 1
+            time.sleep(min(0.001 * 2 ** attempt, 0.02))
+        raise CorruptIndexError(f"{self.path} kept changing while it was read ({_TRIES} tries)")
+
+    return read
+
 
 class FeatureIndex:
     """A per-feature index over a corpus: ``FeatureIndex.build(lab, corpus, layers, path)`` computes it,
     ``FeatureIndex.open(path)`` reads it lazily (nothing is loaded until asked, and a feature's rows are read
     without loading its layer), ``index.add(lab, more_documents)`` extends it."""
 
-    def __init__(self, path, verify: bool = False):
+    def __init__(self, path, verify="cheap"):
         self.path = Path(path)
-        self.manifest = schema.read_manifest(self.path)
-        self.params = self.manifest["params"]
-        if not (self.path / STATE).is_dir():
-            raise CorruptIndexError(f"{self.path / STATE} is missing: the build has not finished a shard yet")
-        self.meta = schema.check_partial(self.path / STATE, verify)
+        self.verify = schema.verify_level(verify)
+        self._depth = 0
+        self._stamp: tuple = (None, None)
         self._cache: dict = {}
+        self._load()
 
     @classmethod
-    def open(cls, path, verify: bool = False) -> FeatureIndex:
-        """Open an index folder lazily; ``verify`` also checks every file's sha256 (reads them all once)."""
+    def open(cls, path, verify="cheap") -> FeatureIndex:
+        """Open an index folder lazily, its files checked first; CorruptIndexError naming a damaged file and what
+        is wrong with it (a manifest field: its name).
+
+        ``verify="cheap"`` (the default) checks the manifest (every field's type and range; format 2: its
+        checksum) and ``state/partial.json`` (the same, and that both agree), that every file it lists is there at
+        its recorded size, the sha256 of every file up to ``schema.SMALL_FILE`` (8 MiB), the columns and dtypes
+        of every Parquet / Arrow file from its footer, d_sae rows of stats, the windows' width and the number of
+        record batches: a few ms for the shipped index (it hashes all of its 6.5 MB), a footer read per file and
+        8 MiB at most per file for a large one. A larger file damaged inside (same size) is found by
+        ``verify="full"`` (also ``True``), which hashes every file once (about a second per GB), or when the
+        damaged part is read (Parquet pages carry checksums). An index written before format 2 has no checksums of
+        its JSON files: only their types and ranges are checked."""
         return cls(path, verify=verify)
+
+    def _load(self) -> None:
+        """Read the manifest and state/partial.json (checked as ``open`` says) as one generation: again while a
+        writer commits between them; the cache is kept when only the manifest changed."""
+        for attempt in range(_TRIES):
+            before = schema.stamp(self.path)
+            try:
+                manifest = schema.read_manifest(self.path)
+                if before[1] is None and not (self.path / STATE / PARTIAL).is_file():
+                    if not (self.path / (STATE + ".old")).is_dir():
+                        raise CorruptIndexError(f"{self.path / STATE} is missing: the build has not finished a "
+                                                f"shard yet")
+                    raise _Stale  # a writer is between two renames (or was killed there: its rerun repairs it)
+                if before[1] is not None and before[1] == self._stamp[1]:
+                    meta = schema.check_fixed(self.path, manifest, self._meta)
+                else:
+                    meta = schema.check_state(self.path, manifest, self.verify)
+            except (_Stale, CorruptIndexError, OSError) as err:
+                if attempt + 1 < _TRIES and (isinstance(err, _Stale) or schema.stamp(self.path) != before):
+                    time.sleep(min(0.001 * 2 ** attempt, 0.02))
+                    continue
+                if isinstance(err, _Stale):
+                    raise CorruptIndexError(f"{self.path / STATE} is missing and {STATE}.old is there: a write "
+                                            f"was interrupted; rerun it (the build or add) to repair it") from None
+                raise
+            if schema.stamp(self.path) == before:
+                break
+        else:
+            raise CorruptIndexError(f"{self.path} kept changing while it was opened ({_TRIES} tries)")
+        if before[1] != self._stamp[1]:
+            self._cache = {}
+        self._manifest, self._meta, self._stamp = manifest, meta, before
+
+    def _refresh(self) -> None:
+        """Reload if a writer committed since the last load (two ``stat`` calls when none did)."""
+        if schema.stamp(self.path) != self._stamp:
+            self._load()
+
+    def _same_generation(self) -> None:
+        """Raise _Stale if state/ was replaced since the load (called after a file is opened lazily, within a
+        read: it then starts again)."""
+        if self._depth and schema.stamp(self.path)[1] != self._stamp[1]:
+            raise _Stale
+
+    def _fresh(self):
+        if not self._depth:
+            self._refresh()
+        return self
+
+    @property
+    def manifest(self) -> dict:
+        """The manifest (of the generation read now)."""
+        return self._fresh()._manifest
+
+    @property
+    def meta(self) -> dict:
+        """state/partial.json: sources, tokens per source, documents, chunks, files (of the generation read now)."""
+        return self._fresh()._meta
+
+    @property
+    def params(self) -> dict:
+        """The build's parameters."""
+        return self._fresh()._manifest["params"]
+
+    @property
+    def generation(self) -> int:
+        """The generation read now: +1 per committed write (0: an index written before generations)."""
+        return int(self._fresh()._meta.get("generation", 0))
 
     @classmethod
     def build(cls, lab: LabLike, corpus, layers=None, path=None, *, engine: str = "local",
               workers: int | None = None, address: str | None = None, lab_factory=None, checkpoint_every: int = 8,
               resume: bool = True, overwrite: bool = False, progress: bool | None = None,
-              **options) -> FeatureIndex:
-        """Index ``corpus`` (files, a folder, a list, a ``{source: texts}`` mapping, any iterable of texts or
-        ``{"text", "source"}`` rows) at ``layers`` (default: all with an SAE) into the folder ``path``.
+              lock_timeout: float | None = None, **options) -> FeatureIndex:
+        """Index ``corpus`` at ``layers`` (default: all with an SAE) into the folder ``path``. The corpus is a
+        .txt / .jsonl / .parquet / .csv / .json file or a folder of them (``str`` or ``Path``; a string that looks
+        like a path but does not exist is refused, named), one text (a ``str`` that does not look like a path), a
+        list or any iterable of texts, ``{"text", "source"}`` rows or paths, a ``{source: texts}`` mapping, or a
+        pandas DataFrame read by its ``text`` (and optional ``source``) column; anything else is refused by name
+        (``index.corpus`` lists the kinds). To index a string that looks like a file name as a text, pass
+        ``[{"text": s}]``. Long documents are chunked to ``context_length``, never cut.
 
         Options (defaults in ``index.build.DEFAULTS``): ``n_top`` contexts per feature, ``window`` tokens either
         side, ``samples_per_bin`` quantile samples per histogram bin, ``context_length`` tokens per forward,
         ``shard_documents``, ``batch_size``, ``skip_first`` (default True: position 0, the attention sink, is not
         counted) / ``skip_special``, ``seed``. ``engine="ray"`` runs shards on Ray Data (``workers`` actors,
         ``address="auto"`` for a running cluster). An unfinished build at ``path`` is resumed (``resume=False``
-        refuses it; ``overwrite=True`` starts afresh)."""
+        refuses it; ``overwrite=True`` starts afresh, deleting only a feature index: a folder whose manifest lacks
+        the index's format marker, or that holds other files, is refused). Costly options are capped
+        (``index.schema.PARAM_RANGES``). The build holds the index's writer lock: another writer waits for it,
+        ``lock_timeout`` seconds at most (None: as long as it takes), then TimeoutError."""
         from .build import build
 
         return cls(build(lab, corpus, layers, path, engine=engine, workers=workers, address=address,
                          lab_factory=lab_factory, checkpoint_every=checkpoint_every, resume=resume,
-                         overwrite=overwrite, progress=progress, **options))
+                         overwrite=overwrite, progress=progress, lock_timeout=lock_timeout, **options))
 
     def add(self, lab: LabLike, corpus, *, engine: str = "local", workers: int | None = None,
             address: str | None = None, lab_factory=None, checkpoint_every: int = 8,
-            progress: bool | None = None) -> FeatureIndex:
-        """Index more documents into this index (ids continue after the last one); returns the index reopened
-        (this object keeps reading what it read before)."""
+            progress: bool | None = None, lock_timeout: float | None = None) -> FeatureIndex:
+        """Index more documents into this index (ids continue after the last one); returns the index (this
+        object, and any other open on the folder, reads the new generation from its next read).
+
+        Writers are serialised by the index's lock (a second waits, ``lock_timeout`` seconds at most; None: as
+        long as it takes). An add killed (SIGKILL, full disk) is finished by rerunning it with the same
+        documents, without indexing any twice; other documents are refused until it is. Documents whose first
+        shard (``shard_documents`` documents) is the first shard of the build or of an earlier add are refused:
+        adding the same documents twice is not allowed."""
         from .build import add
 
         self.check(lab)
         add(lab, self.path, corpus, engine=engine, workers=workers, address=address, lab_factory=lab_factory,
-            checkpoint_every=checkpoint_every, progress=progress)
-        return type(self)(self.path)
+            checkpoint_every=checkpoint_every, progress=progress, lock_timeout=lock_timeout)
+        self._refresh()
+        return self
 
     def export_neuronpedia(self, out, **options) -> list[Path]:
         """The Neuronpedia bulk-import layout of this index (``index.export.export_neuronpedia``'s options)."""
@@ -87,6 +220,7 @@ class FeatureIndex:
 
         return export_neuronpedia(self, out, **options)
 
+    @_snapshot
     def __repr__(self) -> str:
         m = self.manifest
         return (f"FeatureIndex({str(self.path)!r}, model={m['model']!r}, saes={m['sae_suite']!r}, "
@@ -114,6 +248,7 @@ class FeatureIndex:
     def documents(self) -> int:
         return int(self.meta["documents"])
 
+    @_snapshot
     def info(self) -> pd.DataFrame:
         """Manifest facts as a two-column table."""
         m = self.manifest
@@ -129,11 +264,13 @@ class FeatureIndex:
     def name(self) -> str:
         return "indexed"
 
+    @_snapshot
     def counted_tokens(self, layer: int) -> int:
         """Counted tokens of the corpus (the same at every layer)."""
         self._layer(layer)
         return self.tokens
 
+    @_snapshot
     def check(self, lab: LabLike) -> None:
         """Refuse an index built for another model or SAE suite, naming both (and a layer whose SAE weights
         differ when that layer is already loaded)."""
@@ -167,6 +304,7 @@ class FeatureIndex:
         key = ("stats", layer)
         if key not in self._cache:
             table = schema.read_table(self._file(layer, STATS))
+            self._same_generation()
             self._cache[key] = {c: table.column(c).to_numpy() for c in table.column_names}
         return self._cache[key]
 
@@ -175,15 +313,23 @@ class FeatureIndex:
         key = (name, layer)
         if key not in self._cache:
             feature, x, counts = schema.read_long(schema.layer_folder(self.path / STATE, layer), name)
+            self._same_generation()
             self._cache[key] = (np.searchsorted(feature, np.arange(self.d_sae + 1)), x, counts)
         return self._cache[key]
 
-    def _block(self, layer: int, block: int) -> pd.DataFrame:
-        """The stored rows of one block of features (one record batch decompressed), window and values as
-        arrays."""
+    def _contexts(self, layer: int):
+        """The layer's contexts file, memory-mapped (once per generation)."""
         reader = self._cache.get(("contexts", layer))
         if reader is None:
-            reader = self._cache[("contexts", layer)] = schema.open_contexts(self._file(layer, CONTEXTS))
+            reader = schema.open_contexts(self._file(layer, CONTEXTS))
+            self._same_generation()
+            self._cache[("contexts", layer)] = reader
+        return reader
+
+    def _block(self, layer: int, block: int, reader=None) -> pd.DataFrame:
+        """The stored rows of one block of features (one record batch decompressed), window and values as
+        arrays."""
+        reader = reader or self._contexts(layer)
         try:
             batch = reader.get_batch(block)
         except Exception as err:
@@ -200,9 +346,9 @@ class FeatureIndex:
     def blocks(self, layer: int):
         """Every stored row of a layer, one block of features at a time (for exports and bulk reads)."""
         layer = self._layer(layer)
-        reader = self._cache.get(("contexts", layer)) or schema.open_contexts(self._file(layer, CONTEXTS))
+        reader = self._contexts(layer)  # this generation's file, kept open (mapped) while the blocks are read
         for b in range(reader.num_record_batches):
-            yield self._block(layer, b)
+            yield self._block(layer, b, reader)
 
     def _rows(self, layer: int, feature: int) -> pd.DataFrame:
         """All stored context rows of one feature (its block decompressed, nothing else of the layer read)."""
@@ -210,14 +356,22 @@ class FeatureIndex:
         start, length = int(stats["offset"][feature]), int(stats["length"][feature])
         if not length:
             return pd.DataFrame(columns=["priority", *schema.STORED_CONTEXT_COLUMNS])
-        return self._block(layer, int(stats["batch"][feature])).iloc[start:start + length]
+        block = self._block(layer, int(stats["batch"][feature]))
+        rows = block.iloc[start:start + length]
+        if len(rows) != length or (rows.feature.to_numpy() != feature).any():  # never another feature's rows
+            raise CorruptIndexError(f"{self._file(layer, CONTEXTS)} does not hold the rows that "
+                                    f"{self._file(layer, STATS)} points to for feature {feature}")
+        return rows
 
     def _strings(self) -> tuple[dict[int, str], dict[int, bytes]]:
         """Token id -> string, and -> bytes for the fragments of characters (none in an index built before)."""
         if "tokens" not in self._cache:
-            self._cache["tokens"] = schema.read_tokens(self.path)
+            tokens = schema.read_tokens(schema.tokens_folder(self.path, self.meta))
+            self._same_generation()
+            self._cache["tokens"] = tokens
         return self._cache["tokens"]
 
+    @_snapshot
     def _records(self, rows: pd.DataFrame) -> list[dict]:
         """Stored rows as readers show them: the window's tokens as strings, a character split over byte tokens
         whole (``core.tokens.readable``; ``boundary`` says which byte token of it fired), its values, the context
@@ -240,6 +394,7 @@ class FeatureIndex:
         return pd.DataFrame(self._records(rows), columns=list(CONTEXT_COLUMNS))
 
     # ------------------------------------------------------------------ readers
+    @_snapshot
     def top_contexts(self, layer: int, feature: int, n: int | None = None) -> pd.DataFrame:
         """The feature's strongest activations over the corpus, strongest first: activation, document, position,
         token, context (the token in [[ ]]), boundary, source, and the window's tokens / values / center."""
@@ -248,6 +403,7 @@ class FeatureIndex:
         rows = self._rows(layer, feature)
         return self._present(rows[rows.kind == TOP].head(n)).reset_index(drop=True)
 
+    @_snapshot
     def histogram(self, layer: int, feature: int) -> pd.DataFrame:
         """The feature's activation histogram over log-spaced bins (``schema.bin_edges``): bin, lower, upper,
         count (nonzero bins)."""
@@ -258,6 +414,7 @@ class FeatureIndex:
         b = bins[part].astype(int)
         return pd.DataFrame({"bin": b, "lower": edges[b], "upper": edges[b + 1], "count": counts[part]})
 
+    @_snapshot
     def quantile_samples(self, layer: int, feature: int, intervals: int = 5,
                          per_interval: int | None = None) -> pd.DataFrame:
         """Random firings from each of ``intervals`` activation quantile intervals (cut at histogram bins, so weak
@@ -269,6 +426,7 @@ class FeatureIndex:
         per = cap if per_interval is None else validate.integer(per_interval, "per_interval", minimum=0, maximum=cap)
         return self._quantiles(self.histogram(layer, feature), self._rows(layer, feature), intervals, per)
 
+    @_snapshot
     def _quantile_records(self, hist: pd.DataFrame, rows: pd.DataFrame, intervals: int, per: int) -> list[dict]:
         rows = rows[rows.kind == SAMPLE]
         pick, interval, lower, upper = quantile_pick(hist, rows.bin.to_numpy(), rows.priority.to_numpy(), intervals,
@@ -279,6 +437,7 @@ class FeatureIndex:
     def _quantiles(self, hist: pd.DataFrame, rows: pd.DataFrame, intervals: int, per: int) -> pd.DataFrame:
         return quantile_frame(self._quantile_records(hist, rows, intervals, per))
 
+    @_snapshot
     def stats(self, layer: int) -> pd.DataFrame:
         """One row per feature: ``source.STAT_COLUMNS`` (feature, firing_count, firing_rate over counted tokens,
         max_activation, mean_activation when firing), then ``firing_rate:<source>`` per corpus source."""
@@ -297,11 +456,13 @@ class FeatureIndex:
             self._cache[key] = frame
         return self._cache[key]
 
+    @_snapshot
     def feature_stats(self, layer: int, feature: int) -> dict:
         """One feature's row of ``stats`` as a dict."""
         feature = self._feature(feature)
         return self.stats(layer).iloc[feature].to_dict()
 
+    @_snapshot
     def source_rates(self, layer: int, feature: int) -> pd.DataFrame:
         """The feature's firing rate per corpus source (its language / genre profile): source, firing_count,
         tokens, firing_rate."""
@@ -314,6 +475,7 @@ class FeatureIndex:
                               "firing_rate": fired.get(i, 0) / max(tokens[i], 1)}
                              for i, name in enumerate(self.sources)])
 
+    @_snapshot
     def top_tokens(self, layer: int, n: int = 3) -> dict[int, list[str]]:
         """Per feature that fired, the ``n`` tokens carrying most of its top-context activation (feature search
         and hover labels read this); a fragment of a character is named by its bytes, ``⟨e7 8c⟩``."""
@@ -322,7 +484,7 @@ class FeatureIndex:
         if key not in self._cache:
             import pyarrow.compute as pc
 
-            reader = schema.open_contexts(self._file(layer, CONTEXTS))
+            reader = self._contexts(layer)
             feature, token, activation = [], [], []
             for b in range(reader.num_record_batches):
                 batch = reader.get_batch(b)
