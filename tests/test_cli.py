@@ -170,3 +170,14 @@ def test_an_interrupted_index_build_says_how_to_resume():
 
     args = build_parser().parse_args(["index", "build", "--corpus", "docs.jsonl", "--out", "my-index"])
     assert "run the same command again to resume the build at my-index" in resume_hint(args)
+
+
+def test_classify_save_refuses_to_replace_a_notebook_before_the_model_loads(tmp_path, capsys):
+    notebook = tmp_path / "analysis.ipynb"
+    notebook.write_text('{"cells": [], "nbformat": 4}')
+    train = tmp_path / "t.csv"
+    pd.DataFrame({"text": ["a b", "c d"], "label": [0, 1]}).to_csv(train, index=False)
+    assert main(["classify", "-m", NOWHERE, "--train", str(train), "--save", str(notebook)]) == 2
+    err = capsys.readouterr().err
+    assert "analysis.ipynb exists and is not a SeedClassifier file" in err and "--overwrite" in err
+    assert notebook.read_text() == '{"cells": [], "nbformat": 4}'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from .options import POSITIVE, add_lab_options, lab_from_args, print_frame
 
@@ -19,7 +20,12 @@ def register(sub) -> None:
     p.add_argument("--select", default="loo", choices=["loo", "delta"],
                    help="loo (layer by leave-one-out) or delta (the report's choice)")
     p.add_argument("--n-layers", type=POSITIVE, default=1)
-    p.add_argument("--save", help="write the fitted classifier (JSON) here")
+    # dest is not "save": nnsight mounts a .save() on every object, Namespace included, and argparse sets no
+    # default for a name the namespace already has, so a second in-process run would find a bound method there
+    p.add_argument("--save", dest="save_to",
+                   help="write the fitted classifier (JSON) here (replaces a classifier file only)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --save replace a file that is not a classifier file")
     p.add_argument("--out", help="prefix: <prefix>_features.csv, <prefix>_layers.csv, <prefix>_metrics.csv")
     p.set_defaults(func=run)
 
@@ -38,7 +44,11 @@ def run(args) -> None:
 
     from ..base.textfiles import read_labelled
     from ..workflows.classify import SeedClassifier
+    from ..workflows.classify.files import is_classifier_file
 
+    if args.save_to and not args.overwrite and os.path.lexists(args.save_to) and not is_classifier_file(args.save_to):
+        raise FileExistsError(f"--save {args.save_to} exists and is not a SeedClassifier file: not replaced (add "
+                              f"--overwrite to replace it)")  # before the model loads and the fit runs
     train = read_labelled(args.train)
     test = read_labelled(args.test) if args.test else None
     clf = SeedClassifier(lab_from_args(args), statistic=args.statistic, top_k=args.top_k, select=args.select,
@@ -51,5 +61,5 @@ def run(args) -> None:
                                                                                            train.label)}])
     for suffix, frame in (("features", clf.rules_), ("layers", clf.layer_scores_), ("metrics", metrics_frame)):
         print_frame(frame, f"{args.out}_{suffix}.csv" if args.out else None)
-    if args.save:
-        print(f"saved {clf.save(args.save)}")
+    if args.save_to:
+        print(f"saved {clf.save(args.save_to, overwrite=args.overwrite)}")
