@@ -18,6 +18,7 @@ opened lazily is checked to belong to that generation, else the read starts agai
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,21 +51,22 @@ def _snapshot(method):
 
     @functools.wraps(method)
     def read(self, *args, **kwargs):
-        if self._depth:  # called by another read: its generation
-            return method(self, *args, **kwargs)
-        for attempt in range(_TRIES):
-            self._refresh()
-            self._depth += 1
-            try:
+        with self._lock:  # one read at a time per object (threads): a reload never lands inside another's read
+            if self._depth:  # called by another read: its generation
                 return method(self, *args, **kwargs)
-            except _Stale:
-                pass
-            except (CorruptIndexError, OSError):
-                if schema.stamp(self.path)[1] == self._stamp[1]:
-                    raise
-            finally:
-                self._depth -= 1
-            time.sleep(min(0.001 * 2 ** attempt, 0.02))
+            for attempt in range(_TRIES):
+                self._refresh()
+                self._depth += 1
+                try:
+                    return method(self, *args, **kwargs)
+                except _Stale:
+                    pass
+                except (CorruptIndexError, OSError):
+                    if schema.stamp(self.path)[1] == self._stamp[1]:
+                        raise
+                finally:
+                    self._depth -= 1
+                time.sleep(min(0.001 * 2 ** attempt, 0.02))
         raise CorruptIndexError(f"{self.path} kept changing while it was read ({_TRIES} tries)")
 
     return read
@@ -79,6 +81,7 @@ class FeatureIndex:
         self.path = Path(path)
         self.verify = schema.verify_level(verify)
         self._depth = 0
+        self._lock = threading.RLock()
         self._stamp: tuple = (None, None)
         self._cache: dict = {}
         self._load()
@@ -143,8 +146,9 @@ class FeatureIndex:
             raise _Stale
 
     def _fresh(self):
-        if not self._depth:
-            self._refresh()
+        with self._lock:
+            if not self._depth:
+                self._refresh()
         return self
 
     @property
@@ -220,11 +224,10 @@ class FeatureIndex:
 
         return export_neuronpedia(self, out, **options)
 
-    @_snapshot
-    def __repr__(self) -> str:
-        m = self.manifest
+    def __repr__(self) -> str:  # what was read last: no file is read
+        m, meta = self._manifest, self._meta
         return (f"FeatureIndex({str(self.path)!r}, model={m['model']!r}, saes={m['sae_suite']!r}, "
-                f"layers={self.layers}, documents={self.documents:,}, tokens={self.tokens:,})")
+                f"layers={m['layers']}, documents={meta['documents']:,}, tokens={sum(meta['tokens_by_source']):,})")
 
     # ------------------------------------------------------------------ facts
     @property
