@@ -96,8 +96,7 @@ def _refuse_foreign(path: Path, overwrite: bool) -> None:
         if overwrite and foreign:
             raise FileExistsError(f"{path} holds a feature index and also {foreign[:5]}, which no index writes: "
                                   f"overwrite=True deletes only an index; move them away or choose another folder")
-    elif [name for name in foreign + [p.name for p in path.iterdir()] if name != schema.LOCK
-          and not name.startswith(schema.TEMP_PREFIX)]:
+    elif [p.name for p in path.iterdir() if p.name != schema.LOCK and not p.name.startswith(schema.TEMP_PREFIX)]:
         raise FileExistsError(f"{path} exists and is not a feature index (no {schema.MANIFEST}); choose an empty "
                               f"or new folder")
 
