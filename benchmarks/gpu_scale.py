@@ -161,7 +161,6 @@ def bench_shape(name: str, args, device: torch.device, out: list[dict]) -> None:
     ours, peak = timed(lambda: lab.attribute(prompts, layers=[layer]), device, args.repeats)
     theirs, _ = timed(plain_backward, device, args.repeats)
     row("attribution (grad x act)", ours, theirs, int(enc["attention_mask"].sum()), peak)
-    del lab
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
