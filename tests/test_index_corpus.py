@@ -138,3 +138,13 @@ def test_ctrl_c_during_a_build_prints_one_line_exits_130_and_the_build_resumes(t
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"indexed {len(rows)} documents" in done.stdout
+
+
+def test_a_context_longer_than_the_model_is_refused(tmp_path):
+    """Documents are chunked to context_length, never cut: a chunk the model cannot read is refused up front."""
+    from qscope_lab import FeatureIndex, Lab
+
+    lab = Lab.load(index=False)
+    with pytest.raises(ValueError, match="context_length=4096 is longer than the 1024 positions"):
+        FeatureIndex.build(lab, ["A short text."], layers=[1], path=tmp_path / "idx", context_length=4096)
+    assert not (tmp_path / "idx").exists()

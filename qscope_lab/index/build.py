@@ -143,6 +143,10 @@ def build(lab: LabLike, corpus, layers, path, *, engine: str = "local", workers:
     layers = lab.check_layers(range(lab.n_layers) if layers is None else layers)
     path = Path(path)
     params = build_params(options)
+    limit = lab.max_positions
+    if limit is not None and params["context_length"] > limit:
+        raise ValueError(f"context_length={params['context_length']} is longer than the {limit} positions "
+                         f"{lab.name} reads: documents are chunked to context_length, use at most {limit}")
     manifest = schema.manifest(
         model=lab.name, architecture=lab.architecture, sae_suite=lab.saes.name,
         sae_fingerprints={str(x): sae_fingerprint(lab.sae(x)) for x in sorted(layers)},

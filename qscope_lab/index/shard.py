@@ -23,7 +23,9 @@ def compute_shard(lab: LabLike, shard: int, docs: list[Document], layers: list[i
     part.shards, part.documents = [shard], len(docs)
     ctx_len = params["context_length"]
     rows, meta = [], []
-    for doc, ids in zip(docs, lab.token_ids([d.text for d in docs])):
+    # the tokenizer directly, not lab.token_ids: that cuts a text to the model's positions, and documents are
+    # chunked below instead, whole (verbose=False: no "longer than the model's maximum length" log either)
+    for doc, ids in zip(docs, lab.tokenizer([d.text for d in docs], verbose=False)["input_ids"]):
         src = part.source_id(doc.source)
         for start in range(0, len(ids), ctx_len):
             rows.append(ids[start:start + ctx_len])
