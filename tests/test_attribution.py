@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import pytest
 import torch
-from conftest import TEXTS
+from conftest import TEXTS, random_saes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qscope_lab import SAE, Continuation, Lab, LogitDiff, NextToken, Steer
 from qscope_lab.embedded import MODEL_DIR, known_features
+from qscope_lab.testing.tiny import tiny_model
 
 PROMPTS = ["The weather today is", "The cat sat on the mat and", "def add(a, b):\n    return", "今天的天气很好，我们"]
 ZH_LAYER, ZH_FEATURE = known_features()["chinese"]
@@ -193,3 +195,138 @@ def test_bad_arguments_are_named(lab, method, steps, layer):
         lab.attribute("x", layers=layer)
     with pytest.raises(ValueError, match="target"):
         lab.attribute("x", target=len(lab.tokenizer) + steps * -1000)
+
+
+# ---------------------------------------------------------------------------------------------- issue 29
+POOL = ["The weather today is", "The cat sat on the mat and", "def add(a, b):\n    return", "今天的天气很好，我们",
+        "42", "Hello there"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+    """conftest's ``lab`` (a tiny random Qwen3 with random SAEs; this module's ``lab`` is the embedded default)."""
+    return Lab.load(tiny_model("Qwen3ForCausalLM"), tokenizer=tokenizer, saes=random_saes())
+
+
+def _per_prompt(kind, ids, pair, n):
+    """(the batched target, the target of prompt i alone) for one kind of target."""
+    if kind == "top":
+        return None, lambda i: None
+    if kind == "ids":
+        return NextToken(ids[:n]), lambda i: NextToken(ids[i])
+    return LogitDiff(*pair), lambda i: LogitDiff(*pair)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(picks=st.lists(st.integers(0, len(POOL) - 1), min_size=2, max_size=4, unique=True),
+       kind=st.sampled_from(["top", "ids", "diff"]), ids=st.lists(st.integers(0, 150_000), min_size=4, max_size=4),
+       pair=st.tuples(st.integers(0, 150_000), st.integers(0, 150_000)), batch_size=st.integers(1, 6))
+def test_exact_ablation_of_a_batch_equals_each_prompt_alone(tiny, picks, kind, ids, pair, batch_size):
+    """Issue 29: every ablation row is measured against its own prompt's target, in any batch and chunking."""
+    prompts = [POOL[i] for i in picks]
+    batched_target, alone_target = _per_prompt(kind, ids, pair, len(prompts))
+    result = tiny.attribute(prompts, target=batched_target, layers=[1, 2], method="ablation", top=6,
+                            batch_size=batch_size)
+    frame = result.to_frame()
+    for i, prompt in enumerate(prompts):
+        alone = tiny.attribute(prompt, target=alone_target(i), layers=[1, 2], method="ablation", top=6)
+        assert result.metric[i] == pytest.approx(alone.metric, abs=1e-4)
+        if kind == "top":
+            assert result.target.token(i) == alone.target.token(0)
+        mine = frame[frame.prompt == i]
+        merged = alone.to_frame().merge(mine, on=["position", "layer", "feature"], suffixes=("", "_b"))
+        assert len(merged) == len(mine) == len(alone.to_frame()) > 0
+        assert (merged.attribution - merged.attribution_b).abs().max() < 1e-4, (i, kind, batch_size)
+        assert (merged.grad_x_act - merged.grad_x_act_b).abs().max() < 1e-4
+
+
+def test_per_prompt_targets_must_match_the_prompts(tiny):
+    for method in ("grad_x_act", "integrated_gradients", "ablation"):
+        with pytest.raises(ValueError, match=r"target NextToken has 3 token ids for 2 prompts"):
+            tiny.attribute(POOL[:2], target=NextToken([1, 2, 3]), method=method, steps=2)
+    with pytest.raises(ValueError, match=r"target NextToken has 2 token ids for 1 prompt\b"):
+        tiny.attribute(POOL[0], target=NextToken([1, 2]))
+    with pytest.raises(ValueError, match=r"target NextToken has 2 token ids for 1 prompt\b"):
+        tiny.attribute_edges(POOL[0], 1, 2, target=NextToken([1, 2]))
+    one_each = tiny.attribute(POOL[:2], target=NextToken([1, 2]))  # one per prompt, and one for all, still work
+    assert one_each.metric[0] == pytest.approx(tiny.attribute(POOL[0], target=1).metric, abs=1e-4)
+    assert one_each.metric[1] == pytest.approx(tiny.attribute(POOL[1], target=2).metric, abs=1e-4)
+    assert len(tiny.attribute(POOL[:3], target=NextToken([7])).metric) == 3
+
+
+def test_attribution_past_the_context_is_refused_naming_the_lengths(lab):
+    assert lab.max_positions == 1024
+    prompt = "x" + " x" * 1022
+    assert len(lab.token_ids([prompt])[0]) == 1023
+    for method in ("grad_x_act", "ablation"):
+        with pytest.raises(ValueError, match=r"prompt 0 has 1023 tokens and the continuation \d more "
+                                             r"\(10\d\d positions\).* at most 1024 positions"):
+            lab.attribute(prompt, target=Continuation(" sunny today"), method=method)
+    with pytest.raises(ValueError, match=r"prompt 1 has 1033 tokens; .* at most 1024 positions"):
+        lab.attribute(["x", prompt + " x" * 10])  # no silent cut either
+    with pytest.raises(ValueError, match=r"1023 tokens and the continuation"):
+        lab.attribute_edges(prompt, 1, 2, target=Continuation(" sunny today"))
+    assert lab.attribute(prompt).metric == pytest.approx(float(plain_logits(lab, [prompt]).max()), abs=1e-3)
+
+
+def test_a_callable_target_returning_nan_or_inf_is_refused(tiny):
+    for bad in (float("nan"), float("inf")):
+        for method in ("grad_x_act", "integrated_gradients", "ablation"):
+            with pytest.raises(ValueError, match="target returned non-finite values"):
+                tiny.attribute(POOL[:2], target=lambda x, bad=bad: x[:, -1, 0] * bad, method=method, steps=2)
+    # finite on the clean run, inf at the integrated-gradients baseline (zero activations): refused there too
+    clean = float(tiny.attribute(POOL[0], target=lambda x: x[:, -1, 0]).metric)
+    with pytest.raises(ValueError, match="non-finite"):
+        tiny.attribute(POOL[0], target=lambda x: torch.where((x[:, -1, 0] - clean).abs() < 1e-3, x[:, -1, 0],
+                                                              torch.inf), method="integrated_gradients", steps=2)
+
+
+@pytest.mark.parametrize("name, value", [("steps", 1025), ("top", 1025), ("batch_size", 1025)])
+def test_cost_parameters_are_capped_with_a_reason(tiny, name, value):
+    with pytest.raises(ValueError, match=rf"{name}={value} is over the cap of 1024: .{{40,}}"):
+        tiny.attribute(POOL[0], method="integrated_gradients", **{name: value})
+    if name == "top":
+        with pytest.raises(ValueError, match=r"top=1025 is over the cap of 1024"):
+            tiny.attribute_edges(POOL[0], 1, 2, top=value)
+
+
+def test_grad_x_act_runs_batch_size_prompts_at_a_time_with_the_same_numbers(tiny):
+    """Issue 29: grad_x_act ignored batch_size (one graph of all the prompts). Rows per forward and the bytes
+    the backward keeps alive at once follow batch_size, and the attributions do not change."""
+    prompts = [p + " and" * i for i in range(2) for p in POOL[:4]]
+    weights = {p.untyped_storage().data_ptr() for p in tiny.hf_model.parameters()}
+    weights |= {tiny.sae(x).decoder_rows().untyped_storage().data_ptr() for x in (1, 2)}
+
+    def run(batch_size):
+        rows, live, peak = [], [0], [0]
+
+        class Held:  # what autograd keeps for the backward; its bytes are freed with the chunk's graph
+            def __init__(self, t):
+                self.t = t
+
+        def pack(t):
+            held = Held(t)
+            if t.untyped_storage().data_ptr() not in weights:
+                n = t.numel() * t.element_size()
+                live[0] += n
+                peak[0] = max(peak[0], live[0])
+                weakref.finalize(held, lambda n=n: live.__setitem__(0, live[0] - n))
+            return held
+
+        hook = tiny.blocks[0].register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda held: held.t):
+                result = tiny.attribute(prompts, layers=[1, 2], batch_size=batch_size)
+        finally:
+            hook.remove()
+        return result, max(rows), peak[0]
+
+    one, rows_1, peak_1 = run(1)
+    eight, rows_8, peak_8 = run(8)
+    assert (rows_1, rows_8) == (1, 8)
+    assert peak_1 < peak_8 / 4, (peak_1, peak_8)
+    a, b = one.to_frame(), eight.to_frame()
+    assert a[["prompt", "position", "layer", "feature"]].equals(b[["prompt", "position", "layer", "feature"]])
+    assert (a.attribution - b.attribution).abs().max() < 1e-4
+    assert one.metric == pytest.approx(eight.metric, abs=1e-4)
+    assert one.baseline_metric == pytest.approx(eight.baseline_metric, abs=1e-4)

@@ -32,6 +32,30 @@ if TYPE_CHECKING:
 
 METHODS = ("grad_x_act", "integrated_gradients", "ablation")
 
+# Caps on what each cost parameter may ask for, and why: past them a call runs for minutes to hours (or fills
+# memory) in silence, and nothing it could show is worth that.
+CAPS = {
+    "steps": (1024, "each integrated-gradients step is one more forward and backward of every prompt, and the "
+                    "midpoint rule's error falls as 1/steps^2: 16-64 steps already add up to metric - "
+                    "baseline_metric within a few percent (see completeness()), while steps=10**6 would run for "
+                    "many minutes"),
+    "top": (1024, "each of the top features is one more forward (ablation, per prompt) or backward (edges), "
+                  "and features past the strongest few hundred change the metric by next to nothing"),
+    "batch_size": (1024, "one batch of that many rows holds the graph of every spliced layer onwards in "
+                         "memory at once; larger batches are not faster, only bigger"),
+}
+
+
+def check_cost(value, name: str) -> int:
+    """A cost parameter as an int in 1..its cap (``CAPS``); the ValueError over the cap says why it is there."""
+    from ..base import validate
+
+    value = validate.integer(value, name, minimum=1)
+    cap, why = CAPS[name]
+    if value > cap:
+        raise ValueError(f"{name}={value} is over the cap of {cap}: {why}")
+    return value
+
 
 @dataclass
 class Attribution:
@@ -50,6 +74,7 @@ class Attribution:
     steers: list[Steer] = field(default_factory=list, repr=False)
     enc: dict = field(default_factory=dict, repr=False)
     clean: dict = field(default_factory=dict, repr=False)
+    batch_size: int = field(default=16, repr=False)
     _baseline: np.ndarray | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ numbers
@@ -66,10 +91,13 @@ class Attribution:
         """The target with the chosen layers' feature activations at zero and their error terms kept (computed
         on first use for grad_x_act and ablation; the integrated gradients' start)."""
         if self._baseline is None:
-            rows = self.enc["input_ids"].shape[0]
-            logits, _ = splice.run(self.lab, self.enc, self.layers, keep=self.target.keep, steers=self.steers,
-                                   fixed=self.clean, scale=torch.zeros(rows), grad=False)
-            self._baseline = self.target(logits).cpu().numpy()
+            parts = []
+            for chunk in _chunks(len(self.prompts), self.batch_size):
+                logits, _ = splice.run(self.lab, _take(self.enc, chunk), self.layers, keep=self.target.keep,
+                                       steers=self.steers, fixed=_take_sites(self.clean, chunk),
+                                       scale=torch.zeros(len(chunk)), grad=False)
+                parts.append(self.target.select(chunk)(logits).cpu().numpy())
+            self._baseline = np.concatenate(parts)
         return self._one(self._baseline)
 
     @property
@@ -156,11 +184,16 @@ class Attribution:
     def intervene(self, steer: list[Steer]) -> pd.DataFrame:
         """Re-run every prompt with ``steer`` (e.g. ``[Steer(2, f, 1.0, "ablate")]``) on top of the attribution's
         own: prompt, metric, new_metric, probability, new_probability."""
-        logits, _ = splice.run(self.lab, self.enc, (), keep=self.target.keep, steers=self.steers, then=list(steer),
-                               grad=False)
-        assert logits is not None  # no stop_at: the forward ran to the end
-        new = self.target(logits).cpu().numpy()
-        new_p = probabilities(self.target, logits)
+        news, new_ps = [], []
+        for chunk in _chunks(len(self.prompts), self.batch_size):
+            target = self.target.select(chunk)
+            logits, _ = splice.run(self.lab, _take(self.enc, chunk), (), keep=target.keep, steers=self.steers,
+                                   then=list(steer), grad=False)
+            assert logits is not None  # no stop_at: the forward ran to the end
+            news.append(target(logits).cpu().numpy())
+            new_ps.append(probabilities(target, logits))
+        new = np.concatenate(news)
+        new_p = _join(new_ps)
         frame = pd.DataFrame({"prompt": range(len(self.prompts)), "metric": self.metrics, "new_metric": new})
         if new_p is not None:
             frame["probability"], frame["new_probability"] = self.probabilities, new_p
@@ -184,40 +217,83 @@ def probabilities(target: targets.Target, logits: torch.Tensor) -> np.ndarray | 
 
 
 # ---------------------------------------------------------------------------------------------- the methods
+def _chunks(n: int, size: int) -> list[range]:
+    """Prompts 0..n-1 in consecutive runs of at most ``size``."""
+    return [range(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _join(parts: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    """The chunks' arrays end to end (None when the target has none: every chunk's is None then)."""
+    arrays = [part for part in parts if part is not None]
+    return np.concatenate(arrays) if arrays else None
+
+
+def _take(enc: dict, chunk: range) -> dict:
+    """Rows ``chunk`` of a padded batch (views: the padding stays that of the whole batch, so every number is
+    the one a single batch of all the prompts gives)."""
+    return {key: value[chunk.start:chunk.stop] for key, value in enc.items()}
+
+
+def _take_sites(clean: dict, chunk: range) -> dict:
+    return {layer: splice.Site(s.values[chunk.start:chunk.stop], s.indices[chunk.start:chunk.stop],
+                               s.error[chunk.start:chunk.stop]) for layer, s in clean.items()}
+
+
 def attribute(lab: LabLike, prompts: list[str], target, layers: list[int], method: str, steps: int = 16, top: int = 20,
               steers: Sequence[Steer] = (), batch_size: int = 16) -> Attribution:
-    target = targets.resolve(lab, target)
-    ids = [row + target.suffix for row in lab.token_ids(prompts)]
+    """Prompts are run ``batch_size`` at a time (rows of one forward and backward: memory follows it), each
+    chunk against its own prompts' target; the chunks' numbers are those of one batch of all the prompts."""
+    target = targets.resolve(lab, target).check(len(prompts))
+    ids = targets.sequences(lab, prompts, target)
     enc = lab.pad(ids)
     steers = list(steers)
     differentiable = method != "integrated_gradients"  # its path starts from the stored activations instead
-    logits, sites = splice.run(lab, enc, layers, keep=target.keep, steers=steers, grad=differentiable)
-    assert logits is not None  # no stop_at: the forward ran to the end
+    metrics, probs, parts, top_ids, baselines = [], [], [], [], []
+    sites_by_chunk: list[dict] = []
+    for chunk in _chunks(len(prompts), batch_size):
+        sub = _take(enc, chunk)
+        mine = target.select(chunk)
+        logits, sites = splice.run(lab, sub, layers, keep=mine.keep, steers=steers, grad=differentiable)
+        assert logits is not None  # no stop_at: the forward ran to the end
+        if isinstance(mine, targets.TopToken):
+            top_ids += logits[:, -1].argmax(-1).tolist()
+            mine = targets.NextToken(ids=top_ids[chunk.start:])
+        metric = mine(logits)
+        clean = {layer: splice.Site(s.values, s.indices, s.error) for layer, s in sites.items()}
+        metrics.append(metric.detach().cpu().numpy())
+        probs.append(probabilities(mine, logits.detach()))
+        if not differentiable:
+            feature_grads, error_grads, baseline = _integrated(lab, sub, mine, layers, clean, steers, steps,
+                                                               batch_size)
+            baselines.append(baseline)
+        else:
+            leaves = [sites[layer].spliced()[0] for layer in layers]
+            outs = [sites[layer].spliced()[2] for layer in layers]
+            grads = torch.autograd.grad(metric.sum(), leaves + outs)
+            feature_grads = dict(zip(layers, grads[:len(layers)]))
+            error_grads = dict(zip(layers, grads[len(layers):]))
+        parts.append(_rows(sub, clean, feature_grads, error_grads, first=chunk.start))
+        sites_by_chunk.append(clean)
+        del logits, sites, metric, feature_grads, error_grads  # the chunk's graph goes before the next one
     if isinstance(target, targets.TopToken):
-        target = targets.NextToken(ids=logits[:, -1].argmax(-1).tolist())
-    metric = target(logits)
-    clean = {layer: splice.Site(s.values, s.indices, s.error) for layer, s in sites.items()}
+        target = targets.NextToken(ids=top_ids)
+    clean = {layer: splice.Site(*(torch.cat([getattr(c[layer], name) for c in sites_by_chunk])
+                                  for name in ("values", "indices", "error"))) for layer in layers}
     result = Attribution(lab=lab, prompts=prompts, tokens=[lab.token_strings(row) for row in ids], layers=layers,
-                         method=method, target=target, rows={}, metrics=metric.detach().cpu().numpy(),
-                         probabilities=probabilities(target, logits.detach()), steers=steers, enc=enc, clean=clean)
-    if not differentiable:
-        feature_grads, error_grads, baseline = _integrated(lab, enc, target, layers, clean, steers, steps, batch_size)
-        result._baseline = baseline
-    else:
-        leaves = [sites[layer].spliced()[0] for layer in layers]
-        outs = [sites[layer].spliced()[2] for layer in layers]
-        grads = torch.autograd.grad(metric.sum(), leaves + outs)
-        feature_grads = dict(zip(layers, grads[:len(layers)]))
-        error_grads = dict(zip(layers, grads[len(layers):]))
-    result.rows = _rows(enc, clean, feature_grads, error_grads)
+                         method=method, target=target, rows={}, metrics=np.concatenate(metrics),
+                         probabilities=_join(probs), steers=steers, enc=enc,
+                         clean=clean, batch_size=batch_size)
+    if baselines:
+        result._baseline = np.concatenate(baselines)
+    result.rows = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     if method == "ablation":
         result.rows = _ablate(lab, result, top, batch_size)
     return result
 
 
-def _rows(enc: dict, clean: dict, feature_grads: dict, error_grads: dict) -> dict:
+def _rows(enc: dict, clean: dict, feature_grads: dict, error_grads: dict, first: int = 0) -> dict:
     """Flat arrays of every fired feature and every error term at real positions (positions counted from each
-    prompt's first real token)."""
+    prompt's first real token; prompts numbered from ``first``)."""
     mask = enc["attention_mask"].bool()
     pad = (~mask).sum(-1)
     cols: dict[str, list] = {k: [] for k in ("prompt", "position", "layer", "feature", "activation", "attribution")}
@@ -234,6 +310,7 @@ def _rows(enc: dict, clean: dict, feature_grads: dict, error_grads: dict) -> dic
         cols["feature"] += [site.indices[p, s, j], torch.full_like(ep, -1)]
         cols["activation"] += [values[p, s, j], site.error[ep, es].float().norm(dim=-1)]
         cols["attribution"] += [attr[p, s, j], err_attr[ep, es]]
+    cols["prompt"] = [p + first for p in cols["prompt"]]
     return {k: torch.cat([t.cpu() for t in v]).numpy() for k, v in cols.items()}
 
 
@@ -251,7 +328,7 @@ def _integrated(lab: LabLike, enc, target, layers, clean, steers, steps: int, ba
         rows = {key: splice.repeat_rows(value, len(chunk)) for key, value in enc.items()}
         scale = chunk.repeat(prompts)
         logits, sites = splice.run(lab, rows, layers, keep=target.keep, steers=steers, fixed=clean, scale=scale)
-        metric = target(logits)
+        metric = target.select(np.repeat(np.arange(prompts), len(chunk)))(logits)  # prompt-major rows
         grads = torch.autograd.grad(metric.sum(), [sites[x].spliced()[0] for x in layers]
                                     + [sites[x].spliced()[2] for x in layers])
         for i, alpha in enumerate(chunk.tolist()):
@@ -292,7 +369,8 @@ def _ablate(lab: LabLike, result: Attribution, top: int, batch_size: int) -> dic
         logits, _ = splice.run(lab, batch, (), keep=result.target.keep, steers=result.steers, edits=edits,
                                grad=False)
         assert logits is not None  # no stop_at: the forward ran to the end
-        exact[start:start + len(chunk)] = result.metrics[r["prompt"][chunk]] - result.target(logits).cpu().numpy()
+        own = result.target.select(r["prompt"][chunk].tolist())  # row i: the ablation of one of prompt p's
+        exact[start:start + len(chunk)] = result.metrics[r["prompt"][chunk]] - own(logits).cpu().numpy()
     out = {key: value[picked] for key, value in r.items()}
     out["grad_x_act"], out["attribution"] = out["attribution"], exact
     return out

@@ -27,9 +27,8 @@ def attribute_edges(lab: LabLike, prompt: str, upstream: int, downstream: int, t
                     top_upstream: int = 10, steers: Sequence[Steer] = ()) -> pd.DataFrame:
     if upstream >= downstream:
         raise ValueError(f"upstream layer ({upstream}) must come before downstream layer ({downstream})")
-    resolved = targets.resolve(lab, target) if target is not None else None
-    suffix = resolved.suffix if resolved is not None else []
-    enc = lab.pad([lab.token_ids([prompt])[0] + suffix])
+    resolved = targets.resolve(lab, target).check(1) if target is not None else None
+    enc = lab.pad(targets.sequences(lab, [prompt], resolved or targets.Target()))
     real = enc["attention_mask"][0].bool()
     logits, sites = splice.run(lab, enc, [upstream, downstream], keep=resolved.keep if resolved else 1,
                                steers=list(steers), stop_at=None if resolved else downstream)

@@ -9,6 +9,7 @@ itself ranks first after each prompt: "why did it say that").
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -53,6 +54,17 @@ class Target:
     def describe(self, lab: LabLike) -> str:
         return type(self).__name__
 
+    def check(self, prompts: int) -> Target:
+        """This target if its per-prompt data (if any) fits ``prompts`` prompts; a ValueError naming ``target``
+        and both counts otherwise (a silent mismatch would attribute to the wrong token, or to nothing)."""
+        return self
+
+    def select(self, prompts: Sequence[int]) -> Target:
+        """The target of a batch whose row i is prompt ``prompts[i]`` (the same target when nothing in it is
+        per prompt). Every batched run (chunks of prompts, ablation rows, integrated-gradient steps) goes
+        through this, so row i is always measured against its own prompt's target."""
+        return self
+
 
 @dataclass
 class NextToken(Target):
@@ -65,9 +77,24 @@ class NextToken(Target):
         validate.choice(self.kind, KINDS, "kind")
 
     def _ids(self, logits: torch.Tensor) -> torch.Tensor:
-        ids = self.ids if isinstance(self.ids, Sequence) else [self.ids] * logits.shape[0]
-        reps = logits.shape[0] // len(ids)  # rows repeat the prompts (integrated-gradient steps, ablations)
-        return torch.as_tensor(list(ids), device=logits.device).repeat_interleave(reps)
+        rows = logits.shape[0]
+        ids = list(self.ids) if isinstance(self.ids, Sequence) else [self.ids]
+        if len(ids) == 1:
+            ids = ids * rows
+        if len(ids) != rows:  # select() lines ids up with rows: anything else is a bug, never a guess
+            raise ValueError(f"target has {len(ids)} token ids for a batch of {rows} rows: use select()")
+        return torch.as_tensor(ids, device=logits.device)
+
+    def check(self, prompts: int) -> NextToken:
+        if isinstance(self.ids, Sequence) and len(self.ids) not in (1, prompts):
+            raise ValueError(f"target NextToken has {len(self.ids)} token ids for {prompts} prompt"
+                             f"{'s' if prompts != 1 else ''}: give one id for every prompt, or one per prompt")
+        return self
+
+    def select(self, prompts: Sequence[int]) -> NextToken:
+        if not isinstance(self.ids, Sequence) or len(self.ids) == 1:
+            return self
+        return dataclasses.replace(self, ids=[self.ids[int(p)] for p in prompts])
 
     def __call__(self, logits):
         last = logits[:, -1].float()
@@ -78,7 +105,9 @@ class NextToken(Target):
         return last.gather(-1, self._ids(logits)[:, None])[:, 0]
 
     def token(self, row: int) -> int:
-        return int(self.ids[row] if isinstance(self.ids, Sequence) else self.ids)
+        if isinstance(self.ids, Sequence):
+            return int(self.ids[row if len(self.ids) > 1 else 0])
+        return int(self.ids)
 
     def describe(self, lab: LabLike) -> str:
         ids = self.ids if isinstance(self.ids, Sequence) else [self.ids]
@@ -136,20 +165,45 @@ class LogitsFn(Target):
     fn: Callable | None = None
 
     def __call__(self, logits):
+        assert self.fn is not None  # resolve() builds a LogitsFn from a callable only
         out = self.fn(logits)
         if not isinstance(out, torch.Tensor) or out.shape != (logits.shape[0],):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"a callable target must return one number per row, shape ({logits.shape[0]},); "
                              f"got {got}")
+        bad = ~torch.isfinite(out.detach())
+        if bad.any():
+            rows = bad.nonzero()[:, 0].tolist()
+            shown = ", ".join(f"{out[i].item()}" for i in rows[:3])
+            raise ValueError(f"the callable target returned non-finite values ({shown}) for "
+                             f"{len(rows)} of {len(out)} rows (rows {rows[:5]}): attributions of NaN / inf mean "
+                             f"nothing; return a finite number per row (e.g. a logit or log-probability)")
         return out.float()
 
     def describe(self, lab: LabLike) -> str:
         return getattr(self.fn, "__name__", "callable")
 
 
+def sequences(lab: LabLike, prompts: Sequence[str], target: Target) -> list[list[int]]:
+    """Token ids of each prompt followed by the target's suffix (a continuation's tokens). A prompt the model
+    cannot read whole with it (more than ``lab.max_positions``) is refused naming the lengths: past its context
+    the model's positions are out of range and every number after them would be wrong in silence."""
+    ids = lab.tokenizer(list(prompts))["input_ids"]
+    limit, extra = lab.max_positions, len(target.suffix)
+    if limit is not None:
+        for i, row in enumerate(ids):
+            if len(row) + extra > limit:
+                what = f"prompt {i} has {len(row)} tokens"
+                if extra:
+                    what += f" and the continuation {extra} more ({len(row) + extra} positions)"
+                fix = "shorten the prompt" + (" or the continuation" if extra else "")
+                raise ValueError(f"{what}; {lab.name} reads at most {limit} positions: {fix}")
+    return [list(row) + list(target.suffix) for row in ids]
+
+
 def resolve(lab: LabLike, target) -> Target:
     """Any accepted ``target`` as a Target (a Continuation gets its token ids)."""
-    if target is None:
+    if target is None or type(target) is TopToken:  # TopToken is a NextToken: never resolve it to id 0
         return TopToken()
     if isinstance(target, Continuation):
         ids = lab.tokenizer(validate.text(target.text, "continuation"), add_special_tokens=False)["input_ids"]
