@@ -155,3 +155,37 @@ def test_suite_of_saelens_folders_finds_layers_from_their_configs(tmp_path):
     suite = SAESuite.open(tmp_path / "release")
     assert suite.layers == [1, 3] and suite.loads == 0
     assert torch.allclose(suite[3].W_dec, SAE.random(16, 32, 4, seed=3).W_dec)
+
+
+def test_an_explicit_k_wins_over_the_files_own(tmp_path):
+    """Issue 29: ``SAE.load(path, k=8)`` of a file written with k=64 gave k=64 in silence."""
+    path = SAE.random(32, 128, 64, seed=3).save(tmp_path / "layer0.sae.safetensors")
+    assert SAE.load(path).k == 64
+    x = torch.randn(5, 32)
+    for sae in (SAE.load(path, k=8), SAESuite.open(path, k=8)[0], SAESuite.open(tmp_path, k=8)[0]):
+        assert sae.k == 8
+        values, _ = sae.encode_sparse(x)
+        assert values.shape == (5, 8) and ((sae.encode(x) != 0).sum(-1) <= 8).all()
+    assert SAESuite.open(tmp_path, k=8).k == 8
+    mine = SAE.random(32, 128, 64, seed=4)
+    suite = SAESuite.open({0: mine}, k=8)
+    assert suite[0].k == 8 and suite.k == 8 and mine.k == 64  # the caller's SAE object is left as it was
+    assert suite[0].W_dec.data_ptr() == mine.W_dec.data_ptr()  # same weights, not a copy
+    named = tmp_path / GROUP_DIR  # a hub-pattern name (k=50) does not override a file's own config
+    SAE.random(32, 128, 64, seed=5).save(named / "layer1.sae.safetensors")
+    assert SAESuite.open(named)[1].k == 64 and SAESuite.open(named, k=8)[1].k == 8
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        SAE.load(path, k=0)
+
+
+def test_lab_load_with_k_encodes_with_at_most_k_features():
+    from qscope_lab import Lab
+
+    text = "The weather today is sunny, and the cat sat on the mat."
+    default = Lab.load()
+    assert default.sae(2).k == 64 and int((default.encode(text, layer=2).values > 0).sum(-1).max()) > 8
+    lab = Lab.load(k=8)
+    acts = lab.encode(text, layer=2)
+    assert lab.sae(2).k == 8 and acts.values.shape[-1] == 8
+    assert int((acts.values > 0).sum(-1).max()) <= 8
+    assert lab.info().set_index("field").loc["k", "value"] == "8"

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..base import validate
 from . import formats as sae_formats
 from . import sources as sae_sources
 from .formats import SAEConfig
@@ -190,11 +191,14 @@ class SAE(nn.Module):
     @classmethod
     def load(cls, source, layer: int | None = None, k: int | None = None, device=None, dtype=None) -> SAE:
         """One layer from a Qwen-Scope ``.pt``, a SAELens folder, a qscope ``.safetensors``, a folder of layer
-        files or a hub repo id (``layer=`` picks the layer in the last two). k: explicit, else from the file's
-        config, else from a hub-pattern name such as ``...-W32K-L0_50``. Files stored in bf16 / fp16 load as
-        float32 unless ``dtype`` says otherwise."""
-        path, k = sae_sources.locate(source, layer=layer, k=k)
+        files or a hub repo id (``layer=`` picks the layer in the last two). k: explicit (it wins over
+        everything, a file's own config included), else from the file's config, else from a hub-pattern name
+        such as ``...-W32K-L0_50``. Files stored in bf16 / fp16 load as float32 unless ``dtype`` says otherwise."""
+        explicit = None if k is None else validate.integer(k, "k", minimum=1)
+        path, k = sae_sources.locate(source, layer=layer, k=explicit)
         tensors, config = sae_formats.read(path, k=k)
+        if explicit is not None and config.k != explicit:
+            config = dataclasses.replace(config, k=explicit)
         if dtype is None and any(t.dtype in (torch.float16, torch.bfloat16) for t in tensors.values()):
             dtype = torch.float32
         try:
@@ -206,6 +210,15 @@ class SAE(nn.Module):
         if not sae_sources.is_local(source):
             sae.meta["repo_id"] = str(source)
         return sae
+
+    def with_k(self, k: int) -> SAE:
+        """This SAE encoding with top-``k`` instead (the same weight tensors, not a copy); itself when k is its
+        own. For an explicit ``k=`` given with SAE objects (``SAESuite.open`` / ``Lab.load``)."""
+        k = validate.integer(k, "k", minimum=1)
+        if k == self.k:
+            return self
+        return type(self)(self.W_enc.data, self.b_enc.data, self.W_dec.data, self.b_dec.data, k=k,
+                          apply_b_dec_to_input=self.apply_b_dec_to_input, meta=self.meta)
 
     def save(self, path, format: str = "qscope", dtype: torch.dtype | None = None, **meta):
         """Write this SAE as ``format="qscope"`` (safetensors; ``meta`` joins ``self.meta`` in its metadata) or

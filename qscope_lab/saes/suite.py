@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ..base import validate
 from . import formats as sae_formats
 from . import hub
 from .formats import k_from_name, layer_of
@@ -90,18 +91,28 @@ class SAESuite:
     @classmethod
     def open(cls, source, k: int | None = None, device=None, dtype=None,
              cache_bytes: int | None = None) -> SAESuite:
-        """From a hub repo id, a local folder (any supported format), one file, or a ``{layer: SAE}`` dict."""
+        """From a hub repo id, a local folder (any supported format), one file, or a ``{layer: SAE}`` dict.
+        An explicit ``k`` wins over every file's config and every SAE object's own k (those objects are left
+        as they are: the suite holds versions of them with top-``k``, sharing their weights)."""
+        if k is not None:
+            k = validate.integer(k, "k", minimum=1)
         if isinstance(source, SAESuite):
-            return source
+            return source if k is None or k == source.k else source._with_k(k)
         if isinstance(source, SAE):
             source = {source.layer if source.layer is not None else 0: source}
         if isinstance(source, Mapping):
-            return cls._from_mapping(source, device, dtype, cache_bytes)
+            suite = cls._from_mapping(source, device, dtype, cache_bytes)
+            return suite if k is None or k == suite.k else suite._with_k(k)
         if is_local(source):
             return cls._from_path(Path(source).expanduser(), k, device, dtype, cache_bytes)
         if looks_like_path(source):
             raise FileNotFoundError(f"no such file or folder: {source}")
         return cls._from_hub(str(source), k, device, dtype, cache_bytes)
+
+    def _with_k(self, k: int) -> SAESuite:
+        """A suite reading through this one, each layer's SAE encoding with top-``k`` (``SAE.with_k``)."""
+        return type(self)(lambda layer: self[layer].with_k(k), self.layers, self.name, k=k, d_model=self.d_model,
+                          d_sae=self.d_sae, cache_bytes=self.cache_bytes)
 
     @classmethod
     def _from_mapping(cls, saes: Mapping[int, SAE], device, dtype, cache_bytes) -> SAESuite:
@@ -130,13 +141,16 @@ class SAESuite:
         if not files:
             raise FileNotFoundError(f"{path} contains no SAE files (layer{{n}}.sae.pt, layer{{n}}.sae.safetensors "
                                     f"or SAELens folders)")
-        k = k or k_from_name(path)
-        if k is None and any(f.suffix == ".pt" for f in files.values()):
+        named = k_from_name(path)  # the folder's name says k for .pt files only: a file's own config wins over it
+        pt = any(f.suffix == ".pt" for f in files.values())
+        if k is None and named is None and pt:
             raise ValueError(f"{path} holds Qwen-Scope .pt files, which carry no config: pass k= (50 or 100), or "
                              f"keep the hub folder name (e.g. 'SAE-Res-Qwen3-1.7B-Base-W32K-L0_50')")
         parsed = parse_group_name(path.name)
-        return cls(lambda layer: SAE.load(files[layer], k=k, device=device, dtype=dtype), list(files),
-                   path.name, k=k, d_sae=parsed[1] if parsed else None, cache_bytes=cache_bytes)
+        explicit = k
+        return cls(lambda layer: SAE.load(files[layer], k=explicit, device=device, dtype=dtype), list(files),
+                   path.name, k=k or (named if pt else None), d_sae=parsed[1] if parsed else None,
+                   cache_bytes=cache_bytes)
 
     @classmethod
     def _from_hub(cls, repo_id: str, k, device, dtype, cache_bytes) -> SAESuite:
