@@ -68,8 +68,13 @@ def explain(lab, layer, features=None, explainer: str = "offline", chat=None, *,
         chat = as_chat(chat)
         model, version = chat.model, PROMPT_VERSION
 
+        scorers = options.pop("scorers", ("detection",))
+        judge = as_chat(options.pop("judge", None) or chat)
+        score_options = {k: options.pop(k) for k in ("n_examples", "per_prompt", "seed") if k in options}
+
         def run(fs):
-            return explain_features(index, layer, fs, chat, progress=progress, **options)
+            rows = explain_features(index, layer, fs, chat, progress=progress, **options)
+            return _scored(lab, index, layer, rows, judge, scorers, progress, score_options)
     done = set() if overwrite else _done(index, explainer, model, version, layer)
     todo = [f for f in wanted if f not in done]
     failures: list[dict] = []
@@ -89,6 +94,28 @@ def explain(lab, layer, features=None, explainer: str = "offline", chat=None, *,
     out = out[list(OUT_COLUMNS)]
     out.attrs["failures"] = failures
     return out
+
+
+def _scored(lab, index, layer, rows, judge, scorers, progress, options) -> list[dict]:
+    """Rows of the LLM explainer with their judge scores: ``score`` is the mean F1 over ``scorers`` (NaN when the
+    judge answered none), every metric kept in ``scores``."""
+    from .scorers import score
+
+    good = {r["feature"]: r["explanation"] for r in rows if r.get("explanation") is not None}
+    if not scorers or not good:
+        return rows
+    table = score(index, layer, good, judge, scorers=scorers, lab=lab, progress=progress, **options)
+    for r in rows:
+        if r["feature"] not in good:
+            continue
+        mine = table[table.feature == r["feature"]]
+        r["scores"] = {**r["scores"], **{f"{row.scorer}.{m}": (None if pd.isna(getattr(row, m)) else
+                                                               float(getattr(row, m)))
+                                         for row in mine.itertuples() for m in ("accuracy", "f1", "answered",
+                                                                               "failures")}}
+        f1 = mine.f1[mine.answered > 0]
+        r["score"] = float(f1.mean()) if len(f1) else float("nan")
+    return rows
 
 
 def _done(index, explainer, model, version, layer) -> set[int]:
