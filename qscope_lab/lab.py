@@ -355,16 +355,15 @@ class Lab:
         ``method``: "grad_x_act" (one backward), "integrated_gradients" (``steps`` points from zero activations)
         or "ablation" (exact, the ``top`` strongest features per prompt). ``steer`` edits the prompt first, as
         in ``generate``. Returns an ``Attribution`` (``to_frame()``, ``metric``, ``baseline_metric``)."""
-        from .methods.attribution import METHODS, attribute
+        from .methods.attribution import METHODS, attribute, check_cost
 
         prompts = validate.texts(prompt, "prompt")
         layers = sorted(self.check_layers(self.n_layers // 2 if layers is None else layers))
         for layer in layers:
             self.sae(layer)
         method = validate.choice(method, METHODS, "method")
-        steps = validate.integer(steps, "steps", minimum=1)
-        top = validate.integer(top, "top", minimum=1)
-        batch_size = validate.integer(batch_size, "batch_size", minimum=1)
+        steps, top = check_cost(steps, "steps"), check_cost(top, "top")
+        batch_size = check_cost(batch_size, "batch_size")
         steers = self.check_steers(parse_steer(steer, layers[0] if len(layers) == 1 else None))
         return attribute(self, prompts, target, layers, method, steps=steps, top=top, steers=steers,
                          batch_size=batch_size)
@@ -374,12 +373,13 @@ class Lab:
         """How much each feature at layer ``upstream`` drives each of the ``top`` features at ``downstream``
         (strongest by attribution to ``target``, or by activation), by gradient through the spliced model: one
         row per edge (upstream feature -1: the error term). ``viz.charts.edge_graph`` draws it."""
+        from .methods.attribution import check_cost
         from .methods.edges import attribute_edges
 
         validate.text(prompt, "prompt")
         upstream, downstream = self.check_layer(upstream, "upstream"), self.check_layer(downstream, "downstream")
-        top = validate.integer(top, "top", minimum=1)
-        top_upstream = validate.integer(top_upstream, "top_upstream", minimum=1)
+        top = check_cost(top, "top")
+        top_upstream = validate.integer(top_upstream, "top_upstream", minimum=1, maximum=self.sae(upstream).d_sae)
         steers = self.check_steers(parse_steer(steer))
         return attribute_edges(self, prompt, upstream, downstream, target=target, top=top,
                                top_upstream=top_upstream, steers=steers)
@@ -401,6 +401,33 @@ class Lab:
 
         validate.text(prompt, "prompt")
         return logit_lens(self, prompt, top=validate.integer(top, "top", minimum=1, maximum=len(self.tokenizer)))
+
+    # ------------------------------------------------------------------ words for features (qscope_lab.explain)
+    def explain(self, layer: int, features=None, explainer: str = "offline", chat=None, **options) -> pd.DataFrame:
+        """Words for ``features`` (default: all) of ``layer``, stored with ``lab.index`` and resumed:
+        ``explainer="offline"`` (token patterns and source profile from the index, scored by held-out precision /
+        recall) or ``"llm"`` with ``chat`` (an ``explain.chat.Chat``, an OpenAI-compatible endpoint, a
+        transformers chat model or ``f(messages) -> str``). Returns layer, feature, explanation, score,
+        explainer, model, prompt_version, scores (``explain.runner.explain``'s options)."""
+        from .explain.runner import explain
+
+        return explain(self, layer, features, explainer=explainer, chat=chat, **options)
+
+    def search(self, query: str, layers=None, top: int = 20, min_score: float | None = None,
+               max_density: float | None = None, **options) -> pd.DataFrame:
+        """Features whose words match ``query`` (labels, stored explanations, top tokens, source profile),
+        best first: layer, feature, name, explanation, score, explainer, density, top_tokens, match
+        (``explain.search.search``'s options: ``embed`` a sentence-embedding callable)."""
+        from .explain.search import search
+
+        return search(self, query, layers=layers, top=top, min_score=min_score, max_density=max_density, **options)
+
+    def search_by_example(self, text, layers=None, top: int = 20, **options) -> pd.DataFrame:
+        """Features that fire on ``text`` far more than on the index's corpus, most lifted first
+        (``explain.examples.search_by_example``)."""
+        from .explain.examples import search_by_example
+
+        return search_by_example(self, text, layers=layers, top=top, **options)
 
     def info(self) -> pd.DataFrame:
         """Model and SAE facts as a two-column table."""

@@ -57,6 +57,9 @@ class LabLike(Protocol):
     def saes(self) -> SAESuite | None: ...
 
     @property
+    def index(self) -> Any: ...  # the FeatureIndex cards and search read, or None
+
+    @property
     def device(self) -> torch.device: ...
 
     @property

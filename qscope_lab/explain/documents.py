@@ -4,6 +4,11 @@ telling. Search ranks these texts; display names take the first thing known."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..core.protocol import LabLike
+
 import json
 import os
 from pathlib import Path
@@ -16,7 +21,7 @@ from . import patterns, profile
 from .windows import feature_windows
 
 
-def user_labels(lab) -> dict[tuple[int, int], str]:
+def user_labels(lab: LabLike) -> dict[tuple[int, int], str]:
     """``{(layer, feature): label}`` of the labels a user typed for this Lab's model and SAE suite
     (``$QSCOPE_LAB_HOME/labels.json``, written by ``analysis.labels.FeatureLabels``; read here, below it, by
     its documented key ``"<model>|<suite>/<layer>/<feature>"``). A missing or unreadable file: none."""
@@ -27,7 +32,7 @@ def user_labels(lab) -> dict[tuple[int, int], str]:
         return {}
     if not isinstance(data, dict):
         return {}
-    namespace = f"{lab.name}|{lab.saes.name}" if getattr(lab, "saes", None) is not None else lab.name
+    namespace = f"{lab.name}|{lab.saes.name}" if lab.saes is not None else lab.name
     out = {}
     for key, entry in data.items():
         ns, _, rest = str(key).rpartition("/")
@@ -58,7 +63,7 @@ def token_words(tokens: list[str]) -> str:
     return " ".join([" ".join(repr(t.strip() or t) for t in tokens), *words])
 
 
-def documents(lab, layers: list[int], labels: dict | None = None) -> pd.DataFrame:
+def documents(lab: LabLike, layers: list[int], labels: dict | None = None) -> pd.DataFrame:
     """One row per feature of ``layers``: layer, feature, label, explanation (the best stored), score,
     explainer, top_tokens, density (firing rate), firings, concepts (``{"class:<c>" | "lang:<l>": share of the
     feature's firings}``), text (everything above in words, for search)."""

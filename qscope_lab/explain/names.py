@@ -7,6 +7,11 @@ generation, explanations table, labels file): a heatmap's hover labels cost a di
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..core.protocol import LabLike
+
 import os
 
 from ..base import validate
@@ -31,7 +36,7 @@ def shorten(text: str, limit: int = MAX_CHARS) -> str:
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
-def _table(lab, layer: int) -> dict[int, str]:
+def _table(lab: LabLike, layer: int) -> dict[int, str]:
     index = lab.index
     home = os.environ.get("QSCOPE_LAB_HOME", os.path.expanduser("~/.qscope-lab"))
     explained = location(index.path) / FILE if index is not None else None
@@ -55,7 +60,7 @@ def _table(lab, layer: int) -> dict[int, str]:
     return names
 
 
-def display_names(lab, layer, features) -> list[str]:
+def display_names(lab: LabLike, layer, features) -> list[str]:
     """Display names of ``features`` of ``layer`` (order kept)."""
     layer = lab.check_layer(layer)
     d_sae = lab.index.d_sae if lab.index is not None else lab.sae(layer).d_sae
@@ -68,6 +73,6 @@ def display_names(lab, layer, features) -> list[str]:
     return [names.get(f) or f"L{layer}/F{f}" for f in feats]
 
 
-def display_name(lab, layer, feature) -> str:
+def display_name(lab: LabLike, layer, feature) -> str:
     """One feature's display name (see the module's docstring)."""
     return display_names(lab, layer, [feature])[0]

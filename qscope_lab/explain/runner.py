@@ -7,6 +7,11 @@ of a layer costs a table read); new explanations are added to the index's table 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..core.protocol import LabLike
+
 import pandas as pd
 
 from ..base import validate
@@ -30,13 +35,13 @@ def check_features(features, d_sae: int) -> list[int] | None:
     return out
 
 
-def _index(lab):
+def _index(lab: LabLike):
     if lab.index is None:
         raise ValueError("this Lab has no feature index: lab.use_index(folder) (FeatureIndex.build makes one)")
     return lab.index
 
 
-def explain(lab, layer, features=None, explainer: str = "offline", chat=None, *, overwrite: bool = False,
+def explain(lab: LabLike, layer, features=None, explainer: str = "offline", chat=None, *, overwrite: bool = False,
             batch: int = 64, progress: bool | None = None, **options) -> pd.DataFrame:
     """Explain ``features`` (default: all) of ``layer`` with ``explainer`` ("offline": patterns from the index,
     no LLM; "llm": ``chat`` writes them, Delphi's way, ``llm.explain``'s options) and store them with the index.
@@ -96,7 +101,7 @@ def explain(lab, layer, features=None, explainer: str = "offline", chat=None, *,
     return out
 
 
-def _scored(lab, index, layer, rows, judge, scorers, progress, options) -> list[dict]:
+def _scored(lab: LabLike, index, layer, rows, judge, scorers, progress, options) -> list[dict]:
     """Rows of the LLM explainer with their judge scores: ``score`` is the mean F1 over ``scorers`` (NaN when the
     judge answered none), every metric kept in ``scores``."""
     from .scorers import score

@@ -5,6 +5,11 @@ layers), so a second query costs a lookup."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..core.protocol import LabLike
+
 import os
 import re
 from collections.abc import Callable
@@ -62,7 +67,7 @@ def _stamp(path) -> tuple:
         return (None, None)
 
 
-def _ranker(lab, layers: list[int]):
+def _ranker(lab: LabLike, layers: list[int]):
     import bm25s
 
     index = lab.index
@@ -112,7 +117,7 @@ def check_query(query) -> str:
     return query
 
 
-def search(lab, query: str, layers=None, top: int = 20, min_score: float | None = None,
+def search(lab: LabLike, query: str, layers=None, top: int = 20, min_score: float | None = None,
            max_density: float | None = None, embed: Callable[[list[str]], np.ndarray] | None = None,
            embed_weight: float = 0.5) -> pd.DataFrame:
     """Features whose words match ``query``, best first (``RESULT_COLUMNS``): BM25 over each feature's text,

@@ -461,7 +461,7 @@ def stamp(index: Path) -> tuple:
 
 
 INDEX_ENTRIES = (MANIFEST, TOKENS, STATE, SHARDS, LOCK, STATE + ".old", STATE + ".tmp", TOKENS + ".tmp",
-                 MANIFEST + ".tmp")
+                 MANIFEST + ".tmp", "explanations.parquet", "explanations.lock")  # index/explanations.py's
 TEMP_PREFIX, TEMP_SUFFIX = ".tmp-", ".tmp"  # base.atomic's temporary files
 
 
