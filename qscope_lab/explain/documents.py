@@ -21,6 +21,15 @@ from . import patterns, profile
 from .windows import feature_windows
 
 
+def file_stamp(path) -> tuple:
+    """(mtime, size) of a file, (None, None) if absent: what the name and search caches key on."""
+    try:
+        st = os.stat(path)
+        return (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return (None, None)
+
+
 def user_labels(lab: LabLike) -> dict[tuple[int, int], str]:
     """``{(layer, feature): label}`` of the labels a user typed for this Lab's model and SAE suite
     (``$QSCOPE_LAB_HOME/labels.json``, written by ``analysis.labels.FeatureLabels``; read here, below it, by

@@ -16,18 +16,10 @@ import os
 
 from ..base import validate
 from ..index.explanations import FILE, location
-from .documents import best_explanations, user_labels
+from .documents import best_explanations, file_stamp, user_labels
 
 MAX_CHARS = 60
 _CACHE: dict = {}
-
-
-def _stamp(path) -> tuple:
-    try:
-        st = os.stat(path)
-        return (st.st_mtime_ns, st.st_size)
-    except OSError:
-        return (None, None)
 
 
 def shorten(text: str, limit: int = MAX_CHARS) -> str:
@@ -41,8 +33,8 @@ def _table(lab: LabLike, layer: int) -> dict[int, str]:
     home = os.environ.get("QSCOPE_LAB_HOME", os.path.expanduser("~/.qscope-lab"))
     explained = location(index.path) / FILE if index is not None else None
     key = (lab.name, getattr(lab.saes, "name", None), str(index.path) if index is not None else None,
-           index.generation if index is not None else None, _stamp(explained) if explained else None,
-           _stamp(os.path.join(home, "labels.json")), home, layer)
+           index.generation if index is not None else None, file_stamp(explained) if explained else None,
+           file_stamp(os.path.join(home, "labels.json")), home, layer)
     names = _CACHE.get(key)
     if names is None:
         names = {}

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..base import validate
 from ..index.explanations import FILE, location
-from .documents import documents
+from .documents import documents, file_stamp
 
 RESULT_COLUMNS = ("layer", "feature", "name", "explanation", "score", "explainer", "density", "top_tokens", "match")
 _STOP = {"the", "of", "a", "an", "and", "or", "in", "on", "at", "to", "for", "is", "are", "with", "by", "that",
@@ -59,20 +59,12 @@ def words(text: str) -> list[str]:
     return out
 
 
-def _stamp(path) -> tuple:
-    try:
-        st = os.stat(path)
-        return (st.st_mtime_ns, st.st_size)
-    except OSError:
-        return (None, None)
-
-
 def _ranker(lab: LabLike, layers: list[int]):
     import bm25s
 
     index = lab.index
     labels_file = os.path.join(os.environ.get("QSCOPE_LAB_HOME", os.path.expanduser("~/.qscope-lab")), "labels.json")
-    key = (str(index.path), index.generation, _stamp(location(index.path) / FILE), _stamp(labels_file),
+    key = (str(index.path), index.generation, file_stamp(location(index.path) / FILE), file_stamp(labels_file),
            tuple(layers), lab.name)
     if key not in _CACHE:
         docs = documents(lab, layers)
