@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .base import budget as budgets
 from .base import validate
 from .core import models
 from .core.activations import FeatureActs
@@ -25,7 +26,7 @@ class Lab:
     """A traced model and its SAEs. ``lab.model`` is the nnsight wrapper for your own traces,
     ``lab.layers[n]`` the envoy of decoder block n (its output is Qwen-Scope layer n)."""
 
-    def __init__(self, model, saes: SAESuite | None = None, name: str | None = None):
+    def __init__(self, model, saes: SAESuite | None = None, name: str | None = None, memory_budget=None):
         self.model = model
         self.tokenizer = model.tokenizer
         self.hf_model = model._module
@@ -45,6 +46,25 @@ class Lab:
                              f"hidden_size={self.d_model}: they were trained on another model")
         self._token_strings: dict[int, str] = {}
         self.index: FeatureIndex | None = None  # a corpus feature index read by cards and search (use_index)
+        self._memory_budget = 0
+        self.memory_budget = memory_budget  # type: ignore[assignment]  # the setter parses "8GB" / None
+
+    @property
+    def memory_budget(self) -> int:
+        """Bytes every corpus-scale job of this Lab may hold (SAEs + per-layer state), unless the job is given its
+        own ``memory_budget=``. Set it with bytes or a string ("8GB"); None takes ``base.budget.DEFAULT_SHARE``
+        of the device's free memory. The SAE cache follows it unless ``cache_bytes`` was given to ``Lab.load``."""
+        return self._memory_budget
+
+    @memory_budget.setter
+    def memory_budget(self, value) -> None:
+        self._memory_budget = budgets.resolve(value, self.device)
+        if self.saes is not None and getattr(self.saes, "follows_budget", False):
+            self.saes.cache_bytes = self._memory_budget
+
+    def job_budget(self, memory_budget=None) -> int:
+        """A job's budget in bytes: its own ``memory_budget=`` when given, else the Lab's."""
+        return self.memory_budget if memory_budget is None else budgets.parse_bytes(memory_budget)
 
     def __repr__(self) -> str:
         saes = f"{self.saes.name!r}" if self.saes is not None else None
@@ -54,13 +74,17 @@ class Lab:
     # ------------------------------------------------------------------ construction
     @classmethod
     def load(cls, model=None, tokenizer=None, saes=None, device: str | None = None, dtype=None,
-             k: int | None = None, sae_dtype=torch.float32, cache_bytes: int | None = None, index=None) -> Lab:
+             k: int | None = None, sae_dtype=torch.float32, cache_bytes: int | None = None, index=None,
+             memory_budget=None) -> Lab:
         """Build a Lab from a hub id, a local checkpoint folder, or a built transformers model (+ tokenizer).
 
         ``saes``: a Qwen-Scope hub id, a local folder or file of SAEs, a ``{layer: SAE}`` dict, or None (a
         registered Qwen-Scope backbone then gets its k=50 group; nothing is downloaded until a layer is used).
         ``index``: a feature index folder (``FeatureIndex.build``) that cards and search read; the embedded
         default uses the one it ships unless ``index=False``.
+        ``memory_budget``: bytes or a string like "8GB" that every corpus-scale job of this Lab stays within (index
+        build, footprint, classifier fit, attribution; each job may pass its own). Default: half of what the
+        device has free. The SAE cache holds at most this much unless ``cache_bytes`` says otherwise.
         """
         from nnsight import TransformersModel
 
@@ -70,6 +94,10 @@ class Lab:
         device = models.check_device(device)
         if k is not None:
             k = validate.integer(k, "k", minimum=1)
+        if memory_budget is not None:  # refused before the model loads
+            memory_budget = budgets.parse_bytes(memory_budget)
+        if cache_bytes is not None:
+            cache_bytes = budgets.parse_bytes(cache_bytes, "cache_bytes")
         name = suite_name = None
         if model is None:  # the embedded default: offline, CPU, seconds
             embedded.require()
@@ -102,7 +130,7 @@ class Lab:
                                                         cache_bytes=cache_bytes)
         if suite is not None and suite_name:
             suite.name = suite_name
-        lab = cls(wrapped, suite, name=name)
+        lab = cls(wrapped, suite, name=name, memory_budget=memory_budget)
         if index is None and suite_name == embedded.SAE_NAME and embedded.INDEX_DIR.is_dir():
             index = embedded.INDEX_DIR
         if index is not None and index is not False:

@@ -63,6 +63,9 @@ class LabLike(Protocol):
     def device(self) -> torch.device: ...
 
     @property
+    def memory_budget(self) -> int: ...  # bytes a corpus-scale job may hold unless given its own (base.budget)
+
+    @property
     def max_positions(self) -> int | None: ...
 
     def sae(self, layer: int) -> SAE: ...

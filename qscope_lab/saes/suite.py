@@ -36,6 +36,8 @@ class SAESuite:
         self.name = name
         self.k, self.d_model, self.d_sae = k, d_model, d_sae
         self.cache_bytes = DEFAULT_CACHE_BYTES if cache_bytes is None else int(cache_bytes)
+        # no cache size of its own: a Lab sets cache_bytes to its memory_budget (in-memory suites hold their size)
+        self.follows_budget = cache_bytes is None
         self._cache: OrderedDict[int, SAE] = OrderedDict()
         self._lock = threading.RLock()
         self.loads = 0  # how many files were read: lets users (and tests) see the laziness
@@ -111,8 +113,10 @@ class SAESuite:
 
     def _with_k(self, k: int) -> SAESuite:
         """A suite reading through this one, each layer's SAE encoding with top-``k`` (``SAE.with_k``)."""
-        return type(self)(lambda layer: self[layer].with_k(k), self.layers, self.name, k=k, d_model=self.d_model,
-                          d_sae=self.d_sae, cache_bytes=self.cache_bytes)
+        suite = type(self)(lambda layer: self[layer].with_k(k), self.layers, self.name, k=k, d_model=self.d_model,
+                           d_sae=self.d_sae, cache_bytes=self.cache_bytes)
+        suite.follows_budget = self.follows_budget
+        return suite
 
     @classmethod
     def _from_mapping(cls, saes: Mapping[int, SAE], device, dtype, cache_bytes) -> SAESuite:
