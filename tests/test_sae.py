@@ -81,7 +81,10 @@ def test_sparse_decode_paths_agree_and_follow_weight_edits():
     sae = SAE.random(32, 128, 6, seed=5)
     x = torch.randn(10, 32)
     values, indices = sae.encode_sparse(x)
-    fast = sae.decode_sparse(values, indices)  # row-major copy + embedding_bag
+    before = sae.W_dec.detach().clone()
+    fast = sae.decode_sparse(values, indices)  # W_dec re-laid column-major once + embedding_bag on its view
+    assert torch.equal(sae.W_dec, before) and sae.W_dec.t().is_contiguous()  # same values, one layout
+    assert sae.decoder_rows().data_ptr() == sae.W_dec.data_ptr()  # a view, not a copy
     sae.requires_grad_(True)
     slow = sae.decode_sparse(values, indices)  # autograd path through W_dec
     slow.sum().backward()
@@ -90,4 +93,4 @@ def test_sparse_decode_paths_agree_and_follow_weight_edits():
     with torch.no_grad():
         sae.W_dec[:, indices[0, 0]] += 1.0  # an in-place edit must not leave a stale copy behind
     assert torch.allclose(sae.decode_sparse(values, indices), sae.decode(sae.encode(x)), atol=1e-5)
-    assert sae.nbytes == 4 * (2 * 32 * 128 + 128 + 32) + 4 * 32 * 128
+    assert sae.nbytes == 4 * (2 * 32 * 128 + 128 + 32)  # the weights only: no second decoder

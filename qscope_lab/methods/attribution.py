@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..base import budget as budgets
 from ..core.steering import Steer
 from . import splice, targets
 
@@ -239,21 +240,65 @@ def _take_sites(clean: dict, chunk: range) -> dict:
                                s.error[chunk.start:chunk.stop]) for layer, s in clean.items()}
 
 
+def memory_plan(lab: LabLike, layers: Sequence[int], rows: int, seq: int, budget: int,
+                held: dict | None = None) -> budgets.LayerPlan:
+    """What attribution holds per spliced layer (its SAE, read once for the call, plus the spliced state of
+    ``rows`` x ``seq`` positions: h, its edit, the error term and their gradients, the top-k values, indices, leaf
+    and gradient) and once (one encode chunk): the plan, or MemoryBudgetError before any forward when all
+    ``layers`` (spliced into one forward and backward) do not fit. The model's own activations are not counted."""
+    held = held if held is not None else {}
+    saes = lab.saes
+    sizes, widths = [], []
+    for layer in layers:
+        size = saes.layer_nbytes(layer) if saes is not None else None
+        if size is None:  # a suite that cannot tell a layer's size from its files: read it now (held for the call)
+            held[layer] = lab.sae(layer)
+            size = held[layer].nbytes
+        sizes.append(size)
+        width = saes.d_sae if saes is not None and saes.d_sae else held[layer].d_sae if layer in held else 0
+        widths.append(width)
+    k = (saes.k if saes is not None else None) or 64
+    state = rows * seq * (4 * lab.d_model * 4 + k * (4 + 8 + 4 + 4))
+    per_layer = max(sizes) + state
+    fixed = max(min(rows * seq, max(1, budgets.ENCODE_CHUNK_BYTES // (4 * max(w, 1)))) * 4 * w * 2 for w in widths)
+    plan = budgets.plan_layers(layers, per_layer, budget, fixed=fixed, job="lab.attribute")
+    if len(plan.groups) > 1:
+        total = fixed + sum(sizes) + len(sizes) * state
+        raise budgets.MemoryBudgetError(
+            f"lab.attribute splices all {len(sizes)} layers {list(layers)} into one forward and backward: it needs "
+            f"{budgets.describe(total)} ({budgets.describe(sum(sizes))} of SAEs + {budgets.describe(state)} of "
+            f"spliced state a layer for {rows} rows x {seq} positions + {budgets.describe(fixed)} to encode) but "
+            f"memory_budget is {budgets.describe(budget)}: attribute fewer layers at once, lower batch_size, or raise "
+            f"memory_budget to at least {budgets.describe(total)}")
+    return plan
+
+
 def attribute(lab: LabLike, prompts: list[str], target, layers: list[int], method: str, steps: int = 16, top: int = 20,
-              steers: Sequence[Steer] = (), batch_size: int = 16) -> Attribution:
+              steers: Sequence[Steer] = (), batch_size: int = 16, memory_budget: int | None = None) -> Attribution:
     """Prompts are run ``batch_size`` at a time (rows of one forward and backward: memory follows it), each
-    chunk against its own prompts' target; the chunks' numbers are those of one batch of all the prompts."""
+    chunk against its own prompts' target; the chunks' numbers are those of one batch of all the prompts.
+
+    ``memory_budget`` (bytes; default ``lab.memory_budget``) bounds the SAEs and spliced state (``memory_plan``):
+    refused before any forward when it is too small. Each needed SAE (spliced and steered layers) is read once
+    for the whole call and held until it returns, whatever the SAE cache's size."""
     target = targets.resolve(lab, target).check(len(prompts))
     ids = targets.sequences(lab, prompts, target)
     enc = lab.pad(ids)
     steers = list(steers)
+    rows = batch_size if method == "integrated_gradients" else min(batch_size, len(prompts))
+    saes: dict = {}
+    memory_plan(lab, layers, rows, int(enc["input_ids"].shape[1]),
+                lab.memory_budget if memory_budget is None else int(memory_budget), held=saes)
+    for layer in sorted(set(layers) | {steer.layer for steer in steers}):
+        if layer not in saes:
+            saes[layer] = lab.sae(layer)
     differentiable = method != "integrated_gradients"  # its path starts from the stored activations instead
     metrics, probs, parts, top_ids, baselines = [], [], [], [], []
     sites_by_chunk: list[dict] = []
     for chunk in _chunks(len(prompts), batch_size):
         sub = _take(enc, chunk)
         mine = target.select(chunk)
-        logits, sites = splice.run(lab, sub, layers, keep=mine.keep, steers=steers, grad=differentiable)
+        logits, sites = splice.run(lab, sub, layers, keep=mine.keep, steers=steers, grad=differentiable, saes=saes)
         assert logits is not None  # no stop_at: the forward ran to the end
         if isinstance(mine, targets.TopToken):
             top_ids += logits[:, -1].argmax(-1).tolist()
@@ -264,7 +309,7 @@ def attribute(lab: LabLike, prompts: list[str], target, layers: list[int], metho
         probs.append(probabilities(mine, logits.detach()))
         if not differentiable:
             feature_grads, error_grads, baseline = _integrated(lab, sub, mine, layers, clean, steers, steps,
-                                                               batch_size)
+                                                               batch_size, saes)
             baselines.append(baseline)
         else:
             leaves = [sites[layer].spliced()[0] for layer in layers]
@@ -287,7 +332,7 @@ def attribute(lab: LabLike, prompts: list[str], target, layers: list[int], metho
         result._baseline = np.concatenate(baselines)
     result.rows = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     if method == "ablation":
-        result.rows = _ablate(lab, result, top, batch_size)
+        result.rows = _ablate(lab, result, top, batch_size, saes)
     return result
 
 
@@ -314,7 +359,7 @@ def _rows(enc: dict, clean: dict, feature_grads: dict, error_grads: dict, first:
     return {k: torch.cat([t.cpu() for t in v]).numpy() for k, v in cols.items()}
 
 
-def _integrated(lab: LabLike, enc, target, layers, clean, steers, steps: int, batch_size: int):
+def _integrated(lab: LabLike, enc, target, layers, clean, steers, steps: int, batch_size: int, saes=None):
     """Midpoint-rule integrated gradients over ``steps`` points, plus the path's two ends (0: the baseline
     metric; 1: the clean gradient the error terms are measured with). Rows are chunked ``batch_size`` at a time."""
     prompts = enc["input_ids"].shape[0]
@@ -327,7 +372,8 @@ def _integrated(lab: LabLike, enc, target, layers, clean, steers, steps: int, ba
         chunk = alphas[start:start + per_chunk]
         rows = {key: splice.repeat_rows(value, len(chunk)) for key, value in enc.items()}
         scale = chunk.repeat(prompts)
-        logits, sites = splice.run(lab, rows, layers, keep=target.keep, steers=steers, fixed=clean, scale=scale)
+        logits, sites = splice.run(lab, rows, layers, keep=target.keep, steers=steers, fixed=clean, scale=scale,
+                                   saes=saes)
         metric = target.select(np.repeat(np.arange(prompts), len(chunk)))(logits)  # prompt-major rows
         grads = torch.autograd.grad(metric.sum(), [sites[x].spliced()[0] for x in layers]
                                     + [sites[x].spliced()[2] for x in layers])
@@ -344,7 +390,7 @@ def _integrated(lab: LabLike, enc, target, layers, clean, steers, steps: int, ba
     return feature_sum, error_grads, baseline
 
 
-def _ablate(lab: LabLike, result: Attribution, top: int, batch_size: int) -> dict:
+def _ablate(lab: LabLike, result: Attribution, top: int, batch_size: int, saes=None) -> dict:
     """Exact effects of the ``top`` features with the largest |grad x act| per prompt and of every error term:
     one row of a batched forward each, with that activation (or error) removed at its position and layer."""
     r = result.rows
@@ -363,11 +409,11 @@ def _ablate(lab: LabLike, result: Attribution, top: int, batch_size: int) -> dic
         edits = {}
         for layer in sorted(set(r["layer"][chunk].tolist())):
             mine = np.flatnonzero(r["layer"][chunk] == layer)
-            vectors = torch.stack([_removed(lab, result, layer, chunk[i], pad) for i in mine])
+            vectors = torch.stack([_removed(lab, result, layer, chunk[i], pad, saes) for i in mine])
             cols = torch.as_tensor(r["position"][chunk[mine]] + pad[r["prompt"][chunk[mine]]])
             edits[layer] = _subtract(torch.as_tensor(mine), cols, vectors)
         logits, _ = splice.run(lab, batch, (), keep=result.target.keep, steers=result.steers, edits=edits,
-                               grad=False)
+                               grad=False, saes=saes)
         assert logits is not None  # no stop_at: the forward ran to the end
         own = result.target.select(r["prompt"][chunk].tolist())  # row i: the ablation of one of prompt p's
         exact[start:start + len(chunk)] = result.metrics[r["prompt"][chunk]] - own(logits).cpu().numpy()
@@ -376,13 +422,13 @@ def _ablate(lab: LabLike, result: Attribution, top: int, batch_size: int) -> dic
     return out
 
 
-def _removed(lab: LabLike, result: Attribution, layer: int, row: int, pad) -> torch.Tensor:
+def _removed(lab: LabLike, result: Attribution, layer: int, row: int, pad, saes=None) -> torch.Tensor:
     """The vector a feature (activation x decoder column) or an error term adds at its position."""
     r = result.rows
     p, col = int(r["prompt"][row]), int(r["position"][row] + pad[r["prompt"][row]])
     if r["feature"][row] < 0:
         return result.clean[layer].error[p, col]
-    sae = lab.sae(layer)
+    sae = saes[layer] if saes and layer in saes else lab.sae(layer)
     return float(r["activation"][row]) * sae.W_dec[:, int(r["feature"][row])]
 
 

@@ -15,7 +15,7 @@ and nothing else.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,11 +63,37 @@ def frozen(model: torch.nn.Module):
             p.requires_grad_(True)
 
 
+class _DecodeDelta(torch.autograd.Function):
+    """``embedding_bag`` of k decoder rows weighted by ``delta``, whose graph keeps the indices only: the backward
+    reads the SAE's own ``W_dec`` again (``decoder_rows`` is a view of it), so no decoder copy lives as long as the
+    graph does (``F.embedding_bag`` saves its weight: a second decoder per spliced layer while the graph lives)."""
+
+    @staticmethod
+    def forward(ctx, delta, indices, sae):  # type: ignore[override]
+        ctx.sae = sae
+        ctx.save_for_backward(indices)
+        return F.embedding_bag(indices, sae.decoder_rows(), per_sample_weights=delta, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (indices,) = ctx.saved_tensors
+        rows = ctx.sae.decoder_rows()
+        # the output is linear in delta, so embedding_bag's own backward at any delta is the gradient: the same
+        # kernel (and bits) as when the graph held the decoder, here only for the length of this call
+        with torch.enable_grad():
+            weights = torch.zeros(indices.shape, dtype=rows.dtype, device=rows.device, requires_grad=True)
+            out = F.embedding_bag(indices, rows, per_sample_weights=weights, mode="sum")
+            (result,) = torch.autograd.grad(out, weights, grad)
+        return result, None, None
+
+
 def decode_delta(sae, delta: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """``sum_k delta_k W_dec[:, idx_k]`` per position (no bias): gathers k decoder rows, differentiable in delta."""
+    """``sum_k delta_k W_dec[:, idx_k]`` per position (no bias): gathers k decoder rows, differentiable in delta
+    (the graph holds the indices, not the decoder)."""
     lead = delta.shape[:-1]
-    out = F.embedding_bag(indices.reshape(-1, indices.shape[-1]), sae.decoder_rows(),
-                          per_sample_weights=delta.reshape(-1, delta.shape[-1]).to(sae.dtype), mode="sum")
+    flat_idx = indices.reshape(-1, indices.shape[-1])
+    flat = delta.reshape(-1, delta.shape[-1]).to(sae.dtype)
+    out = _DecodeDelta.apply(flat, flat_idx, sae)
     return out.view(*lead, sae.d_model)
 
 
@@ -87,7 +113,7 @@ def repeat_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
 def run(lab: LabLike, enc: dict, layers=(), *, keep: int = 1, steers: Sequence[Steer] = (), then: Sequence[Steer] = (),
         fixed: dict[int, Site] | None = None, scale: torch.Tensor | None = None,
         edits: dict[int, Callable] | None = None, grad: bool = True,
-        stop_at: int | None = None) -> tuple[torch.Tensor | None, dict[int, Site]]:
+        stop_at: int | None = None, saes: Mapping | None = None) -> tuple[torch.Tensor | None, dict[int, Site]]:
     """One forward of ``enc``: (logits of the last ``keep`` positions (0: all), {layer: Site}).
 
     ``steers`` edit every real position first, ``then`` after them (an ablation of a steered feature sees its
@@ -95,7 +121,7 @@ def run(lab: LabLike, enc: dict, layers=(), *, keep: int = 1, steers: Sequence[S
     ``layers`` is spliced. ``fixed``: clean Sites to splice against (rows of ``enc`` repeat each prompt
     ``rows // prompts`` times), else the SAE encodes this run's h. ``scale`` ``[rows]``: the leaf is
     ``scale * V`` (integrated-gradient steps; 0 is the baseline). ``stop_at``: return after that block
-    (logits None)."""
+    (logits None). ``saes``: {layer: SAE} a caller holds for its whole job (each read once), else ``lab.sae``."""
     layers = sorted(set(layers))
     stages = [dict(by_layer(list(group))) for group in (steers, then) if group]
     edits = edits or {}
@@ -103,17 +129,20 @@ def run(lab: LabLike, enc: dict, layers=(), *, keep: int = 1, steers: Sequence[S
     first = layers[0] if grad and layers else None
     sites: dict[int, Site] = {}
 
+    def sae_of(layer: int):
+        return saes[layer] if saes is not None and layer in saes else lab.sae(layer)
+
     def edit_for(layer: int):
         def edit(h: torch.Tensor) -> torch.Tensor:
             for stage in stages:
                 if layer in stage:
-                    h = apply_steering(h, lab.sae(layer), stage[layer], where)
+                    h = apply_steering(h, sae_of(layer), stage[layer], where)
             if layer in edits:
                 h = edits[layer](h)
             if layer == first:
                 torch.set_grad_enabled(True)  # undone when run()'s no_grad block exits
             if layer in layers:
-                h = _splice(lab.sae(layer), h, layer, fixed, scale, grad, sites)
+                h = _splice(sae_of(layer), h, layer, fixed, scale, grad, sites)
             if layer == stop_at:
                 raise _Stop
             return h

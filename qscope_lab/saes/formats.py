@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,18 +88,51 @@ def _require_tensors(tensors: Tensors, path: Path) -> None:
         raise ValueError(f"{path}: no tensor {', '.join(missing)} (has {sorted(tensors)})")
 
 
+CHECK_CHUNK_ELEMENTS = 1 << 22  # 4M values a step: a 4 MB bool mask, never a copy of the tensor
+
+
+def _nonfinite(t: torch.Tensor) -> int:
+    """How many values of ``t`` are NaN or infinite, read in slices of its first dimension (views: a memory-mapped
+    file stays mapped, a transposed view is not made contiguous, nothing is widened to float64)."""
+    if t.numel() == 0:
+        return 0
+    if t.ndim == 0:
+        return int(not torch.isfinite(t))
+    step = max(1, CHECK_CHUNK_ELEMENTS // max(1, t[0].numel()))
+    return sum(int((~torch.isfinite(t[i:i + step])).sum()) for i in range(0, t.shape[0], step))
+
+
 def check_values(tensors: Tensors, path: Path | str) -> None:
-    """Every tensor is floating point and finite. One summing pass per tensor (memory-mapped files stay mapped;
-    a NaN or inf anywhere makes the sum non-finite), then an exact count only when something is wrong."""
+    """Every tensor is floating point and finite, checked slice by slice (no copy, no float64), with the count
+    of bad values when something is wrong."""
     for name in TENSOR_NAMES:
         t = tensors[name]
         if not t.is_floating_point():
             raise ValueError(f"{path}: {name} holds {str(t.dtype).replace('torch.', '')} values, not floats: "
                              f"not an SAE checkpoint")
-        if t.numel() and not torch.isfinite(t.sum(dtype=torch.float64)):
-            bad = int((~torch.isfinite(t)).sum())
+        bad = _nonfinite(t)
+        if bad:
             raise ValueError(f"{path}: {name} holds {bad} NaN or infinite value(s) of {t.numel()}: the file is "
                              f"damaged or was saved from a diverged training run")
+
+
+# Files whose values passed check_values, by (resolved path, size, mtime): a reload of an unchanged file skips the
+# pass over its weights (seconds per GB-sized layer). A rewritten file has a new size or mtime and is checked again.
+_CHECKED: set[tuple[str, int, int]] = set()
+_RACY_NS = 2 * 10**9  # files modified this recently are checked on every read
+CHECKS = {"run": 0, "skipped": 0}  # what check_values did (tests and benchmarks read it)
+
+
+def file_stamp(path: Path) -> tuple[str, int, int]:
+    """(resolved path, size, mtime in ns) of the file holding ``path``'s weights (a SAELens folder's safetensors)."""
+    weights = path / "sae_weights.safetensors" if path.is_dir() else path
+    stat = weights.stat()
+    return str(weights.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def forget_checks() -> None:
+    """Check every file again on its next read."""
+    _CHECKED.clear()
 
 
 def _shape_config(tensors: Tensors, path: Path, **fields) -> SAEConfig:
@@ -266,6 +300,30 @@ def write_qscope(path: str | Path, tensors: Tensors, config: SAEConfig, dtype=No
     return path
 
 
+# ---------------------------------------------------------------------------- shapes without the weights
+def peek_shape(path: str | Path) -> tuple[int, int] | None:
+    """(d_model, d_sae) of a layer file or SAELens folder from its header or config, reading no weights (a
+    ``.pt`` is memory-mapped, its pages untouched); None when the file does not say."""
+    path = Path(path)
+    try:
+        if is_saelens_folder(path) or (path.suffix == ".safetensors" and (path.parent / "cfg.json").is_file()):
+            cfg = _saelens_cfg(path if path.is_dir() else path.parent)
+            return int(cfg["d_in"]), int(cfg["d_sae"])
+        if path.suffix == ".safetensors":
+            with open(path, "rb") as handle:
+                size = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(min(size, 1 << 24)))
+            d_sae, d_model = header["W_enc"]["shape"]
+            return int(d_model), int(d_sae)
+        if path.suffix in (".pt", ".pth", ".bin") and zipfile.is_zipfile(path):
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            d_sae, d_model = state["W_enc"].shape
+            return int(d_model), int(d_sae)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError):
+        return None
+    return None
+
+
 # ---------------------------------------------------------------------------- the table
 @dataclass(frozen=True)
 class Format:
@@ -301,8 +359,15 @@ def read(path: str | Path, k: int | None = None) -> tuple[Tensors, SAEConfig]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no SAE file at {path}")
+    stamp = file_stamp(path)  # taken before reading: a file rewritten meanwhile gets a new stamp, and a check
     tensors, config = format_of(path).read(path, k=k)
-    check_values(tensors, path)
+    if stamp in _CHECKED:
+        CHECKS["skipped"] += 1
+    else:
+        check_values(tensors, path)
+        CHECKS["run"] += 1
+        if time.time_ns() - stamp[2] > _RACY_NS:  # as git does: a file written within the clock's granularity
+            _CHECKED.add(stamp)                    # could be rewritten with the same size and mtime
     return tensors, config
 
 

@@ -8,6 +8,10 @@ exactly what ``F.linear`` wants for both encode and decode: no transpose, no cop
     x_hat = acts @ W_dec.T + b_dec
 
 ``apply_b_dec_to_input`` exists only for SAELens checkpoints trained with centring; Qwen-Scope SAEs never use it.
+
+Memory: ``encode_sparse`` never holds more than ``encode_rows`` rows of dense pre-activations (a chunk of
+``ENCODE_CHUNK_BYTES``, fixed by the width, so results never depend on a memory budget), and the decoder exists
+in one layout: sparse decoding re-lays ``W_dec`` column-major once (``decoder_rows`` is then a view of it).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..base import validate
+from ..base.budget import ENCODE_CHUNK_BYTES  # dense pre-activations held at once by encode_sparse
 from . import formats as sae_formats
 from . import sources as sae_sources
 from .formats import SAEConfig
@@ -52,7 +57,6 @@ class SAE(nn.Module):
         self.apply_b_dec_to_input = bool(apply_b_dec_to_input)
         self.meta: dict[str, Any] = dict(meta or {})
         self._decoder_norms: tuple[tuple, torch.Tensor] | None = None  # (W_dec identity, value)
-        self._decoder_rows: tuple[tuple, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ shape facts
     @property
@@ -73,10 +77,19 @@ class SAE(nn.Module):
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: the weights, plus the row-major decoder copy once sparse decoding has made it."""
-        rows = self._decoder_rows[1] if self._decoder_rows is not None else None
-        extra = rows.numel() * rows.element_size() if rows is not None else 0
-        return extra + sum(p.numel() * p.element_size() for p in self.parameters())
+        """Bytes held: the weights (one decoder layout: ``decoder_rows`` is a view, not a copy)."""
+        return sum(p.numel() * p.element_size() for p in self.parameters())
+
+    @property
+    def encode_rows(self) -> int:
+        """Rows ``encode_sparse`` encodes at once: their dense pre-activations take at most ``ENCODE_CHUNK_BYTES``."""
+        return max(1, ENCODE_CHUNK_BYTES // (self.d_sae * self.W_enc.element_size()))
+
+    @property
+    def encode_workspace_bytes(self) -> int:
+        """Working memory of one ``encode_sparse`` beyond its input and output: a chunk's pre-activations and
+        top-k's scratch of the same size (what a job's memory plan counts per layer)."""
+        return 2 * self.encode_rows * self.d_sae * self.W_enc.element_size()
 
     @property
     def layer(self) -> int | None:
@@ -91,7 +104,6 @@ class SAE(nn.Module):
         the parameter itself, e.g. an optimizer step or ``with torch.no_grad(): sae.W_dec[...] = ...``, are
         noticed)."""
         self._decoder_norms = None
-        self._decoder_rows = None
 
     def _apply(self, fn, recurse=True):  # .to() / .cuda(): cached tensors belong to the old weights
         self.clear_caches()
@@ -128,10 +140,27 @@ class SAE(nn.Module):
         """Encoder pre-activations ``x @ W_enc.T + b_enc`` for every feature (training signals use these)."""
         return F.linear(self._as_input(x), self.W_enc, self.b_enc)
 
-    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(values, indices), each ``[..., k]``: the top-k of relu(pre). Values may be 0 if fewer than k fire."""
-        top = torch.topk(self.pre_activations(x), self.k, dim=-1, sorted=True)
-        return top.values.clamp_min_(0.0), top.indices
+    def encode_sparse(self, x: torch.Tensor, chunk_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values, indices), each ``[..., k]``: the top-k of relu(pre). Values may be 0 if fewer than k fire.
+
+        Rows are encoded ``chunk_rows`` at a time (default ``encode_rows``): the dense ``rows x d_sae``
+        pre-activations exist for one chunk only (a 4,096-token text at W64K: 64 MB instead of 1 GB). Each
+        chunk is exactly the unchunked computation of its rows; the default chunk depends on the width alone,
+        so the same inputs give the same bits whatever the memory budget."""
+        x = self._as_input(x)
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.d_model)
+        rows = self.encode_rows if chunk_rows is None else validate.integer(chunk_rows, "chunk_rows", minimum=1)
+        values, indices = [], []
+        for start in range(0, max(1, flat.shape[0]), rows):
+            top = torch.topk(F.linear(flat[start:start + rows], self.W_enc, self.b_enc), self.k, dim=-1,
+                             sorted=True)
+            values.append(top.values)
+            indices.append(top.indices)
+            del top
+        value = values[0] if len(values) == 1 else torch.cat(values)
+        index = indices[0] if len(indices) == 1 else torch.cat(indices)
+        return value.clamp_min_(0.0).view(*lead, self.k), index.view(*lead, self.k)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Dense activations ``[..., d_sae]`` with at most k non-zeros per position."""
@@ -144,13 +173,16 @@ class SAE(nn.Module):
         return F.linear(acts.to(self.dtype), self.W_dec, self.b_dec)
 
     def decoder_rows(self) -> torch.Tensor:
-        """``W_dec.T`` as a contiguous (d_sae, d_model) copy, made once and kept while W_dec is unchanged.
+        """``W_dec.T`` as a contiguous (d_sae, d_model) *view* of ``W_dec``: the one decoder layout.
 
-        Gathering k columns of the (d_model, d_sae) Qwen-Scope layout reads scattered memory; gathering rows
-        of this copy reads contiguous ones: 25x faster decode for +50% memory (counted in ``nbytes``)."""
-        if self._decoder_rows is None or self._decoder_rows[0] != self._w_dec_key():
-            self._decoder_rows = (self._w_dec_key(), self.W_dec.detach().t().contiguous())
-        return self._decoder_rows[1]
+        Gathering k columns of the (d_model, d_sae) Qwen-Scope file layout reads scattered memory (25x slower
+        sparse decode), so on first use ``W_dec`` itself is re-laid column-major (same shape and values, its
+        columns contiguous; a memory-mapped file's pages are let go) and no second copy is ever kept."""
+        weight = self.W_dec
+        if not weight.t().is_contiguous():
+            with torch.no_grad():
+                weight.data = weight.data.t().contiguous().t()
+        return weight.detach().t()
 
     def decode_sparse(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Reconstruction from (values, indices): sums k decoder columns per position instead of a d_sae matmul."""

@@ -41,6 +41,9 @@ class SAESuite:
         self._cache: OrderedDict[int, SAE] = OrderedDict()
         self._lock = threading.RLock()
         self.loads = 0  # how many files were read: lets users (and tests) see the laziness
+        self.load_counts: dict[int, int] = {}  # reads per layer: a job that reads each SAE once leaves 1s here
+        self.dtype = None  # the dtype SAEs are loaded in (None: as stored, half precision widened to float32)
+        self._peek: Callable[[int], tuple[int, int] | None] | None = None  # (d_model, d_sae) from a file's header
 
     def __repr__(self) -> str:
         shown = f"{self.layers[0]}..{self.layers[-1]}" if len(self.layers) > 3 else self.layers
@@ -64,6 +67,7 @@ class SAESuite:
                 return self._cache[layer]
             sae = self._loader(layer)
             self.loads += 1
+            self.load_counts[layer] = self.load_counts.get(layer, 0) + 1
             if sae.meta.get("layer") is None:
                 sae.meta["layer"] = layer
             for attr in ("k", "d_model", "d_sae"):
@@ -76,6 +80,31 @@ class SAESuite:
     def _evict(self) -> None:
         while len(self._cache) > 1 and self.cached_bytes > self.cache_bytes:
             self._cache.popitem(last=False)
+
+    def layer_nbytes(self, layer: int | None = None) -> int | None:
+        """Bytes one layer's SAE takes once loaded, known without reading it: its size when cached, else from
+        the suite's d_model and d_sae (config, registry or folder name); None when those are not known yet."""
+        with self._lock:
+            if layer is not None and layer in self._cache:
+                return self._cache[layer].nbytes
+            if layer is None and self._cache:
+                return next(iter(self._cache.values())).nbytes
+        if (self.d_model is None or self.d_sae is None) and self._peek is not None and self.layers:
+            shape = self._peek(self.layers[0] if layer is None else layer)
+            if shape is not None:
+                self.d_model, self.d_sae = shape
+        if self.d_model is None or self.d_sae is None:
+            return None
+        import torch
+
+        size = torch.empty((), dtype=self.dtype or torch.float32).element_size()
+        return (2 * self.d_model * self.d_sae + self.d_model + self.d_sae) * size
+
+    def reset_counts(self) -> None:
+        """Zero ``loads`` and ``load_counts`` (before a measured job)."""
+        with self._lock:
+            self.loads = 0
+            self.load_counts = {}
 
     @property
     def cached_layers(self) -> list[int]:
@@ -106,16 +135,19 @@ class SAESuite:
             suite = cls._from_mapping(source, device, dtype, cache_bytes)
             return suite if k is None or k == suite.k else suite._with_k(k)
         if is_local(source):
-            return cls._from_path(Path(source).expanduser(), k, device, dtype, cache_bytes)
-        if looks_like_path(source):
+            suite = cls._from_path(Path(source).expanduser(), k, device, dtype, cache_bytes)
+        elif looks_like_path(source):
             raise FileNotFoundError(f"no such file or folder: {source}")
-        return cls._from_hub(str(source), k, device, dtype, cache_bytes)
+        else:
+            suite = cls._from_hub(str(source), k, device, dtype, cache_bytes)
+        suite.dtype = dtype
+        return suite
 
     def _with_k(self, k: int) -> SAESuite:
         """A suite reading through this one, each layer's SAE encoding with top-``k`` (``SAE.with_k``)."""
         suite = type(self)(lambda layer: self[layer].with_k(k), self.layers, self.name, k=k, d_model=self.d_model,
                            d_sae=self.d_sae, cache_bytes=self.cache_bytes)
-        suite.follows_budget = self.follows_budget
+        suite.follows_budget, suite.dtype = self.follows_budget, self.dtype
         return suite
 
     @classmethod
@@ -152,9 +184,11 @@ class SAESuite:
                              f"keep the hub folder name (e.g. 'SAE-Res-Qwen3-1.7B-Base-W32K-L0_50')")
         parsed = parse_group_name(path.name)
         explicit = k
-        return cls(lambda layer: SAE.load(files[layer], k=explicit, device=device, dtype=dtype), list(files),
-                   path.name, k=k or (named if pt else None), d_sae=parsed[1] if parsed else None,
-                   cache_bytes=cache_bytes)
+        suite = cls(lambda layer: SAE.load(files[layer], k=explicit, device=device, dtype=dtype), list(files),
+                    path.name, k=k or (named if pt else None), d_sae=parsed[1] if parsed else None,
+                    cache_bytes=cache_bytes)
+        suite._peek = lambda layer: sae_formats.peek_shape(files[layer])
+        return suite
 
     @classmethod
     def _from_hub(cls, repo_id: str, k, device, dtype, cache_bytes) -> SAESuite:
