@@ -15,7 +15,8 @@ from .base import validate
 from .core import models
 from .core.activations import FeatureActs
 from .core.scan import scan
-from .core.steering import Steer, SteerSpec, apply_steering, by_layer, parse_steer
+from .core.steering import LayerSteering, Steer, SteerSpec, parse_steer
+from .core.steering import check_steers as _check_steers
 from .index.store import FeatureIndex
 from .saes.registry import default_group
 from .saes.sae import SAE
@@ -265,17 +266,19 @@ class Lab:
         layers = sorted(set(layers))
         for layer in layers:
             self.check_layer(layer)
-        edits = dict(by_layer(steer or []))
-        for layer in edits:
-            self.check_layer(layer)
-        last = max(layers + list(edits))
+        steering = LayerSteering(self.check_steers(list(steer or [])), self.sae)  # conditions read in order
+        edited = steering.layers
+        last = max(layers + edited)
         where = enc["attention_mask"].bool()
         saved: dict[int, torch.Tensor] = {}
         with self.model.trace(dict(enc)) as tracer:
             for layer in range(last + 1):
-                if layer in edits:
+                if layer in edited:
                     envoy = self.layers[layer]
-                    envoy.output = apply_steering(envoy.output, self.sae(layer), edits[layer], where)
+                    h = envoy.output
+                    new = steering.edit(layer, h, where)
+                    if new is not h:
+                        envoy.output = new
                 if layer in layers:
                     saved[layer] = self.layers[layer].output
             if not run_to_end:
@@ -321,52 +324,91 @@ class Lab:
                                      batch_size=batch_size,
                                      skip_first=skip_first, max_length=max_length)
 
-    def generate(self, prompt: str | Sequence[str], layer: int | None = None, steer: SteerSpec = None,
+    def generate(self, prompt, layer: int | None = None, steer: SteerSpec = None,
                  positions="all", mode: str = "add", max_new_tokens: int = 32, baseline: bool = True,
-                 do_sample: bool = False, seed: int | None = None, chat: bool = False, **generate_kwargs):
-        """Generate with SAE features steered at every step; baseline and steered come from one batched run.
+                 do_sample: bool | None = None, seed: int | None = None, chat=False, temperature: float | None = None,
+                 top_p: float | None = None, repetition_penalty: float | None = None, when=None, **generate_kwargs):
+        """Generate with steering at every step; baseline and steered come from one batched run.
 
-        ``steer={feature: alpha}`` at ``layer``, or ``{(layer, feature): alpha}`` / a list of ``Steer`` for
-        several layers. ``positions``: "all" (prompt and generated tokens, the default), "prompt", "generated",
-        or a list of prompt positions. ``mode``: "add", "clamp" or "ablate". Greedy unless ``do_sample``."""
-        from .methods.generation import generate
+        ``steer={feature: alpha}`` at ``layer``, or ``{(layer, feature): alpha}`` / a ``Steer`` / a list of
+        ``Steer`` (a ``diff_means`` vector, a conditional steer...). ``mode`` (dict forms): "add", "clamp",
+        "ablate", "cap" (projection capping) or "orthogonal" (``core.steering``); ``when``: a ``Condition`` or
+        ``(layer, feature, threshold)`` making the dict's steers conditional. ``positions``: "all" (prompt and
+        generated tokens, the default), "prompt", "generated", or a list of prompt positions.
 
-        steers = self.check_steers(parse_steer(steer, layer, mode))
-        max_new_tokens = self.check_new_tokens(max_new_tokens, prompt)
+        Greedy unless ``temperature`` / ``top_p`` / ``do_sample=True`` (sampled from ``seed``, baseline and
+        steered rows sharing their noise); ``repetition_penalty`` defaults to
+        ``methods.generation.DEFAULT_REPETITION_PENALTY`` (1.0: off). ``chat``: True (or a dict of chat-template
+        options) renders each prompt, or a list of messages, with the tokenizer's chat template.
+        ``result.settings`` records the decoding."""
+        from .methods.generation import DEFAULT_REPETITION_PENALTY, decoding, generate, render_prompts
+
+        steer, positions = self._recipe_steers(steer, positions)  # a steering recipe: checked against this Lab
+        steers = self.check_steers(parse_steer(steer, layer, mode, when))
+        decode = decoding(do_sample, temperature, top_p, seed,
+                          DEFAULT_REPETITION_PENALTY if repetition_penalty is None else repetition_penalty)
+        rendered = render_prompts(self, prompt, chat)
+        max_new_tokens = self.check_new_tokens(max_new_tokens, rendered[0])
         return generate(self, prompt, steers, positions=positions, max_new_tokens=max_new_tokens,
-                        baseline=baseline, do_sample=do_sample, seed=seed, chat=chat, **generate_kwargs)
+                        baseline=baseline, decode=decode, chat=chat, rendered=rendered, **generate_kwargs)
 
-    def sweep(self, prompt: str, layer: int, feature: int, alphas=(-16, -8, -4, 0, 4, 8, 16), **options):
-        """Steering sweep: one greedy completion per alpha as a table (options: positions, mode,
-        max_new_tokens, metric, e.g. ``metric=han_share``, and any ``generate`` keyword such as
-        ``repetition_penalty``)."""
-        from .methods.generation import sweep
+    def sweep(self, prompt: str, layer: int | None = None, feature: int | Steer | None = None,
+              alphas=(-16, -8, -4, 0, 4, 8, 16), do_sample: bool | None = None, seed: int | None = None,
+              temperature: float | None = None, top_p: float | None = None,
+              repetition_penalty: float | None = None, **options):
+        """Steering sweep: one completion per alpha as a table, the decoding (greedy by default, the library's
+        repetition penalty) and any seed the same for every alpha. ``feature``: an SAE feature id at ``layer``, or
+        a ``Steer`` (e.g. ``lab.diff_means(...)``) whose value each alpha replaces. Options: positions, mode,
+        when, max_new_tokens, chat, metric (e.g. ``metric=han_share``), and ``generate`` keywords;
+        ``attrs['settings']`` records the decoding."""
+        from .methods.generation import DEFAULT_REPETITION_PENALTY, decoding, render_prompts, sweep
 
         validate.text(prompt, "prompt")
-        feature = self.check_feature(layer, feature)
+        if isinstance(feature, Steer):
+            self.check_steers([feature])
+            layer = feature.layer
+        else:
+            if layer is None or feature is None:
+                raise TypeError("sweep needs layer= and feature= (an SAE feature id), or feature=<a Steer>")
+            layer = self.check_layer(layer)
+            feature = self.check_feature(layer, feature)
         if isinstance(alphas, (str, bytes)) or not hasattr(alphas, "__iter__"):
             raise TypeError(f"alphas must be a list of numbers, got {type(alphas).__name__}")
         alphas = [validate.alpha(a, f"alphas[{i}]") for i, a in enumerate(alphas)]
         if not alphas:
             raise ValueError("alphas is empty: give at least one steering strength")
-        options["max_new_tokens"] = self.check_new_tokens(options.get("max_new_tokens", 32), prompt)
-        return sweep(self, prompt, layer, feature, alphas, **options)
+        if options.get("when") is not None:
+            from .core.steering import Condition
+
+            options["when"] = Condition.parse(options["when"])
+            self.check_steers([Steer(layer, feature, 1.0, when=options["when"])])
+        decode = decoding(do_sample, temperature, top_p, seed,
+                          DEFAULT_REPETITION_PENALTY if repetition_penalty is None else repetition_penalty)
+        rendered = render_prompts(self, prompt, options.get("chat", False))
+        options["max_new_tokens"] = self.check_new_tokens(options.get("max_new_tokens", 32), rendered[0])
+        return sweep(self, prompt, layer, feature, alphas, decode=decode, **options)
 
     def next_tokens(self, prompt: str, layer: int | None = None, steer: SteerSpec = None, mode: str = "add",
-                    top: int = 10) -> pd.DataFrame:
+                    top: int = 10, when=None) -> pd.DataFrame:
         """Top next-token probabilities after ``prompt``, baseline and with the prompt steered, side by side
         (the official demo's view of what a steer does before any text is generated)."""
         from .methods.generation import next_token_table
 
         validate.text(prompt, "prompt")
         top = validate.integer(top, "top", minimum=1, maximum=len(self.tokenizer))
-        return next_token_table(self, prompt, self.check_steers(parse_steer(steer, layer, mode)), top=top)
+        return next_token_table(self, prompt, self.check_steers(parse_steer(steer, layer, mode, when)), top=top)
+
+    def diff_means(self, positives, negatives, layer: int, **options) -> Steer:
+        """A difference-of-means steering vector (AxBench's baseline) at ``layer``: a ``Steer`` adding
+        ``mean(positives) - mean(negatives)`` of the residuals (unit vector, value = the difference's norm), for
+        ``generate`` / ``sweep`` like any steer (``methods.diff_means``; options batch_size, max_length, name)."""
+        from .methods.diff_means import diff_means
+
+        return diff_means(self, positives, negatives, layer, **options)
 
     def check_steers(self, steers: list[Steer]) -> list[Steer]:
-        """Each edit's layer and feature exist in this Lab's SAEs (IndexError / ValueError naming them)."""
-        for s in steers:
-            self.check_feature(s.layer, s.feature, name=f"steer feature (layer {s.layer})")
-        return steers
+        """Each edit's layer and feature (or vector length) and condition fit this Lab (errors name them)."""
+        return _check_steers(steers, self.n_layers, self.d_model, self.sae)
 
     def check_new_tokens(self, max_new_tokens, prompt=None) -> int:
         """``max_new_tokens`` as an int >= 1 that, with the longest prompt, fits the model's positions."""
@@ -382,6 +424,46 @@ class Lab:
                 raise ValueError(f"max_new_tokens={n} with a prompt of {longest} tokens passes the {limit} positions "
                                  f"{self.name} can read: use at most {limit - longest}")
         return n
+
+    # ------------------------------------------------------------------ steering evidence (qscope_lab.steering)
+    def _recipe_steers(self, steer, positions):
+        """A recipe (anything with ``steers(lab)``) becomes its checked steers and, unless ``positions`` was
+        given, its positions; other specs pass through."""
+        if callable(getattr(steer, "steers", None)) and hasattr(steer, "positions"):
+            return steer.steers(self), (steer.positions if positions == "all" else positions)
+        return steer, positions
+
+    def bench_steer(self, steer, prompts, concept, layer: int | None = None, mode: str = "add", positions="all",
+                    max_new_tokens: int = 32, seed: int = 0, judge=None, **options):
+        """Benchmark a steer against prompting and controls: seven conditions (unsteered, prompt-only,
+        steering-only, prompt + steering, zero strength, a random feature of matched firing density, negative
+        strength) in one batched generation, with the concept score, fluency (perplexity under the unsteered
+        model), distinct-n, repetition, collateral (perplexity on neutral text) and latency, bootstrap 95%
+        intervals, and a verdict from stated gates (``result.gates``). ``steer``: what ``generate`` takes, or a
+        recipe. ``concept``: a SeedClassifier (or any ``predict_proba`` / ``decision_function``), a callable
+        texts -> scores, ``(positives, negatives)`` example texts, or a description with ``judge=<chat>``.
+        Options (``steering.bench.run_bench``): instruction (the prompt-only text), neutral, samples, do_sample,
+        temperature, top_p, n_boot, random_features, fluency_bound, goal, chat and ``generate`` keywords.
+        Reproducible from ``seed``. ``result.to_frame()``, ``result.verdict``."""
+        from .steering.bench import run_bench
+
+        steer, positions = self._recipe_steers(steer, positions)
+        steers = self.check_steers(parse_steer(steer, layer, mode))
+        max_new_tokens = self.check_new_tokens(max_new_tokens, prompts)
+        return run_bench(self, steers, prompts, concept, positions=positions, max_new_tokens=max_new_tokens,
+                         seed=seed, judge=judge, **options)
+
+    def autopilot(self, positives, negatives, prompts, layers=None, max_new_tokens: int = 24, seed: int = 0,
+                  **options):
+        """From examples to a benchmarked recipe: candidate features by contrast of ``positives`` vs
+        ``negatives`` across ``layers`` (default: every SAE layer), a strength sweep on a dev split of
+        ``prompts``, the bench on the held-out rest. Returns a ``steering.recipe.Recipe`` whose ``status`` is
+        the held-out verdict and whose ``bench`` is the result (options: ``steering.autopilot.autopilot``)."""
+        from .steering.autopilot import autopilot
+
+        max_new_tokens = self.check_new_tokens(max_new_tokens, prompts)
+        return autopilot(self, positives, negatives, prompts, layers=layers, max_new_tokens=max_new_tokens,
+                         seed=seed, **options)
 
     # ------------------------------------------------------------------ attribution
     def attribute(self, prompt: str | Sequence[str], target=None, layers=None, method: str = "grad_x_act",

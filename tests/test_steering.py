@@ -6,6 +6,7 @@ from conftest import TEXTS
 
 from qscope_lab import Steer
 from qscope_lab.core.steering import parse_steer, steering_delta
+from qscope_lab.methods.generation import DEFAULT_REPETITION_PENALTY
 
 
 def next_layer_input(lab, enc, layer, steers=None):
@@ -64,12 +65,19 @@ def test_clamp_and_ablate_use_the_features_own_activation(lab):
     assert torch.allclose(steering_delta(h, sae, [Steer(layer, f, 1.0, "ablate")]), -a * d, atol=1e-6)
 
 
-def test_alpha_zero_reproduces_plain_generation(arch_lab):
+@pytest.mark.parametrize("penalty", [None, 1.0])
+def test_alpha_zero_reproduces_plain_generation(arch_lab, penalty):
+    """alpha = 0 is plain ``generate`` token for token: with the library's default repetition penalty (None)
+    and with it turned off (1.0)."""
     prompt = "Tell me about Paris."
-    gen = arch_lab.generate(prompt, layer=1, steer={3: 0.0}, max_new_tokens=12, min_new_tokens=12)
+    gen = arch_lab.generate(prompt, layer=1, steer={3: 0.0}, max_new_tokens=12, min_new_tokens=12,
+                            repetition_penalty=penalty)
     enc = arch_lab.tokenize([prompt])
+    expected = DEFAULT_REPETITION_PENALTY if penalty is None else penalty
+    assert gen.settings["repetition_penalty"] == expected
     with torch.no_grad():
         plain = arch_lab.hf_model.generate(**enc, max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                                           repetition_penalty=expected,
                                            pad_token_id=arch_lab.tokenizer.pad_token_id)
     plain_ids = plain[0, enc["input_ids"].shape[1]:].tolist()
     assert gen.steered_ids[0] == plain_ids
