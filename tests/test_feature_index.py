@@ -1,5 +1,6 @@
-"""Feature index on the embedded default: exact against brute force, resumable after SIGKILL, Ray == local,
-extendable, refused for another model / suite, corrupt files named, exported in Neuronpedia's layout."""
+"""Feature index on the embedded default: exact against brute force, resumable after SIGKILL, Ray == local (also
+by layer groups under a memory budget), extendable, refused for another model / suite, corrupt files named,
+exported in Neuronpedia's layout."""
 
 from __future__ import annotations
 
@@ -291,12 +292,19 @@ def test_ray_engine_equals_local(elab, docs, built, tmp_path):
             ray.shutdown()
             if attempt:
                 raise
+    from qscope_lab.index.build import build_params, plan
+
+    unlimited = plan(elab, LAYERS, build_params({**OPTIONS, "shard_documents": 100}), 10**15)
+    one_layer = unlimited.fixed + unlimited.per_layer  # a budget for one layer at a time: (layer x shard) units
     try:
         remote = FeatureIndex.build(elab, docs, LAYERS, tmp_path / "ray", engine="ray", workers=2,
                                     shard_documents=100, **OPTIONS)
+        grouped = FeatureIndex.build(elab, docs, LAYERS, tmp_path / "ray-groups", engine="ray", workers=2,
+                                     shard_documents=100, memory_budget=one_layer, **OPTIONS)
     finally:
         ray.shutdown()
     assert_same_index(remote, built)
+    assert_same_index(grouped, built)
 
 
 def test_neuronpedia_export_layout(elab, built, tmp_path):

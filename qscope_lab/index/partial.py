@@ -42,8 +42,9 @@ class LayerPartial:
 
     PENDING = 4  # proposed rows wait for a flush until they are this many times the kept rows (see ``update``)
 
-    def __init__(self, d_sae: int, params: dict, n_sources: int = 0):
+    def __init__(self, d_sae: int, params: dict, n_sources: int = 0, pending_bytes: int | None = None):
         self.d_sae, self.params = d_sae, params
+        self.pending_bytes = pending_bytes  # a flush once the proposed rows and their tables hold this many bytes
         n_bins = params["n_bins"]
         self.count = np.zeros(d_sae, np.int64)
         self.total = np.zeros(d_sae, np.float64)
@@ -218,9 +219,12 @@ class LayerPartial:
         self.n_pending += len(entry)
         self.n_table += len(self.tables[-1][-1])
         # amortised: a flush sorts the kept rows again, so it waits for PENDING times as many proposed ones;
-        # those have no windows yet (some 50 bytes each, and their tables' firings 12 bytes each)
+        # those have no windows yet (some 50 bytes each, and their tables' firings 12 bytes each); a memory
+        # budget caps them in bytes too (the result is the same whenever flushes happen: ``select`` is exact)
         limit = self.PENDING * max(len(self.rows["feature"]), 1 << 16)
-        if self.n_pending > limit or self.n_table > 2 * limit or len(self.tables) >= 256:
+        over = (self.pending_bytes is not None
+                and PENDING_ROW_BYTES * self.n_pending + TABLE_BYTES * self.n_table > self.pending_bytes)
+        if over or self.n_pending > limit or self.n_table > 2 * limit or len(self.tables) >= 256:
             self.flush()
 
     def merge(self, other: LayerPartial, source_map: np.ndarray) -> None:
@@ -307,9 +311,9 @@ class LayerPartial:
 class Partial:
     """Statistics of some documents at every indexed layer, plus their sources and counted tokens."""
 
-    def __init__(self, layers: list[int], d_sae: int, params: dict):
+    def __init__(self, layers: list[int], d_sae: int, params: dict, pending_bytes: int | None = None):
         self.layers, self.d_sae, self.params = list(layers), d_sae, params
-        self.by_layer = {layer: LayerPartial(d_sae, params) for layer in self.layers}
+        self.by_layer = {layer: LayerPartial(d_sae, params, pending_bytes=pending_bytes) for layer in self.layers}
         self.sources: list[str] = []
         self.tokens_by_source: list[int] = []
         self.documents = self.chunks = 0
@@ -346,31 +350,110 @@ class Partial:
         """Write atomically: into ``folder.tmp``, then renamed over ``folder``. ``tokens`` (ids, strings, bytes):
         a tokens.parquet written with it; ``state``: the index state's own fields (``schema.STATE_FIELDS``).
         partial.json lists every file with its size and sha256, and carries its own checksum."""
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        tmp = _fresh(folder)
         for layer, part in self.by_layer.items():
             part.write(schema.layer_folder(tmp, layer))
-        if tokens is not None:
-            schema.write_tokens(tmp, *tokens)
-        files = {p.relative_to(tmp).as_posix(): (p.stat().st_size, file_digest(p))
-                 for p in sorted(tmp.rglob("*")) if p.is_file()}
-        meta = dict(zip(schema.PARTIAL_FIELDS, (self.layers, self.sources, self.tokens_by_source, self.documents,
-                                                self.chunks, self.shards, files), strict=True))
-        write_atomic(tmp / schema.PARTIAL, json.dumps(schema.sealed({**meta, **(state or {})})))
-        old = folder.with_name(folder.name + ".old")
-        if folder.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        _seal(tmp, folder, self.meta(), tokens, state)
+
+    def meta(self) -> dict:
+        """The partial.json fields but ``files``: which layers, sources, tokens, documents, chunks and shards."""
+        return dict(zip(schema.PARTIAL_FIELDS[:-1], (self.layers, self.sources, self.tokens_by_source,
+                                                     self.documents, self.chunks, self.shards), strict=True))
 
     @classmethod
-    def read(cls, folder: Path, d_sae: int, params: dict, verify: bool = True) -> Partial:
+    def read(cls, folder: Path, d_sae: int, params: dict, verify: bool = True, layers=None,
+             pending_bytes: int | None = None) -> Partial:
+        """The partial in ``folder``; ``layers``: only those (a layer group of a job under a memory budget)."""
         meta = schema.check_partial(folder, verify=verify)
-        out = cls(meta["layers"], d_sae, params)
+        if layers is not None:
+            missing = sorted(set(layers) - set(meta["layers"]))
+            if missing:
+                raise schema.CorruptIndexError(f"{folder / schema.PARTIAL} has no layer(s) {missing}")
+            meta["layers"] = [x for x in meta["layers"] if x in set(layers)]
+        out = cls(meta["layers"], d_sae, params, pending_bytes)
         out.sources, out.tokens_by_source = list(meta["sources"]), list(meta["tokens_by_source"])
         out.documents, out.chunks, out.shards = meta["documents"], meta["chunks"], list(meta["shards"])
         out.by_layer = {layer: LayerPartial.read(schema.layer_folder(folder, layer), d_sae, params, len(out.sources))
                         for layer in out.layers}
+        for part in out.by_layer.values():
+            part.pending_bytes = pending_bytes
         return out
+
+
+def _fresh(folder: Path) -> Path:
+    """An empty ``folder.tmp`` to write ``folder`` into."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _seal(tmp: Path, folder: Path, meta: dict, tokens: tuple | None, state: dict | None) -> None:
+    """Finish a partial written into ``tmp`` (its tokens, partial.json listing every file with its size and
+    sha256) and rename it over ``folder``."""
+    if tokens is not None:
+        schema.write_tokens(tmp, *tokens)
+    files = {p.relative_to(tmp).as_posix(): (p.stat().st_size, file_digest(p))
+             for p in sorted(tmp.rglob("*")) if p.is_file()}
+    write_atomic(tmp / schema.PARTIAL, json.dumps(schema.sealed({**meta, "files": files, **(state or {})})))
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def assemble(folder: Path, layer_folders: dict[int, Path], meta: dict, *, tokens: tuple | None = None,
+             state: dict | None = None) -> None:
+    """Write the partial ``folder`` from layer folders written by separate passes (a job's layer groups), linked
+    (copied where links fail), not read: what ``Partial.write`` of all of them at once writes."""
+    tmp = _fresh(folder)
+    for layer, source in layer_folders.items():
+        target = schema.layer_folder(tmp, layer)
+        target.mkdir()
+        for item in sorted(Path(source).iterdir()):
+            try:
+                os.link(item, target / item.name)
+            except OSError:
+                shutil.copy2(item, target / item.name)
+    _seal(tmp, folder, {**meta, "layers": list(layer_folders)}, tokens, state)
+
+
+def window_token_ids(layer_folders) -> np.ndarray:
+    """Every token id in a stored window of these layer folders (read one layer at a time)."""
+    seen = np.zeros(1, bool)
+    for folder in layer_folders:
+        reader = schema.open_contexts(Path(folder) / schema.CONTEXTS)
+        for b in range(reader.num_record_batches):
+            w = reader.get_batch(b).column("window").flatten().to_numpy()
+            if len(w):
+                top = int(w.max()) + 2
+                if top > len(seen):
+                    seen = np.concatenate([seen, np.zeros(top - len(seen), bool)])
+                seen[w] = True  # -1 (outside a chunk) flags the last entry, dropped below
+    return np.flatnonzero(seen[:-1]).astype(np.int32)
+
+
+# ---------------------------------------------------------------------- what a layer holds while indexed
+ROW_BYTES = sum(np.dtype(t).itemsize for t in schema.ROW_COLUMNS.values()) + 8  # a kept row's columns + slot
+PENDING_ROW_BYTES = ROW_BYTES + 16  # a proposed row: + its batch and token
+TABLE_BYTES = 12  # a firing kept in a batch's join table (key, activation)
+
+
+def layer_bytes(d_sae: int, params: dict, pending_bytes: int, n_sources: int = 8) -> dict:
+    """An upper bound of what indexing one layer holds in memory, in bytes, by part: the per-feature tables
+    (count, sum, max, thresholds, the d_sae x n_bins histogram and sample thresholds, per-source counts), the
+    kept rows at their most (``n_top`` + ``samples_per_bin`` x ``n_bins`` per feature, each with its window),
+    the window pool before compaction (twice the kept rows), the proposed rows (``pending_bytes``), the copy a
+    flush or merge makes of them; and all of it twice, for the running state and the shard being folded in."""
+    p = params
+    n_bins, width = p["n_bins"], 2 * p["window"] + 1
+    tables = d_sae * (n_bins * 8 * 2 + 8 + 8 + 4 + 4 + 8 * n_sources)
+    rows = d_sae * (p["n_top"] + p["samples_per_bin"] * n_bins)
+    kept = rows * (ROW_BYTES + width * 8)
+    pool = rows * width * 8 + (1 << 16) * width * 8
+    flush = rows * ROW_BYTES + 2 * pending_bytes  # select's copy of kept + proposed columns, the proposals
+    one = tables + kept + pool + pending_bytes
+    return {"tables": 2 * tables, "kept rows": 2 * kept, "window pool": 2 * pool, "pending": 2 * pending_bytes,
+            "flush copy": flush, "total": 2 * one + flush}

@@ -29,21 +29,24 @@ if TYPE_CHECKING:
 class _ShardWorker:
     """A Ray actor: builds its Lab once, then turns rows of shards into pickled partials."""
 
-    def __init__(self, factory, layers, params):
+    def __init__(self, factory, layers, params, pending_bytes=None):
         self.lab = factory()
-        self.layers, self.params = layers, params
+        self.layers, self.params, self.pending_bytes = layers, params, pending_bytes
+        self.saes = {layer: self.lab.sae(layer) for layer in layers}  # each read once by this actor
 
     def __call__(self, batch: dict) -> dict:
         out = []
         for shard, payload in zip(batch["shard"], batch["docs"]):
             docs = [Document(*row) for row in json.loads(payload)]
-            out.append(pickle.dumps(compute_shard(self.lab, int(shard), docs, self.layers, self.params)))
+            out.append(pickle.dumps(compute_shard(self.lab, int(shard), docs, self.layers, self.params,
+                                                  saes=self.saes, pending_bytes=self.pending_bytes)))
         return {"shard": np.asarray(batch["shard"]), "partial": np.array(out, dtype=object)}
 
 
 def ray_engine(lab: LabLike, todo: Iterator, layers: list[int], params: dict, workers: int | None = None,
-               address: str | None = None, lab_factory=None, wave: int | None = None):
-    """Yield (shard, Partial) in shard order, computed on Ray Data."""
+               address: str | None = None, lab_factory=None, wave: int | None = None, pending_bytes=None):
+    """Yield (shard, Partial) in shard order, computed on Ray Data: the unit of work is a shard at ``layers``
+    (a layer group of a job under a memory budget), each actor holding that group's SAEs alone."""
     try:
         import ray
     except ImportError:
@@ -62,7 +65,7 @@ def ray_engine(lab: LabLike, todo: Iterator, layers: list[int], params: dict, wo
 
     def run(items):
         ds = ray.data.from_items(items).map_batches(
-            _ShardWorker, fn_constructor_args=(factory, layers, params), batch_size=1,
+            _ShardWorker, fn_constructor_args=(factory, layers, params, pending_bytes), batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_gpus=1 if gpus else 0, num_cpus=1)
         results = {int(row["shard"]): pickle.loads(row["partial"]) for row in ds.iter_rows()}

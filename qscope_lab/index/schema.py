@@ -21,6 +21,9 @@ Layout of an index folder::
     state/layer{L}/histogram.parquet (feature, bin, count), log-spaced bins (``bin_edges``), nonzero only
     state/layer{L}/sources.parquet   (feature, source, count), nonzero only
     shards/NNNNN/            partial statistics of shards not yet folded into state/ (same layout as state/)
+    work/                    a build / add by layer groups under a memory budget, while it runs: plan.json, per
+                             group its state and shards (group{G}/), the documents of each shard (docs/), the block
+                             outputs at a group's last layer (boundary{G}/NNNNN/BBBBB.pt); deleted when it ends
 """
 
 from __future__ import annotations
@@ -460,8 +463,9 @@ def stamp(index: Path) -> tuple:
     return tuple(out)
 
 
+WORK = "work"  # a job by layer groups: each group's state, its shards, saved block outputs, the documents
 INDEX_ENTRIES = (MANIFEST, TOKENS, STATE, SHARDS, LOCK, STATE + ".old", STATE + ".tmp", TOKENS + ".tmp",
-                 MANIFEST + ".tmp", "explanations.parquet", "explanations.lock")  # index/explanations.py's
+                 MANIFEST + ".tmp", WORK, "explanations.parquet", "explanations.lock")  # index/explanations.py's
 TEMP_PREFIX, TEMP_SUFFIX = ".tmp-", ".tmp"  # base.atomic's temporary files
 
 

@@ -175,7 +175,7 @@ class FeatureIndex:
     def build(cls, lab: LabLike, corpus, layers=None, path=None, *, engine: str = "local",
               workers: int | None = None, address: str | None = None, lab_factory=None, checkpoint_every: int = 8,
               resume: bool = True, overwrite: bool = False, progress: bool | None = None,
-              lock_timeout: float | None = None, **options) -> FeatureIndex:
+              lock_timeout: float | None = None, memory_budget=None, **options) -> FeatureIndex:
         """Index ``corpus`` at ``layers`` (default: all with an SAE) into the folder ``path``. The corpus is a
         .txt / .jsonl / .parquet / .csv / .json file or a folder of them (``str`` or ``Path``; a string that looks
         like a path but does not exist is refused, named), one text (a ``str`` that does not look like a path), a
@@ -192,16 +192,23 @@ class FeatureIndex:
         refuses it; ``overwrite=True`` starts afresh, deleting only a feature index: a folder whose manifest lacks
         the index's format marker, or that holds other files, is refused). Costly options are capped
         (``index.schema.PARAM_RANGES``). The build holds the index's writer lock: another writer waits for it,
-        ``lock_timeout`` seconds at most (None: as long as it takes), then TimeoutError."""
+        ``lock_timeout`` seconds at most (None: as long as it takes), then TimeoutError.
+
+        ``memory_budget`` (bytes or a string like ``"6GB"``; default the Lab's ``memory_budget``, else half of
+        what the device has free) bounds what the build holds beyond the model: the layers are indexed in groups
+        that fit (``index.build.plan`` shows them), each SAE read once, and a budget too small for one layer is
+        refused before any work (``MemoryBudgetError``, with the numbers). The index is the same whatever the
+        budget."""
         from .build import build
 
         return cls(build(lab, corpus, layers, path, engine=engine, workers=workers, address=address,
                          lab_factory=lab_factory, checkpoint_every=checkpoint_every, resume=resume,
-                         overwrite=overwrite, progress=progress, lock_timeout=lock_timeout, **options))
+                         overwrite=overwrite, progress=progress, lock_timeout=lock_timeout,
+                         memory_budget=memory_budget, **options))
 
     def add(self, lab: LabLike, corpus, *, engine: str = "local", workers: int | None = None,
             address: str | None = None, lab_factory=None, checkpoint_every: int = 8,
-            progress: bool | None = None, lock_timeout: float | None = None) -> FeatureIndex:
+            progress: bool | None = None, lock_timeout: float | None = None, memory_budget=None) -> FeatureIndex:
         """Index more documents into this index (ids continue after the last one); returns the index (this
         object, and any other open on the folder, reads the new generation from its next read).
 
@@ -209,12 +216,13 @@ class FeatureIndex:
         long as it takes). An add killed (SIGKILL, full disk) is finished by rerunning it with the same
         documents, without indexing any twice; other documents are refused until it is. Documents whose first
         shard (``shard_documents`` documents) is the first shard of the build or of an earlier add are refused:
-        adding the same documents twice is not allowed."""
+        adding the same documents twice is not allowed. ``memory_budget``: as for ``build``."""
         from .build import add
 
         self.check(lab)
         add(lab, self.path, corpus, engine=engine, workers=workers, address=address, lab_factory=lab_factory,
-            checkpoint_every=checkpoint_every, progress=progress, lock_timeout=lock_timeout)
+            checkpoint_every=checkpoint_every, progress=progress, lock_timeout=lock_timeout,
+            memory_budget=memory_budget)
         self._refresh()
         return self
 
