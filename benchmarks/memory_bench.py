@@ -14,6 +14,17 @@ ratio of net peaks shows the growth the workflow itself adds.
   non-streaming pass looks like, to show the benchmark can see growth.
 
 Run: ``python benchmarks/memory_bench.py`` (N=200; ``--n`` to change; a few minutes on 2 busy CPU cores).
+
+``--sae`` (issue 24) measures one SAE of real width instead, a stand-in of ``--d-model`` x ``--d-sae`` (default
+Qwen3-8B's 4096 x W64K = 65536, k 50, random weights), each in its own child, RSS peak reset just before the step
+(``/proc/self/clear_refs``) so the delta is what the step adds:
+
+- ``sae_encode``: ``SAE.encode_sparse`` of a ``--tokens``-row text (4,096) in row chunks (the default), against
+  ``sae_encode_dense``: the same call with one chunk of every row (the dense tokens x d_sae pre-activations of
+  the unchunked path); the outputs are compared (same indices, values within float rounding);
+- ``sae_load``: ``SAE.load`` of a Qwen-Scope ``.pt`` of that size written to a scratch folder (memory-mapped,
+  finiteness checked slice by slice), then a second load of the unchanged file (the check is skipped), against
+  ``sae_load_float64``: the memory-mapped tensors checked the old way (``isfinite(t.sum(dtype=float64))``).
 """
 
 from __future__ import annotations
@@ -39,6 +50,106 @@ def texts_and_labels(n: int) -> tuple[list[str], list[bool]]:
     random.Random(0).shuffle(rows)  # the file is grouped by source: mix the languages
     rows = [rows[i % len(rows)] for i in range(n)]
     return [r["text"] for r in rows], [r["lang"] == "zh" for r in rows]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS")) / 1024
+
+
+def reset_peak() -> float:
+    """Reset VmHWM to the current RSS (Linux clear_refs 5); returns that RSS in MB."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    return rss_mb()
+
+
+def sae_child(task: str, d_model: int, d_sae: int, tokens: int, scratch: str) -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    from qscope_lab import SAE
+    from qscope_lab.saes import formats
+
+    out: dict = {"task": task, "d_model": d_model, "d_sae": d_sae}
+    if task.startswith("sae_encode"):
+        gen = torch.Generator().manual_seed(0)
+        W_enc = torch.randn(d_sae, d_model, generator=gen) / d_model ** 0.5
+        sae = SAE(W_enc, torch.zeros(d_sae), W_enc.T, torch.zeros(d_model), k=50)  # decoder tied: half the RAM
+        x = torch.randn(tokens, d_model, generator=gen)
+        chunk = tokens if task == "sae_encode_dense" else None
+        base = reset_peak()
+        start = time.perf_counter()
+        values, indices = sae.encode_sparse(x, chunk_rows=chunk)
+        out.update(seconds=time.perf_counter() - start, added_mb=peak_mb() - base, tokens=tokens,
+                   chunk_rows=chunk or sae.encode_rows)
+        torch.save({"values": values, "indices": indices}, os.path.join(scratch, f"{task}.out.pt"))
+    elif task == "sae_load":
+        path = os.path.join(scratch, "SAE-Res-standin-W64K-L0_50", "layer0.sae.pt")
+        formats.forget_checks()
+        base = reset_peak()
+        start = time.perf_counter()
+        sae = SAE.load(path)
+        out.update(seconds=time.perf_counter() - start, added_mb=peak_mb() - base, checks=dict(formats.CHECKS))
+        del sae
+        base = reset_peak()
+        start = time.perf_counter()
+        SAE.load(path)
+        out.update(reload_seconds=time.perf_counter() - start, reload_added_mb=peak_mb() - base,
+                   checks=dict(formats.CHECKS))
+    elif task == "sae_load_float64":
+        path = os.path.join(scratch, "SAE-Res-standin-W64K-L0_50", "layer0.sae.pt")
+        base = reset_peak()
+        start = time.perf_counter()
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        finite = all(bool(torch.isfinite(t.sum(dtype=torch.float64))) for t in state.values())
+        out.update(seconds=time.perf_counter() - start, added_mb=peak_mb() - base, finite=finite)
+    print(json.dumps(out))
+
+
+def sae_main(args) -> None:
+    import tempfile
+
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="qscope-memory-bench-") as scratch:
+        folder = os.path.join(scratch, "SAE-Res-standin-W64K-L0_50")
+        os.makedirs(folder)
+        gen = torch.Generator().manual_seed(0)
+        d_model, d_sae = args.d_model, args.d_sae
+        torch.save({"W_enc": torch.randn(d_sae, d_model, generator=gen), "W_dec": torch.randn(d_model, d_sae,
+                    generator=gen), "b_enc": torch.zeros(d_sae), "b_dec": torch.zeros(d_model)},
+                   os.path.join(folder, "layer0.sae.pt"))
+        old = time.time() - 60
+        os.utime(os.path.join(folder, "layer0.sae.pt"), (old, old))  # not "just written": its check is remembered
+        del gen
+        print(f"SAE stand-in d_model {d_model} x d_sae {d_sae} (k 50, float32: "
+              f"{2 * d_model * d_sae * 4 / 1e9:.2f} GB of weights); text of {args.tokens} tokens", flush=True)
+        results = {}
+        for task in ("sae_encode", "sae_encode_dense", "sae_load", "sae_load_float64"):
+            cmd = [sys.executable, __file__, "--sae-child", task, "--d-model", str(d_model), "--d-sae", str(d_sae),
+                   "--tokens", str(args.tokens), "--scratch", scratch]
+            res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                                 check=False)
+            if res.returncode:
+                raise RuntimeError(f"{task} failed:\n{res.stderr[-2000:]}")
+            results[task] = json.loads(res.stdout.strip().splitlines()[-1])
+        chunked, dense = results["sae_encode"], results["sae_encode_dense"]
+        a = torch.load(os.path.join(scratch, "sae_encode.out.pt"))
+        b = torch.load(os.path.join(scratch, "sae_encode_dense.out.pt"))
+        same = torch.equal(a["indices"], b["indices"])
+        diff = float((a["values"] - b["values"]).abs().max())
+        print(f"encode {args.tokens} tokens: chunked ({chunked['chunk_rows']} rows a chunk) adds "
+              f"{chunked['added_mb']:.0f} MB in {chunked['seconds']:.1f} s; dense (one chunk) adds "
+              f"{dense['added_mb']:.0f} MB in {dense['seconds']:.1f} s; memory ratio dense/chunked "
+              f"{dense['added_mb'] / max(chunked['added_mb'], 1):.1f}x, time ratio chunked/dense "
+              f"{chunked['seconds'] / dense['seconds']:.2f}; same indices: {same}, largest value difference "
+              f"{diff:.2g}", flush=True)
+        load, f64 = results["sae_load"], results["sae_load_float64"]
+        print(f"load (.pt, mmap): first {load['seconds']:.2f} s adding {load['added_mb']:.0f} MB (check in slices), "
+              f"reload {load['reload_seconds']:.2f} s adding {load['reload_added_mb']:.0f} MB (check remembered: "
+              f"{load['checks']}); the float64 check alone: {f64['seconds']:.2f} s adding {f64['added_mb']:.0f} MB",
+              flush=True)
 
 
 def child(task: str, n: int, max_length: int) -> None:
@@ -94,10 +205,22 @@ def main() -> None:
                         help="also the bare forward passes footprint makes (lab.residuals, nothing kept)")
     parser.add_argument("--only", help="comma-separated tasks to run instead (footprint, footprint_all, "
                                        "seed_fit, forward, encode)")
+    parser.add_argument("--sae", action="store_true", help="only the SAE encode / load measurements (issue 24)")
+    parser.add_argument("--d-model", type=int, default=4096)
+    parser.add_argument("--d-sae", type=int, default=65536)
+    parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--sae-child", help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.n, args.max_length)
+        return
+    if args.sae_child:
+        sae_child(args.sae_child, args.d_model, args.d_sae, args.tokens, args.scratch)
+        return
+    if args.sae:
+        sae_main(args)
         return
     tasks = ["footprint"] + (["footprint_all"] if args.all else []) + ["seed_fit"] + (
         ["forward"] if args.forward else []) + (["encode"] if args.contrast else [])

@@ -189,3 +189,50 @@ def test_lab_load_with_k_encodes_with_at_most_k_features():
     assert lab.sae(2).k == 8 and acts.values.shape[-1] == 8
     assert int((acts.values > 0).sum(-1).max()) <= 8
     assert lab.info().set_index("field").loc["k", "value"] == "8"
+
+
+def test_finiteness_check_runs_once_per_unchanged_file(tmp_path):
+    """The pass over the weights is remembered by (path, size, mtime): a reload skips it, a rewrite repeats it."""
+    import os
+
+    from qscope_lab.saes import formats
+
+    states = write_qwen_scope(tmp_path / GROUP_DIR, layers=[0])
+    path = tmp_path / GROUP_DIR / "layer0.sae.pt"
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    formats.forget_checks()
+    before = dict(formats.CHECKS)
+    first, second = SAE.load(path), SAE.load(path)
+    assert formats.CHECKS["run"] - before["run"] == 1 and formats.CHECKS["skipped"] - before["skipped"] == 1
+    assert torch.equal(first.W_enc, second.W_enc)
+    broken = dict(states[0], W_enc=states[0]["W_enc"].clone())
+    broken["W_enc"][77, 3] = float("nan")  # same size on disk, new contents
+    torch.save(broken, path)
+    os.utime(path, (1_000_000_100, 1_000_000_100))
+    with pytest.raises(ValueError, match="W_enc holds 1 NaN or infinite value"):
+        SAE.load(path)
+    torch.save(states[0], path)  # just written (mtime now): checked on every read, as git treats racy files
+    runs = formats.CHECKS["run"]
+    SAE.load(path), SAE.load(path)
+    assert formats.CHECKS["run"] == runs + 2
+
+
+def test_non_finite_values_are_counted_in_slices_without_a_float64_copy(monkeypatch):
+    from qscope_lab.saes import formats
+
+    monkeypatch.setattr(formats, "CHECK_CHUNK_ELEMENTS", 64)  # many slices even for a small tensor
+    t = torch.zeros(300, 50)
+    t[0, 0], t[150, 7], t[299, 49] = float("nan"), float("inf"), -float("inf")
+    assert formats._nonfinite(t) == 3 and formats._nonfinite(t.T) == 3  # a transposed view: no copy needed
+    assert formats._nonfinite(torch.zeros(0, 5)) == 0 and formats._nonfinite(torch.tensor(float("nan"))) == 1
+
+
+def test_layer_sizes_come_from_file_headers_without_reading_weights(tmp_path):
+    write_qwen_scope(tmp_path / GROUP_DIR, layers=range(3))
+    sae = SAE.random(32, 128, 4, seed=0)
+    sae.meta["layer"] = 5
+    sae.save(tmp_path / "st" / "layer5.sae.safetensors")
+    for folder, layer in ((tmp_path / GROUP_DIR, 1), (tmp_path / "st", 5)):
+        suite = SAESuite.open(folder, k=4)
+        assert suite.layer_nbytes(layer) == 4 * (2 * 32 * 128 + 32 + 128) and suite.loads == 0
+        assert suite[layer].nbytes == suite.layer_nbytes(layer) and suite.load_counts == {layer: 1}

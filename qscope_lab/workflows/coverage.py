@@ -199,7 +199,7 @@ def _lgamma(x) -> np.ndarray:
 
 def footprint(lab: Lab, texts, layer: int | Sequence[int], position: str = "last", batch_size: int = 16,
               max_length: int | None = 256, skip_first: bool = True, skip_special: bool = True,
-              progress: bool | None = None) -> Footprint | dict[int, Footprint]:
+              progress: bool | None = None, memory_budget=None) -> Footprint | dict[int, Footprint]:
     """The active SAE features of every text at ``layer``: one ``Footprint``, or ``{layer: Footprint}`` when
     ``layer`` is a list (one forward per batch serves all the layers).
 
@@ -209,7 +209,11 @@ def footprint(lab: Lab, texts, layer: int | Sequence[int], position: str = "last
     counted token (a single token with ``skip_first``) has an empty active set. Texts longer than
     ``max_length`` tokens are cut to their first ``max_length`` (None: never), so "last" is the last token
     kept. ``texts``: a list of str or a DataFrame with a ``text`` column. A progress bar shows beyond 500 texts
-    (``progress`` forces it on or off)."""
+    (``progress`` forces it on or off).
+
+    ``memory_budget`` (bytes or "8GB"; default ``lab.memory_budget``): the layers' SAEs and footprints held at
+    once. Layers are taken in groups that fit, one scan per group, each SAE read once (the same footprints as
+    one scan of all layers); a budget too small for one layer is refused before any forward, with the numbers."""
     if position not in POSITIONS:
         raise ValueError(f"position must be 'last' or 'all', got {position!r}")
     single = isinstance(layer, numbers.Integral) and not isinstance(layer, bool)
@@ -229,15 +233,43 @@ def footprint(lab: Lab, texts, layer: int | Sequence[int], position: str = "last
         raise
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    saes = {x: lab.sae(x) for x in layers}
+    plan, held = footprint_plan(lab, len(texts), layers, position, max_length, memory_budget)
+    out = {}
+    for group in plan.groups:
+        saes = {x: held.pop(x) if x in held else lab.sae(x) for x in group}
+        desc = "footprint" if len(plan.groups) == 1 else f"footprint (layers {group[0]}-{group[-1]})"
+        for x, (ids, sizes) in _scan_group(lab, texts, saes, position, batch_size, max_length, skip_first,
+                                           skip_special, progress, desc).items():
+            out[x] = Footprint(x, position, saes[x].d_sae, np.concatenate(ids),
+                               np.concatenate([[0], np.cumsum(np.concatenate(sizes))]))
+        del saes
+    return out[layers[0]] if single else {x: out[x] for x in layers}
+
+
+def footprint_plan(lab: Lab, n_texts: int, layers, position: str = "last", max_length: int | None = 256,
+                   memory_budget=None):
+    """(layer plan, SAEs already read) of ``footprint``: per layer its SAE plus the int32 ids of each text's
+    active features (k at the last token, at most k x ``max_length`` over all tokens); MemoryBudgetError before
+    any work when one layer does not fit ``memory_budget`` (default ``lab.memory_budget``)."""
+    from ..base import budget as budgets
+
+    k = (lab.saes.k if lab.saes is not None else None) or 64
+    per_text = k if position == "last" else k * (max_length or 512)
+    return budgets.plan_job(lab, list(layers), n_texts * per_text * 4, memory_budget=memory_budget, job="footprint")
+
+
+def _scan_group(lab: Lab, texts: list[str], saes: dict, position: str, batch_size: int, max_length, skip_first,
+                skip_special, progress, desc: str) -> dict:
+    """One scan for the layers of ``saes``: per layer, (ids per chunk of texts, counts per chunk)."""
+    layers = list(saes)
     # per layer and chunk of texts: their ids concatenated in text order, and their counts. Packed per chunk,
     # so no per-text objects outlive a chunk (thousands of small live arrays fragment the heap: peak RSS over
     # 2000 texts was 535 MB with them kept to the end, 500 MB packed; benchmarks/memory_bench.py)
-    packed = {x: ([], []) for x in layers}
+    packed: dict[int, tuple[list, list]] = {x: ([], []) for x in layers}
     parts: dict[int, dict[int, np.ndarray]] = {x: {} for x in layers}
     start = 0  # first text of the chunk being filled (scan finishes a chunk before the next)
     for batch in scan(lab, texts, layers, batch_size, max_length, skip_first, skip_special, chunk=CHUNK,
-                      progress=progress, desc="footprint"):
+                      progress=progress, desc=desc):
         for x in layers:
             parts[x].update(zip(batch.index.tolist(),
                                 _active_sets(saes[x], batch.residuals[x], batch.counted, position)))
@@ -249,12 +281,7 @@ def footprint(lab: Lab, texts, layer: int | Sequence[int], position: str = "last
                 packed[x][1].append(np.array([len(p) for p in ordered], dtype=np.int64))
             parts = {x: {} for x in layers}
             start = stop
-    out = {}
-    for x in layers:
-        ids, sizes = packed[x]
-        out[x] = Footprint(x, position, saes[x].d_sae, np.concatenate(ids),
-                           np.concatenate([[0], np.cumsum(np.concatenate(sizes))]))
-    return out[layers[0]] if single else out
+    return packed
 
 
 def _active_sets(sae, h: torch.Tensor, counted: torch.Tensor, position: str) -> list[np.ndarray]:
@@ -363,13 +390,13 @@ def select_subset(fp: Footprint, fraction: float = 0.95, max_size: int | None = 
 # ---------------------------------------------------------------------------------------------------- report
 def coverage_report(lab: Lab, benchmarks: dict[str, list[str]], layer: int, position: str = "last",
                     batch_size: int = 16, max_length: int | None = 256, n_orders: int = 20,
-                    progress: bool | None = None) -> dict[str, pd.DataFrame]:
+                    progress: bool | None = None, memory_budget=None) -> dict[str, pd.DataFrame]:
     """Footprint, overlap and coverage-curve tables of several benchmarks at one layer (what ``qscope-lab
     coverage`` writes): ``footprint`` (benchmark, layer, position, n_texts, n_features, redundancy, auc),
     ``overlap_asym``, ``overlap_min`` (F1 as a column, then one column per F2) and ``curve`` (benchmark, n,
     coverage, coverage_std)."""
     fps = {name: footprint(lab, texts, layer, position=position, batch_size=batch_size, max_length=max_length,
-                           progress=progress) for name, texts in benchmarks.items()}
+                           progress=progress, memory_budget=memory_budget) for name, texts in benchmarks.items()}
     summary, curves = [], []
     for name, fp in fps.items():
         empty = fp.n_features == 0

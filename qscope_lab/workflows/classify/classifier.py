@@ -31,6 +31,17 @@ if TYPE_CHECKING:
 SCREEN = 32        # features per layer and statistic kept by the screening pass
 
 
+def _ordered(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per-layer ``rules.cross_validate`` tables as one, in the order it gives a table of all layers (its rows
+    are independent per (layer, statistic); only the final sort spans layers)."""
+    table = pd.concat(tables, ignore_index=True) if tables else rules.cross_validate({}, np.zeros(0, bool))
+    order = table.statistic.map({s: i for i, s in enumerate(rules.STATISTICS)}).rename("_stat")
+    table = pd.concat([table, order], axis=1).sort_values(
+        rules.SELECT_BY + ["_stat", "top_k", "layer"], ascending=[False] * len(rules.SELECT_BY) + [True, True, True],
+        kind="stable")
+    return table.drop(columns="_stat").reset_index(drop=True)
+
+
 def _choices(value, name: str, allowed, auto) -> tuple:
     """A single choice, a list of them, or "auto" (all of ``auto``) -> a tuple of validated choices."""
     if isinstance(value, str) and value == "auto":
@@ -186,12 +197,14 @@ class SeedClassifier:
                 "skip_special": self.skip_special, "progress": self.progress}
 
     # ------------------------------------------------------------------ fit
-    def seed_stats(self, texts, labels=None) -> tuple[stats.TextStats, np.ndarray]:
-        """Per-text statistics of the seeds at every candidate layer (one scan; two beyond ``STORE_LIMIT``
-        seeds, the first keeping only per-class sums to screen features, so memory stays flat)."""
+    def seed_stats(self, texts, labels=None, memory_budget=None) -> tuple[stats.TextStats, np.ndarray]:
+        """Per-text statistics of the seeds at every candidate layer (one scan per layer group that fits
+        ``memory_budget``, default the Lab's; beyond ``STORE_LIMIT`` seeds a first pass keeps only per-class sums
+        to screen features, so memory stays flat). Each SAE is read once per pass."""
         self._validate_params()
         texts, y = texts_labels(texts, labels)
         layers, options = self.candidate_layers_, self._scan_options()
+        options["memory_budget"] = memory_budget
         if len(texts) <= STORE_LIMIT:
             return stats.collect(self.lab, texts, layers, eps=self.eps, **options, desc="fit"), y
         sums = stats.summaries(self.lab, texts, y, layers, self.eps, **options, desc="screen")
@@ -206,15 +219,19 @@ class SeedClassifier:
             keep[layer] = np.unique(np.concatenate(picked))
         return stats.collect(self.lab, texts, layers, keep, eps=self.eps, **options, desc="fit"), y
 
-    def fit(self, texts, labels=None) -> SeedClassifier:
-        """Collect the seeds' statistics, choose layer / statistic / K on them alone, fit the rule."""
+    def fit(self, texts, labels=None, memory_budget=None) -> SeedClassifier:
+        """Collect the seeds' statistics, choose layer / statistic / K on them alone, fit the rule.
+
+        ``memory_budget`` (bytes or "8GB"; default ``lab.memory_budget``) bounds the SAEs and statistics held at
+        once: layers are taken in groups that fit (the same result as one pass), and a budget too small for one
+        layer is refused (MemoryBudgetError) before any forward."""
         self.__dict__.pop("features_", None)  # a failed refit must not leave the old selection usable
         self._validate_params()
         texts, y = texts_labels(texts, labels)
         n_pos, n_neg = int(y.sum()), int((~y).sum())
         if not n_pos or not n_neg:
             raise ValueError(f"both classes are needed: got {n_pos} positive and {n_neg} negative texts")
-        seed, y = self.seed_stats(texts, y)
+        seed, y = self.seed_stats(texts, y, memory_budget=memory_budget)
         return self.fit_stats(seed, y)
 
     def fit_stats(self, seed: stats.TextStats, y) -> SeedClassifier:
@@ -227,9 +244,16 @@ class SeedClassifier:
                              f"negative texts")
         feats = {layer: seed.features(layer) if layer in seed.entries else np.zeros(0, int)
                  for layer in self.candidate_layers_}
-        needed = set(self._statistics) | {"any"}
-        mats = {(layer, s): seed.matrix(layer, s, feats[layer]) for layer in feats for s in needed}
-        self._tables(mats, feats, y)
+        needed = sorted(set(self._statistics) | {"any"})
+        tables, scores, folds = [], [], []
+        for layer in feats:  # one layer's float32 [seeds x features] matrices at a time, dropped after its turn
+            mats = {(layer, s): seed.matrix(layer, s, feats[layer], np.float32) for s in needed}
+            self._layer_table(layer, mats[(layer, "any")], feats[layer], y, tables, scores)
+            if self.select == "loo":
+                folds.append(rules.cross_validate({key: m for key, m in mats.items() if key[1] in self._statistics},
+                                                  y, self._ks, self.eps, self.drop_always_on, combine=self.combine))
+            del mats
+        self._tables(tables, scores)
         if self.select == "delta":
             best = self.layer_scores_.head(self.n_layers)
             layers = [int(x) for x in best.layer[best.top1_delta > 0]]
@@ -241,8 +265,7 @@ class SeedClassifier:
             choice = (layers, self._statistics[0], self._ks[0] if self.n_layers == 1 else 1)
             self.selection_ = pd.DataFrame()
         else:
-            table = rules.cross_validate({key: m for key, m in mats.items() if key[1] in self._statistics}, y,
-                                         self._ks, self.eps, self.drop_always_on, combine=self.combine)
+            table = _ordered(folds)
             table["chosen"] = np.arange(len(table)) == 0
             top = table.iloc[0]
             choice = ([int(top.layer)], str(top.statistic), int(top.top_k))
@@ -252,10 +275,11 @@ class SeedClassifier:
         layers, statistic, k = choice
         picked = []
         for layer in layers:
-            x = mats[(layer, statistic)]
+            x = seed.matrix(layer, statistic, feats[layer], np.float32)
             ranking = rules.rank(x, y, statistic, self.eps, self.drop_always_on)
             rule = rules.top_rule(ranking, statistic, k, self.combine)
-            picked += [(layer, int(feats[layer][c]), float(t), int(d), float(sc), x[y, c].mean(), x[~y, c].mean())
+            picked += [(layer, int(feats[layer][c]), float(t), int(d), float(sc),
+                        float(x[y, c].mean(dtype=np.float64)), float(x[~y, c].mean(dtype=np.float64)))
                        for c, t, d, sc in zip(rule.features, rule.thresholds, rule.directions, rule.scales)]
         if not picked:
             raise ValueError(f"no feature separates the seeds at layer(s) {layers} with statistic "
@@ -275,21 +299,23 @@ class SeedClassifier:
         self.features_ = [(int(a), int(b)) for a, b in zip(self.rules_.layer, self.rules_.feature)]
         return self
 
-    def _tables(self, mats: dict, feats: dict, y: np.ndarray) -> None:
-        """``deltas_`` (the report's per-layer top features) and ``layer_scores_`` (top-1 delta per layer)."""
-        table, scores = [], []
+    def _layer_table(self, layer: int, peak: np.ndarray, f: np.ndarray, y: np.ndarray, table: list,
+                     scores: list) -> None:
+        """One layer's rows of ``deltas_`` and ``layer_scores_`` (``peak``: its "any" matrix)."""
         k = max(self._ks) if self.select == "loo" else self._ks[0]
-        for layer, f in feats.items():
-            fires = mats[(layer, "any")] > self.eps
-            ranking = rules.rank(mats[(layer, "any")], y, "any", self.eps, self.drop_always_on)
-            top = ranking.order[:k]
-            for rank, c in enumerate(top, 1):
-                table.append({"layer": layer, "feature": int(f[c]), "pos_rate": float(fires[y, c].mean()),
-                              "neg_rate": float(fires[~y, c].mean()), "delta": float(ranking.scores[rank - 1]),
-                              "rank": rank})
-            scores.append({"layer": layer, "feature": int(f[top[0]]) if len(top) else -1,
-                           "top1_delta": float(ranking.scores[0]) if len(top) else 0.0,
-                           "topk_delta": float(ranking.scores[:k].mean()) if len(top) else 0.0})
+        fires = peak > self.eps
+        ranking = rules.rank(peak, y, "any", self.eps, self.drop_always_on)
+        top = ranking.order[:k]
+        for rank, c in enumerate(top, 1):
+            table.append({"layer": layer, "feature": int(f[c]), "pos_rate": float(fires[y, c].mean()),
+                          "neg_rate": float(fires[~y, c].mean()), "delta": float(ranking.scores[rank - 1]),
+                          "rank": rank})
+        scores.append({"layer": layer, "feature": int(f[top[0]]) if len(top) else -1,
+                       "top1_delta": float(ranking.scores[0]) if len(top) else 0.0,
+                       "topk_delta": float(ranking.scores[:k].mean()) if len(top) else 0.0})
+
+    def _tables(self, table: list, scores: list) -> None:
+        """``deltas_`` (the report's per-layer top features) and ``layer_scores_`` (top-1 delta per layer)."""
         self.deltas_ = pd.DataFrame(table, columns=["layer", "feature", "pos_rate", "neg_rate", "delta", "rank"])
         # the largest top-1 delta wins; ties go to the larger top-k mean, then to the earlier layer
         self.layer_scores_ = pd.DataFrame(scores).sort_values(["top1_delta", "topk_delta"], ascending=False,
