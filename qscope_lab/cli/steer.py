@@ -2,18 +2,54 @@
 
 from __future__ import annotations
 
-from .options import LAYER, POSITIVE, add_lab_options, lab_from_args
+import argparse
+
+from ..base.defaults import DEFAULT_REPETITION_PENALTY, STEER_MODES
+from .options import LAYER, POSITIVE, SEED, add_lab_options, lab_from_args, number
+
+MODE_HELP = ("add: h + alpha*d (default); clamp: set the feature's activation to ALPHA; ablate: remove ALPHA times "
+             "its contribution; cap: lower the component along d to at most ALPHA (projection capping); "
+             "orthogonal: scale the component along d by 1+ALPHA")
+
+
+def condition(text: str) -> tuple[int, int, float]:
+    """``LAYER:FEATURE`` or ``LAYER:FEATURE>THRESHOLD`` (threshold 0 when left out) -> (layer, feature, threshold)."""
+    try:
+        key, _, threshold = text.partition(">")
+        at, feature = key.split(":", 1)
+        layer, feature_id = int(at), int(feature)
+        value = float(threshold) if threshold else 0.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"use LAYER:FEATURE or LAYER:FEATURE>THRESHOLD, got {text!r}") from None
+    if layer < 0 or feature_id < 0:
+        raise argparse.ArgumentTypeError(f"layer and feature must be at least 0, got {text!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"the threshold must be a finite number, got {text!r}")
+    return layer, feature_id, value
 
 
 def register(sub) -> None:
     p = sub.add_parser("steer", help="baseline vs steered generation")
     add_lab_options(p)
     p.add_argument("--layer", type=LAYER, help="layer of FEATURE=ALPHA items (default: the middle layer)")
-    p.add_argument("--steer", action="append", required=True, metavar="[LAYER:]FEATURE=ALPHA")
-    p.add_argument("--positions", default="all", choices=["all", "prompt", "generated"])
-    p.add_argument("--mode", default="add", choices=["add", "clamp", "ablate"])
-    p.add_argument("--max-new-tokens", type=POSITIVE, default=32)
-    p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    p.add_argument("--steer", action="append", required=True, metavar="[LAYER:]FEATURE=ALPHA",
+                   help="a feature and its strength (repeat the option for several)")
+    p.add_argument("--positions", default="all", choices=["all", "prompt", "generated"],
+                   help="which positions are steered (default: all)")
+    p.add_argument("--mode", default="add", choices=list(STEER_MODES), help=MODE_HELP)
+    p.add_argument("--when", type=condition, metavar="LAYER:FEATURE[>THRESHOLD]",
+                   help="steer only the positions where this SAE feature's activation exceeds THRESHOLD "
+                        "(default 0), read at LAYER, at or before the steered layer (conditional steering)")
+    p.add_argument("--max-new-tokens", type=POSITIVE, default=32, help="tokens to generate (default: 32)")
+    p.add_argument("--temperature", type=number(above=0), help="sample at this temperature (> 0; default: greedy)")
+    p.add_argument("--top-p", type=number(above=0, maximum=1),
+                   help="sample within the smallest set of tokens holding this probability (0 < p <= 1)")
+    p.add_argument("--seed", type=SEED, help="seed of the sampling (default: drawn and printed)")
+    p.add_argument("--repetition-penalty", type=number(above=0), default=DEFAULT_REPETITION_PENALTY,
+                   help=f"divide the logits of tokens already seen by this (> 0; 1 turns it off; default: the "
+                        f"library's {DEFAULT_REPETITION_PENALTY:g})")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template "
+                                                       "(instruct models)")
     p.add_argument("prompt")
     p.set_defaults(func=run)
 
@@ -44,8 +80,16 @@ def run(args) -> None:
     parse_steer_args(args.steer, 0)  # refuse malformed items before the model loads
     lab = lab_from_args(args)
     layer = lab.n_layers // 2 if args.layer is None else args.layer
+    sampling = {k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p)) if v is not None}
     gen = lab.generate(args.prompt, steer=parse_steer_args(args.steer, layer), positions=args.positions,
-                       mode=args.mode, max_new_tokens=args.max_new_tokens, chat=args.chat)
+                       mode=args.mode, when=args.when, max_new_tokens=args.max_new_tokens, chat=args.chat,
+                       seed=args.seed, repetition_penalty=args.repetition_penalty, **sampling)
     edits = ", ".join(f"layer {s.layer} feature {s.feature} {s.mode} {s.value:+g}" for s in gen.steers)
+    if args.when is not None:
+        edits += f" when {gen.steers[0].when.label}"
+    settings = gen.settings
+    decoding = (f"sampled (temperature {settings['temperature']:g}, top_p {settings['top_p']:g}, "
+                f"seed {settings['seed']})" if settings["do_sample"] else "greedy")
     print(f"prompt:   {gen.prompts[0]!r}\nsteering: {edits} (positions: {args.positions})")
+    print(f"decoding: {decoding}, repetition_penalty {settings['repetition_penalty']:g}")
     print(f"baseline: {gen.baseline[0]!r}\nsteered:  {gen.steered[0]!r}")

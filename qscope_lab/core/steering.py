@@ -42,12 +42,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..base import validate
+from ..base.defaults import STEER_MODES
 from .hooks import edit_blocks
 
 if TYPE_CHECKING:
     from ..saes.sae import SAE
 
-MODES = ("add", "clamp", "ablate", "cap", "orthogonal")
+MODES = STEER_MODES
 FEATURE_ONLY_MODES = ("clamp", "ablate")  # they read the SAE's activation of the feature
 POSITIONS = ("all", "prompt", "generated")
 VALUE_NAMES = {"add": "alpha", "clamp": "clamp value", "ablate": "ablation lambda", "cap": "projection cap",

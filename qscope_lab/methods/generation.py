@@ -26,17 +26,15 @@ import pandas as pd
 import torch
 
 from ..base import validate
+from ..base.defaults import DEFAULT_REPETITION_PENALTY
 from ..core import tokens
 from ..core.steering import LayerSteering, Steer, check_positions, hooked
 
 if TYPE_CHECKING:
     from ..core.protocol import LabLike
 
-# The library-wide default against loops (transformers' repetition penalty: logits of tokens already in the
-# prompt or the output are divided by it when positive, multiplied when negative). Measured on the embedded
-# default with benchmarks/repetition_default.py (unsteered greedy continuations of 10 English prompts: distinct-2
-# and the longest run of one character, by penalty); 1.0 turns it off.
-DEFAULT_REPETITION_PENALTY = 1.3
+# The library-wide default against loops (base.defaults: measured on the embedded default by
+# benchmarks/repetition_default.py); repetition_penalty=1.0 turns it off.
 SAMPLING_ONLY = ("top_k", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")
 
 
