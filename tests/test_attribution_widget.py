@@ -66,9 +66,10 @@ def test_click_opens_the_card_and_labels_show(lab):
     message(w.panel, event="select", layer=2, feature=feature)
     assert (w.card.layer, w.card.feature) == (2, feature) and len(w.children) == 2 and w.card.error == ""
     w.card.label = "weather words"
+    assert w.panel.name_of(2, feature) == "weather words"  # at once: no re-run needed
     w.panel.layer = 1
     w.panel.layer = 2
-    assert any(r["label"] == "weather words" for r in w.panel.features)
+    assert w.panel.name_of(2, feature) == "weather words"
 
 
 def test_workbench_has_the_attribution_panel(lab):

@@ -169,10 +169,17 @@ def test_steering_panel_matches_lab_generate(lab):
 
 
 def test_steering_panel_passes_generate_options_to_every_generation(lab):
-    """A repetition penalty breaks the tiny model's greedy loops in baseline, steered text and sweep alike."""
-    options = {"repetition_penalty": 1.3}
+    """The panel's repetition penalty (given as generate_kwargs, or set on its control) reaches baseline, steered
+    text and sweep alike; its default is the library's."""
+    from qscope_lab.methods import generation
+    from qscope_lab.widgets.steering import default_repetition_penalty
+
+    default = getattr(generation, "DEFAULT_REPETITION_PENALTY", 1.0)
+    options = {"repetition_penalty": 1.0 if default != 1.0 else 1.3}  # not the default: it must change the text
     panel = SteeringPanel(lab, PROMPT, layer=ZH_LAYER, features=[(ZH_FEATURE, 24.0)], max_new_tokens=16,
                           generate_kwargs=options)
+    assert panel.repetition_penalty == options["repetition_penalty"]
+    assert panel.default_repetition_penalty == default_repetition_penalty() == default
     expected = lab.generate(PROMPT, layer=ZH_LAYER, steer={ZH_FEATURE: 24.0}, max_new_tokens=16, **options)
     plain = lab.generate(PROMPT, layer=ZH_LAYER, steer={ZH_FEATURE: 24.0}, max_new_tokens=16)
     assert panel.baseline_tokens == lab.token_strings(expected.baseline_ids[0])
@@ -180,6 +187,36 @@ def test_steering_panel_passes_generate_options_to_every_generation(lab):
     assert expected.steered_ids != plain.steered_ids  # the option changed what was generated
     table = panel.sweep(alphas=[0, 24.0])
     assert table.text.tolist() == [expected.baseline[0], expected.steered[0]]
+    panel.repetition_penalty = default  # the control: back to the library's default, what lab.generate does
+    assert panel.error == "" and panel.steered_tokens == lab.token_strings(plain.steered_ids[0])
+
+
+def test_steering_panel_sampling_seed_and_chat_controls(lab):
+    """temperature > 0 samples from the seed (the same seed, the same text; the sliders' difference is the
+    steer's); chat wraps the prompt in the chat template, as lab.generate(chat=True) does."""
+    panel = SteeringPanel(lab, PROMPT, layer=ZH_LAYER, features=[(ZH_FEATURE, 8.0)], max_new_tokens=12)
+    greedy = list(panel.steered_tokens)
+    panel.temperature, panel.seed = 1.0, 7
+    assert panel.error == ""
+    sampled = list(panel.steered_tokens)
+    expected = lab.generate(PROMPT, layer=ZH_LAYER, steer={ZH_FEATURE: 8.0}, max_new_tokens=12, temperature=1.0,
+                            top_p=1.0, seed=7, repetition_penalty=panel.repetition_penalty)
+    assert sampled == lab.token_strings(expected.steered_ids[0]) and sampled != greedy
+    panel.seed = 8
+    assert panel.steered_tokens != sampled
+    panel.seed = 7
+    assert panel.steered_tokens == sampled  # a seed reproduces its text
+    panel.temperature = 0.0
+    assert panel.steered_tokens == greedy
+    panel.chat = True
+    chat = lab.generate(PROMPT, layer=ZH_LAYER, steer={ZH_FEATURE: 8.0}, max_new_tokens=12, chat=True,
+                        repetition_penalty=panel.repetition_penalty)
+    assert panel.error == "" and panel.steered_tokens == lab.token_strings(chat.steered_ids[0])
+    for name, value, shown in [("temperature", -1.0, "temperature must be at least 0"),
+                               ("top_p", 0.0, "top_p must be above 0"), ("seed", -3, "seed must be"),
+                               ("repetition_penalty", 0.0, "repetition_penalty must be above 0")]:
+        front_end_sets(panel, **{name: value})
+        assert shown in panel.error, (name, panel.error)
 
 
 def test_steering_panel_messages_add_search_sweep_remove(lab):
@@ -263,8 +300,134 @@ def test_workbench_links_heatmap_card_and_steering(lab, reference):
     message(wb.card, event="steer")
     assert wb.steering.features[-1] == {**wb.steering.features[-1], "layer": 1, "feature": wb.card.feature,
                                          "alpha": 8.0}
-    wb.card.label = "my label"
-    assert wb.heatmap.labels[str(wb.card.feature)] == "my label"
+    wb.card.label = "my label"  # reaches every part at once (analysis.labels announces it)
+    key = f"1/{wb.card.feature}"
+    assert wb.heatmap.names[key] == wb.card.names[key] == "my label"
+    message(wb.card, event="steer")
+    assert wb.steering.names[key] == "my label"
+
+
+# ---------------------------------------------------------------------------------------------- display names
+def test_every_widget_names_its_features_as_explain_names_does(lab, reference):
+    """Each widget's ``names`` are display_names of what it shows: a label, else an explanation, else top
+    tokens (the embedded index has no stored explanations, so top tokens here)."""
+    from qscope_lab.explain.names import display_names
+
+    hm = Heatmap(lab, TEXTS, layer=2)
+    card = FeatureCard(lab, layer=ZH_LAYER, feature=ZH_FEATURE)
+    panel = SteeringPanel(lab, PROMPT, layer=ZH_LAYER, features=[ZH_FEATURE], max_new_tokens=4)
+    attr = AttributionPanel(lab, PROMPT, layer=2, n_features=5)
+    cmp = Compare(lab, "The cat sat on the mat.", "今天的天气很好。", layers=[2], top=4)
+    for widget, pairs in [(hm, [(2, f) for f in hm.grid_features]), (card, [(ZH_LAYER, ZH_FEATURE)]),
+                          (panel, [(ZH_LAYER, ZH_FEATURE)]),
+                          (attr, [(r["layer"], r["feature"]) for r in attr.features]),
+                          (cmp, [(r["layer"], r["feature"]) for r in cmp.rows])]:
+        assert widget.error == "", widget.error
+        for layer, feature in pairs:
+            assert widget.name_of(layer, feature) == display_names(lab, layer, [feature])[0], (widget, feature)
+    hover = {int(f) for f in hm.top_indices[hm.top_values > 0]}  # every feature a token's hover lists
+    assert hover and all(hm.name_of(2, f) == display_names(lab, 2, [f])[0] for f in hover
+                         if display_names(lab, 2, [f])[0] != f"L2/F{f}")
+
+
+def test_a_label_saved_in_one_widget_renames_every_open_widget(lab):
+    hm = Heatmap(lab, TEXTS, layer=2)
+    feature = hm.grid_features[0]
+    card = FeatureCard(lab, layer=2, feature=feature)
+    panel = SteeringPanel(lab, PROMPT, layer=2, features=[feature], max_new_tokens=4)
+    before = hm.name_of(2, feature)
+    assert before and before == card.name_of(2, feature) == panel.name_of(2, feature)
+    card.label = "my feature"
+    assert hm.name_of(2, feature) == card.name_of(2, feature) == panel.name_of(2, feature) == "my feature"
+    assert panel.generations == 1  # renaming regenerates nothing
+    other = FeatureCard(lab, layer=2, feature=feature)  # a second card on the same feature shows the label ...
+    assert other.label == "my feature"
+    FeatureLabels.for_lab(lab).set(2, feature, label="renamed in code")  # ... and follows a label saved anywhere
+    assert other.label == card.label == "renamed in code" and hm.name_of(2, feature) == "renamed in code"
+    card.label = ""  # cleared: back to the top tokens
+    assert hm.name_of(2, feature) == panel.name_of(2, feature) == before
+
+
+def test_label_subscribers_are_held_weakly(lab):
+    """A widget subscribes a weak reference to its method: the announcements keep no widget alive, and a
+    subscriber that is gone is dropped instead of called."""
+    import gc
+    import weakref
+
+    from qscope_lab.analysis import labels as label_store
+
+    panel = SteeringPanel(lab, PROMPT, layer=2, features=[11], max_new_tokens=4)
+    mine = [r for r in label_store._SUBSCRIBERS if getattr(r(), "__self__", None) is panel]
+    assert len(mine) == 1 and isinstance(mine[0], weakref.WeakMethod)
+
+    class Listener:
+        def __init__(self):
+            self.seen = []
+
+        def heard(self, change):
+            self.seen.append((change["layer"], change["feature"], change["label"]))
+
+    listener = Listener()
+    label_store.subscribe(listener.heard)
+    FeatureLabels.for_lab(lab).set(2, 11, label="first")
+    assert listener.seen == [(2, 11, "first")] and panel.name_of(2, 11) == "first"
+    gone = weakref.ref(listener)
+    del listener
+    gc.collect()
+    assert gone() is None  # subscribing kept nothing alive
+    FeatureLabels.for_lab(lab).set(2, 11, label="second")  # the collected one is skipped, the panel still hears
+    assert panel.name_of(2, 11) == "second"
+
+
+def test_card_explanation_contexts_similar_and_test_box(lab):
+    from qscope_lab.explain import offline
+    from qscope_lab.widgets.card import similar_features
+
+    card = FeatureCard(lab, layer=ZH_LAYER, feature=ZH_FEATURE, n_contexts=5, window=6)
+    assert card.error == ""
+    # the explanation and its score: the offline explainer's, not stored (none is stored in the shipped index)
+    want = offline.explain(lab.index, ZH_LAYER, [ZH_FEATURE])[0]
+    assert card.explanation == {**card.explanation, "text": want["explanation"], "stored": False}
+    assert card.explanation["score"] == pytest.approx(want["score"]) and 0 < card.explanation["score"] <= 1
+    lab.explain(ZH_LAYER, features=[ZH_FEATURE])  # stored now: the card reads it back
+    card.feature = 5
+    card.feature = ZH_FEATURE
+    assert card.explanation["stored"] and card.explanation["text"] == want["explanation"]
+    # every context token carries the feature's value on it, read from the index's windows
+    top = lab.index.top_contexts(ZH_LAYER, ZH_FEATURE, n=5)
+    for shown, row in zip(card.contexts, top.itertuples()):
+        lo = max(0, row.center - 6)
+        assert shown["left_values"] == pytest.approx(list(row.values[lo:row.center]), abs=1e-4)
+        assert shown["right_values"] == pytest.approx(list(row.values[row.center + 1:row.center + 7]), abs=1e-4)
+        assert len(shown["left"]) == len(shown["left_values"]) and len(shown["right"]) == len(shown["right_values"])
+    assert any(v > 0 for c in card.contexts for v in c["left_values"] + c["right_values"])  # not only the peak
+    # similar features: the largest decoder cosines, computed here in numpy
+    w = lab.sae(ZH_LAYER).W_dec.detach().float().numpy()
+    cos = (w[:, ZH_FEATURE] @ w) / (np.linalg.norm(w, axis=0) * np.linalg.norm(w[:, ZH_FEATURE]))
+    cos[ZH_FEATURE] = -np.inf
+    assert [r["feature"] for r in card.similar] == np.argsort(-cos)[:len(card.similar)].tolist()
+    assert [r["cosine"] for r in card.similar] == pytest.approx(np.sort(cos)[::-1][:len(card.similar)], abs=1e-3)
+    assert card.similar == similar_features(lab, ZH_LAYER, ZH_FEATURE)
+    assert all(card.name_of(r["layer"], r["feature"]) for r in card.similar)  # each by its name too
+    # test your own text: the feature on each token of it, as lab.encode gives it
+    text = "我有１２３只猫"
+    pairs = card.test(text)
+    acts = lab.encode([text], ZH_LAYER)
+    assert [v for _, v in pairs] == pytest.approx(acts.feature(ZH_FEATURE)[0].tolist(), abs=1e-5)
+    assert max(v for _, v in pairs) > 1  # full-width digits: it fires
+    assert "".join(t for t, _ in pairs) == text
+    card.feature = 5  # the box follows the selected feature
+    assert card.test_values.tolist() == pytest.approx(acts.feature(5)[0].tolist(), abs=1e-5)
+
+
+def test_heatmap_switching_layer_selects_that_layers_strongest_feature(lab):
+    hm = Heatmap(lab, TEXTS, layer=2)
+    hm.feature = hm.grid_features[3]
+    hm.layer = 1  # the same id in layer 1 is an unrelated feature
+    assert hm.error == "" and hm.feature == hm.grid_features[0]
+    acts = lab.encode(TEXTS, 1)
+    np.testing.assert_allclose(hm.values, torch.cat(acts.feature(hm.feature)).numpy(), atol=1e-6)
+    assert all(k.startswith("1/") for k in hm.names)
 
 
 # ---------------------------------------------------------------------------------------------- front-end build
@@ -369,7 +532,7 @@ def test_unknown_constructor_keywords_are_refused(lab, reference):
 def test_observers_are_quiet_during_construction_and_quietly(lab, monkeypatch):
     calls = []
     encode = Heatmap._encode
-    monkeypatch.setattr(Heatmap, "_encode", lambda self: (calls.append(self.layer), encode(self))[1])
+    monkeypatch.setattr(Heatmap, "_encode", lambda self, **kw: (calls.append(self.layer), encode(self, **kw))[1])
     hm = Heatmap(lab, TEXTS, layer=2, feature=5, skip_first=False)
     assert calls == [2] and hm.feature == 5 and hm.error == ""  # constructor values did not re-encode
     hm.layer = 1

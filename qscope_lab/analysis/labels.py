@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,33 @@ if TYPE_CHECKING:
 
 _TEMP_PREFIX = ".labels-"
 _LOCK_TIMEOUT_S = 30.0
+
+
+_SUBSCRIBERS: list[weakref.ref] = []
+_SUBSCRIBERS_LOCK = threading.Lock()
+
+
+def subscribe(callback: Callable[[dict], object]) -> None:
+    """Call ``callback(change)`` after every label or note saved in this process; ``change`` is ``{namespace,
+    path, layer, feature, label, note}``. Held weakly (a bound method through ``weakref.WeakMethod``): subscribing
+    keeps nothing alive, and a collected subscriber is dropped."""
+    ref = weakref.WeakMethod(callback) if hasattr(callback, "__self__") else weakref.ref(callback)
+    with _SUBSCRIBERS_LOCK:
+        _SUBSCRIBERS[:] = [r for r in _SUBSCRIBERS if r() is not None]
+        _SUBSCRIBERS.append(ref)
+
+
+def announce(change: dict) -> None:
+    """Tell every live subscriber about ``change``; one that raises does not stop the others (each widget shows
+    its own errors in its error line)."""
+    with _SUBSCRIBERS_LOCK:
+        refs = list(_SUBSCRIBERS)
+    for ref in refs:  # one callback alive at a time here: a traceback a subscriber keeps holds none of the others
+        callback = ref()
+        if callback is not None:
+            with contextlib.suppress(Exception):
+                callback(change)
+        callback = None
 
 
 def default_path() -> Path:
@@ -193,7 +221,10 @@ class FeatureLabels:
             else:
                 data.pop(key, None)
             self._write(data)
-            return {"label": entry["label"], "note": entry["note"]}
+        layer, feature = self._split(key) or (layer, feature)
+        announce({"namespace": self.namespace, "path": str(target(self.path)), "layer": layer, "feature": feature,
+                  "label": entry["label"], "note": entry["note"]})
+        return {"label": entry["label"], "note": entry["note"]}
 
     def to_frame(self) -> pd.DataFrame:
         """This namespace's labels: layer, feature, label, note."""

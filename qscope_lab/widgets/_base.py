@@ -35,7 +35,9 @@ import anywidget
 import numpy as np
 import traitlets
 
+from ..analysis import labels as label_store
 from ..base import validate
+from . import _names
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -233,10 +235,13 @@ def reacts(*names: str):
 
 
 class LabWidget(anywidget.AnyWidget):
-    """Base: ``error`` (shown in the widget, empty when fine) and ``busy`` (the front-end shows a spinner)."""
+    """Base: ``error`` (shown in the widget, empty when fine), ``busy`` (the front-end shows a spinner) and
+    ``names`` (``"layer/feature"`` -> display name of every feature the widget shows: see ``_names``; a label
+    saved anywhere in the process re-sends them)."""
 
     error = traitlets.Unicode("").tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
+    names = traitlets.Dict().tag(sync=True)
 
     def __init__(self, lab: Lab, **kwargs):
         reject_unknown_kwargs(self, kwargs)
@@ -247,6 +252,40 @@ class LabWidget(anywidget.AnyWidget):
         self._events: dict[str, Callable[[dict], object]] = {}
         with self.quietly():  # the constructor's values notify before the subclass has set itself up
             super().__init__(**kwargs)
+        label_store.subscribe(self._label_saved)  # weakly: a widget that is gone is not kept alive by it
+
+    # ------------------------------------------------------------------ display names
+    def named_features(self) -> list[tuple[int, int]]:
+        """The (layer, feature) pairs the widget shows by name (each widget says which)."""
+        return []
+
+    def refresh_names(self) -> None:
+        """Send the display names of :meth:`named_features`. A failure shows in the error line but never clears
+        an error already shown."""
+        try:
+            store = getattr(self, "labels", None)
+            names = _names.feature_names(self.lab, self.named_features(),
+                                         store if isinstance(store, label_store.FeatureLabels) else None)
+        except Exception as err:
+            self.last_exception = err
+            self.last_traceback = traceback.format_exc()
+            self.error = f"names: {err}"
+            return
+        if names != self.names:
+            self.names = names
+
+    def name_of(self, layer: int, feature: int) -> str:
+        """The display name the widget shows for a feature ("" when it has only its id)."""
+        return self.names.get(_names.key(layer, feature), "")
+
+    def _label_saved(self, change: dict) -> None:
+        """``analysis.labels`` announced a saved label: if it is of this Lab's model and SAE suite, re-send."""
+        if change.get("namespace") == label_store.label_namespace(self.lab):
+            self.label_saved(change)
+            self.refresh_names()
+
+    def label_saved(self, change: dict) -> None:
+        """Hook: a label of this Lab was saved somewhere in the process (the card updates its label box)."""
 
     def on_events(self, **handlers: Callable[[dict], object]) -> None:
         """Handle the front end's custom messages ``{"event": name, ...}``: ``handlers[name](content)`` runs

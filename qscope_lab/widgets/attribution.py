@@ -49,7 +49,7 @@ class AttributionPanel(LabWidget):
 
     tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
     token_attr = ArrayTrait("float32", ndim=1).tag(sync=True)   # per token: the features' total attribution
-    features = traitlets.List(traitlets.Dict()).tag(sync=True)  # {layer, feature, attribution, activation, label}
+    features = traitlets.List(traitlets.Dict()).tag(sync=True)  # {layer, feature, attribution, activation}
     target_token = traitlets.Unicode("").tag(sync=True)
     probability = traitlets.Float(0.0).tag(sync=True)
     error_share = traitlets.Float(0.0).tag(sync=True)
@@ -87,8 +87,7 @@ class AttributionPanel(LabWidget):
             top = result.top_features(len(result.to_frame()))
             top = top.reindex(top.attribution.abs().sort_values(ascending=False).index).head(self.n_features)
             rows = [{"layer": int(r.layer), "feature": int(r.feature), "attribution": float(r.attribution),
-                     "activation": float(r.activation), "label": self.labels.get(int(r.layer), int(r.feature))["label"]}
-                    for r in top.itertuples()]
+                     "activation": float(r.activation)} for r in top.itertuples()]
             positions = result.by_position()
             self.result = result
             with self.hold_sync():
@@ -99,7 +98,12 @@ class AttributionPanel(LabWidget):
                 self.probability = float(result.probability)
                 self.error_share = float(result.error_share().error_share.iloc[0])
                 self.intervention = {}
+                self.refresh_names()
                 self.runs += 1
+
+    def named_features(self) -> list[tuple[int, int]]:
+        """The ranked features."""
+        return [(r["layer"], r["feature"]) for r in self.features]
 
     def intervene(self, layer: int, feature: int, action: str = "ablate") -> dict:
         """Re-run the prompt with the feature ablated (or steered by ``steer_alpha``) everywhere in it; the

@@ -51,6 +51,12 @@ def _why(clf: SeedClassifier, margins) -> str:
     return "  ".join(f"L{clf.features_[i][0]} f{clf.features_[i][1]} {margins[i]:+.2f}" for i in top)
 
 
+def _why_features(clf: SeedClassifier, margins) -> list[dict]:
+    """The same three features as ``{layer, feature, margin}`` (the panel shows each with its display name)."""
+    return [{"layer": int(clf.features_[i][0]), "feature": int(clf.features_[i][1]), "margin": float(margins[i])}
+            for i in clf.deciding_order(margins)[:3]]
+
+
 def _described(clf: SeedClassifier) -> str:
     shown = f" (the first {SHOWN} listed)" if len(clf.features_) > SHOWN else ""
     return f"layer {clf.layer_}, {clf.statistic_}, {len(clf.features_)} feature(s){shown}"
@@ -126,7 +132,7 @@ class ClassifierPanel(LabWidget):
             x = clf.transform(held_texts)
             scores, predicted, margins = clf.decision_matrix(x), clf.predict_matrix(x), clf.margins_matrix(x)
             predictions = [{"text": t, "label": bool(y), "predicted": bool(p), "score": float(s),
-                            "why": _why(clf, m)}
+                            "why": _why(clf, m), "why_features": _why_features(clf, m)}
                            for t, y, s, p, m in zip(held_texts, held_labels, scores, predicted, margins)]
         with self.hold_sync():
             self.chart_svg = to_svg(clf.delta_chart())
@@ -134,6 +140,13 @@ class ClassifierPanel(LabWidget):
             self.predictions = predictions
             self.metrics = [{k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}
                             for row in table.to_dict("records")]
+            self.refresh_names()
+
+    def named_features(self) -> list[tuple[int, int]]:
+        """The chosen features listed and those that decided each held-out prediction."""
+        pairs = [(r["layer"], r["feature"]) for r in self.chosen]
+        pairs += [(w["layer"], w["feature"]) for p in self.predictions for w in p.get("why_features", [])]
+        return list(dict.fromkeys(pairs))
 
     def export(self, path: str | None = None, overwrite: bool = False) -> Path | None:
         """Save the classifier to ``path`` (default: the panel's) with ``SeedClassifier.save``: a file there

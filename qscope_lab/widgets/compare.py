@@ -1,5 +1,6 @@
 """Compare two texts: per layer, the features whose firing rate differs most; click a row to see both texts
-coloured by that feature. ``Compare(lab, "text a", "text b")``; the ranking is ``features.compare_texts``.
+coloured by that feature. Each feature shows its display name (``names``). ``Compare(lab, "text a", "text b")``;
+the ranking is ``features.compare_texts``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ class Compare(LabWidget):
                 first = self.rows[0] if self.rows else {}
                 self.selected = {"layer": first.get("layer", 0), "feature": first.get("feature", 0)}
                 self._show_feature()
+                self.refresh_names()
+
+    def named_features(self) -> list[tuple[int, int]]:
+        """The ranked rows (the selected one is among them)."""
+        return [(r["layer"], r["feature"]) for r in self.rows]
 
     def _show_feature(self) -> None:
         with self.working("heatmap"):

@@ -7,6 +7,10 @@ or skip options change; picking a feature only re-slices the cached activations.
 
 ``n_top`` (features per token's hover) and ``n_grid`` (rows of the grid) are ints of at least 1, ``max_length``
 one too (or None): checked at construction and, for the traits, whenever they are set.
+
+Every feature shown (legend, grid rows, hover rows) carries its display name (``names``: the user's label, else
+its best stored explanation, else its top tokens). Switching layer selects the new layer's strongest feature:
+the same id in another layer is an unrelated feature.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 import torch
 import traitlets
 
-from ..analysis import index_view
+from ..analysis.labels import FeatureLabels
 from ..base import validate
 from ..core import tokens
 from ..core.activations import FeatureActs
@@ -59,7 +63,6 @@ class Heatmap(LabWidget):
     skip_special = traitlets.Bool(True).tag(sync=True)
     n_top = traitlets.Int(6).tag(sync=True)
     n_grid = traitlets.Int(12).tag(sync=True)
-    labels = traitlets.Dict().tag(sync=True)            # feature id (str) -> user label, when known
     _check_counts = checked("n_top", "n_grid", minimum=1, maximum=1000)
 
     tokens = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)  # whole characters ('' after)
@@ -83,13 +86,15 @@ class Heatmap(LabWidget):
                          layer=lab.n_layers // 2 if layer is None else layer, skip_first=skip_first,
                          skip_special=skip_special, **kwargs)
         self.max_length = max_length
-        self.label_store = labels
+        self.labels = labels if labels is not None else FeatureLabels.for_lab(lab)
         self.acts: FeatureActs | None = None
+        self._shown: list[int] = []
         self._encode()
 
     @reacts("texts", "layer", "skip_first", "skip_special")
     def _inputs_changed(self, change):
-        self._encode()
+        # f53 of another layer is another feature: a new layer starts from its strongest
+        self._encode(keep_feature=change["name"] != "layer")
         if self.error and change["name"] != "texts":  # bad input: show the error, keep what was shown
             with self.quietly():
                 setattr(self, change["name"], change["old"])
@@ -98,7 +103,7 @@ class Heatmap(LabWidget):
     def _feature_changed(self, change):
         self._send_feature()
 
-    def _encode(self) -> None:
+    def _encode(self, keep_feature: bool = True) -> None:
         with self.working("encode"):
             layer = self.lab.check_layer(self.layer)
             if not self.texts or not all(t.strip() for t in self.texts):
@@ -112,13 +117,7 @@ class Heatmap(LabWidget):
             features = stats.feature.tolist()
             grid = (np.stack([torch.cat(acts.feature(f)).numpy() for f in features]) if features
                     else np.zeros((0, acts.n_tokens), np.float32))
-            # hover names: the Lab's feature index gives each shown feature its top tokens, user labels win
-            hover = index_view.hover_labels(self.lab, layer, np.unique(top_i[counted.astype(bool)]))
-            if hover or self.label_store is not None:
-                named = {} if self.label_store is None else {
-                    str(row.feature): row.label for row in self.label_store.to_frame().itertuples()
-                    if row.layer == layer and row.label}
-                self.labels = hover | named
+            self._shown = sorted(set(features) | set(np.unique(top_i[top_v > 0]).tolist()))
             shown, notes = [], []
             for ids in acts.token_ids:  # whole characters; the hover names the byte tokens behind them
                 pieces, starts = tokens.groups(self.lab, ids)
@@ -130,10 +129,13 @@ class Heatmap(LabWidget):
                 self.counted = counted
                 self.top_values, self.top_indices = top_v, top_i
                 self.grid_features, self.grid = features, grid
-                if not 0 <= self.feature < acts.d_sae:
-                    self.feature = features[0] if features else 0  # the observer sends its values
+                keep = keep_feature and 0 <= self.feature < acts.d_sae
+                chosen = self.feature if keep else features[0] if features else 0
+                if chosen != self.feature:
+                    self.feature = chosen  # the observer sends its values
                 else:
                     self._send_feature()
+                self.refresh_names()
 
     def _send_feature(self) -> None:
         if self.acts is None:
@@ -145,6 +147,14 @@ class Heatmap(LabWidget):
             with self.hold_sync():
                 self.values = values
                 self.vmax = float(values.max()) if values.size and values.max() > 0 else 1.0
+                if self.feature not in self._shown:
+                    self.refresh_names()
+
+    def named_features(self) -> list[tuple[int, int]]:
+        """The grid's rows, every feature in a token's hover, and the selected one."""
+        shown = set(self._shown) | ({self.feature} if self.acts is not None and 0 <= self.feature < self.acts.d_sae
+                                    else set())
+        return [(self.layer, f) for f in sorted(shown)]
 
     def token_hover(self, text: int, position: int) -> list[tuple[int, float]]:
         """What hovering token ``position`` of text ``text`` lists: (feature, activation), strongest first, the

@@ -8,6 +8,12 @@ generation of the panel: small models loop under greedy decoding, and ``{"repeti
 steered text readable. Beside the texts, the ``top_next`` most likely next tokens after the prompt, baseline
 and steered (0 hides them; not shown when only generated tokens are steered).
 
+Generation controls beside the sliders: ``temperature`` (0: greedy, the default; above 0 samples), ``top_p``,
+``seed`` (a sampled baseline and its steered text draw the same random numbers, so a slider move is what
+differs), ``repetition_penalty`` (the library's default, ``methods.generation.DEFAULT_REPETITION_PENALTY`` where
+it defines one, else 1.0 = none) and ``chat`` (wrap the prompt in the model's chat template). Each slider shows
+the feature's display name beside its id (``names``).
+
 Arguments are checked at construction and the traits again whenever they are set (``max_new_tokens`` >= 1,
 ``alpha_max`` a finite steering strength above 0, ``positions`` / ``mode`` from their lists); each ``features``
 row must be a ``{layer, feature, alpha}`` of the Lab with a finite alpha, else the regeneration shows which row
@@ -26,12 +32,18 @@ from ..analysis.labels import FeatureLabels
 from ..analysis.reference import Reference
 from ..base import validate
 from ..core.steering import MODES
+from ..methods import generation
 from ._base import LabWidget, checked, css, esm, message_field, reacts
 
 if TYPE_CHECKING:
     from ..lab import Lab
 
 POSITIONS = ("all", "prompt", "generated")
+
+
+def default_repetition_penalty() -> float:
+    """The library's default repetition penalty (1.0, none, unless ``methods.generation`` defines one)."""
+    return float(getattr(generation, "DEFAULT_REPETITION_PENALTY", 1.0) or 1.0)
 
 
 def _positive_alpha(value, name: str) -> float:
@@ -46,6 +58,22 @@ def _query(value, name: str) -> str:
     """A search query: any str ("" clears the results)."""
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _top_p(value, name: str) -> float:
+    """Nucleus sampling's mass: above 0, at most 1."""
+    value = validate.number(value, name, maximum=1)
+    if value <= 0:
+        raise ValueError(f"{name} must be above 0, got {value:g}")
+    return value
+
+
+def _penalty(value, name: str) -> float:
+    """A repetition penalty: above 0 (1 = none; below 1 favours repeats), at most 10."""
+    value = validate.number(value, name, maximum=10)
+    if value <= 0:
+        raise ValueError(f"{name} must be above 0 (1 = no penalty), got {value:g}")
     return value
 
 
@@ -71,20 +99,37 @@ class SteeringPanel(LabWidget):
     sweep_rows = traitlets.List(traitlets.Dict()).tag(sync=True)
     next_tokens = traitlets.List(traitlets.Dict()).tag(sync=True)  # top next tokens, baseline vs prompt steered
     search_results = traitlets.List(traitlets.Dict()).tag(sync=True)
+    temperature = traitlets.Float(0.0).tag(sync=True)         # 0: greedy; above 0: sampled with seed
+    top_p = traitlets.Float(1.0).tag(sync=True)
+    seed = traitlets.Int(0).tag(sync=True)
+    repetition_penalty = traitlets.Float(1.0).tag(sync=True)  # set to the library's default at construction
+    default_repetition_penalty = traitlets.Float(1.0).tag(sync=True)
+    chat = traitlets.Bool(False).tag(sync=True)               # the prompt wrapped in the chat template
 
     _check_max_new_tokens = checked("max_new_tokens", minimum=1)
     _check_alpha_max = checked("alpha_max", check=lambda value, name: _positive_alpha(value, name))
     _check_positions = checked("positions", check=lambda value, name: validate.choice(value, POSITIONS, name))
     _check_mode = checked("mode", check=lambda value, name: validate.choice(value, MODES, name))
+    _check_temperature = checked("temperature", check=lambda value, name: validate.number(value, name, minimum=0,
+                                                                                           maximum=100))
+    _check_top_p = checked("top_p", check=lambda value, name: _top_p(value, name))
+    _check_seed = checked("seed", minimum=0, maximum=2**63 - 1)
+    _check_repetition_penalty = checked("repetition_penalty", check=lambda value, name: _penalty(value, name))
 
     def __init__(self, lab: Lab, prompt: str = "", layer: int | None = None, features=(), positions: str = "all",
                  max_new_tokens: int = 32, alpha_max: float = 32.0, mode: str = "add", labels=None,
                  generate_kwargs: dict | None = None, top_next: int = 5, **kwargs):
+        default = default_repetition_penalty()
+        generate_kwargs = dict(generate_kwargs or {})
+        for key in ("temperature", "top_p", "seed", "repetition_penalty", "chat"):  # the panel's own controls
+            if key in generate_kwargs and key not in kwargs:
+                kwargs[key] = generate_kwargs.pop(key)
+        kwargs.setdefault("repetition_penalty", default)
         super().__init__(lab, prompt=prompt, n_layers=lab.n_layers, positions=positions, mode=mode,
                          layer=lab.n_layers // 2 if layer is None else layer, max_new_tokens=max_new_tokens,
-                         alpha_max=alpha_max, **kwargs)
+                         alpha_max=alpha_max, default_repetition_penalty=default, **kwargs)
         self.labels = labels if labels is not None else FeatureLabels.for_lab(lab)
-        self.generate_kwargs = dict(generate_kwargs or {})
+        self.generate_kwargs = generate_kwargs
         self.top_next = validate.integer(top_next, "top_next", minimum=0)
         self._baseline_key, self._baseline = None, None
         self.on_events(add=self._add_message, remove=self._remove_message, sweep=self._sweep_message,
@@ -107,8 +152,7 @@ class SteeringPanel(LabWidget):
                     row["alpha"] = alpha
                     break
             else:
-                rows.append({"layer": layer, "feature": feature, "alpha": alpha,
-                             "label": self.labels.get(layer, feature)["label"]})
+                rows.append({"layer": layer, "feature": feature, "alpha": alpha})
             if regenerate:
                 self.features = rows
             else:
@@ -125,6 +169,19 @@ class SteeringPanel(LabWidget):
         """The current edit as ``{(layer, feature): alpha}`` (zero sliders left out): what lab.generate takes."""
         return {(row["layer"], row["feature"]): row["alpha"] for row in self.features if row["alpha"]}
 
+    def generation_options(self) -> dict:
+        """What every generation of the panel is given besides the prompt and the steering: the panel's controls
+        (sampling only when ``temperature`` > 0) and ``generate_kwargs``."""
+        options = {"repetition_penalty": self.repetition_penalty, "chat": self.chat}
+        if self.temperature > 0:
+            options.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, seed=self.seed)
+        return {**options, **self.generate_kwargs}
+
+    def named_features(self) -> list[tuple[int, int]]:
+        """The sliders' features and the search results."""
+        return ([(int(row["layer"]), int(row["feature"])) for row in self.features if "layer" in row
+                 and "feature" in row] + [(self.layer, int(r["feature"])) for r in self.search_results])
+
     def regenerate(self) -> None:
         with self.working("generate"):
             if not self.prompt.strip():
@@ -132,22 +189,27 @@ class SteeringPanel(LabWidget):
             if self.positions not in POSITIONS:
                 raise ValueError(f"positions must be one of {', '.join(POSITIONS)}")
             self._check_features()
+            self.refresh_names()
             start = time.perf_counter()
-            key = (self.prompt, self.max_new_tokens)
+            options = self.generation_options()
+            key = (self.prompt, self.max_new_tokens, repr(sorted(options.items())))
             if key != self._baseline_key:
-                self._baseline = self.lab.generate(self.prompt, max_new_tokens=self.max_new_tokens,
-                                                   **self.generate_kwargs)
+                self._baseline = self.lab.generate(self.prompt, max_new_tokens=self.max_new_tokens, **options)
                 self._baseline_key = key
             base_ids = self._baseline.steered_ids[0]
             steer = self.steer()
             if steer:
                 out = self.lab.generate(self.prompt, steer=steer, positions=self.positions, mode=self.mode,
-                                        max_new_tokens=self.max_new_tokens, baseline=False, **self.generate_kwargs)
+                                        max_new_tokens=self.max_new_tokens, baseline=False, **options)
                 ids = out.steered_ids[0]
             else:
                 ids = base_ids
             # the first generated token only sees a steered prompt when the prompt is steered
-            table = (self.lab.next_tokens(self.prompt, steer=steer, mode=self.mode, top=self.top_next)
+            shown = self.prompt
+            if options.get("chat"):
+                shown = self.lab.tokenizer.apply_chat_template([{"role": "user", "content": self.prompt}],
+                                                               tokenize=False, add_generation_prompt=True)
+            table = (self.lab.next_tokens(shown, steer=steer, mode=self.mode, top=self.top_next)
                      if self.top_next and self.positions != "generated" else None)
             with self.hold_sync():
                 self.steered_for = [{"layer": layer, "feature": feature, "alpha": alpha}
@@ -168,7 +230,7 @@ class SteeringPanel(LabWidget):
         top = self.alpha_max
         alphas = alphas or [-top, -top / 2, -top / 4, 0, top / 4, top / 2, top]
         table = self.lab.sweep(self.prompt, row["layer"], row["feature"], alphas=alphas, positions=self.positions,
-                               mode=self.mode, max_new_tokens=self.max_new_tokens, **self.generate_kwargs)
+                               mode=self.mode, max_new_tokens=self.max_new_tokens, **self.generation_options())
         self.sweep_rows = [{"alpha": r.alpha, "text": r.text, "same": bool(r.same)} for r in table.itertuples()]
         return table
 
@@ -183,7 +245,8 @@ class SteeringPanel(LabWidget):
             self.lab.check_feature(layer, row["feature"], f"features[{i}]['feature']")
             validate.alpha(row["alpha"], f"features[{i}]['alpha']")
 
-    @reacts("features", "prompt", "positions", "mode", "max_new_tokens")
+    @reacts("features", "prompt", "positions", "mode", "max_new_tokens", "temperature", "top_p", "seed",
+            "repetition_penalty", "chat")
     def _inputs_changed(self, change):
         self.regenerate()
 
@@ -202,3 +265,4 @@ class SteeringPanel(LabWidget):
         found = Reference.of(self.lab).search(self.layer, query, self.labels)
         self.search_results = [{"feature": int(r.feature), "label": r.label, "match": r.match,
                                 "top_tokens": list(r.top_tokens)} for r in found.itertuples()]
+        self.refresh_names()

@@ -1,7 +1,9 @@
 """Workbench: a heatmap, a feature card and a steering panel, linked in plain Python.
 
 Click a feature in the heatmap and the card shows it; "steer with it" on the card adds a slider to the
-steering panel. Nothing here is special: each part is the standalone widget (``wb.heatmap``, ``wb.card``,
+steering panel. A label typed in the card reaches the heatmap's, the steering panel's and the attribution
+panel's names at once (every widget follows ``analysis.labels``' announcements). Nothing here is special: each
+part is the standalone widget (``wb.heatmap``, ``wb.card``,
 ``wb.steering``), linked with ``traitlets.link`` and a callback, as users link their own.
 
 ``Workbench(lab, texts, prompt="")``: ``texts`` is one text or a list of them for the heatmap; an empty list (or
@@ -51,7 +53,6 @@ class Workbench(ipywidgets.VBox):
                       traitlets.dlink((self.heatmap, "layer"), (self.attribution, "layer"))]
         self.attribution.observe(self._attribution_selected, names="selected")  # a click there opens the card
         self.card.on_steer(lambda layer, feature: self.steering.add_feature(feature, self.steer_alpha, layer=layer))
-        self.card.observe(self._label_changed, names="label")
         row = ipywidgets.HBox([self.heatmap, self.card])
         row.add_class("qs-workbench-row")  # wraps: side by side when wide, stacked below ~1,000 px (qscope.css)
         super().__init__([row, self.steering, self.attribution], **kwargs)
@@ -61,13 +62,3 @@ class Workbench(ipywidgets.VBox):
         if change["new"]:  # complete and checked (AttributionPanel._check_selected); a failure shows there
             with self.attribution.working("select"):
                 self.heatmap.layer, self.heatmap.feature = change["new"]["layer"], change["new"]["feature"]
-
-    def _label_changed(self, change):
-        """A new label shows up in the heatmap's names at once."""
-        labels = dict(self.heatmap.labels)  # plain dict work: nothing here can fail
-        key = str(self.card.feature)
-        if change["new"]:
-            labels[key] = change["new"]
-        else:
-            labels.pop(key, None)
-        self.heatmap.labels = labels

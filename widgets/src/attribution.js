@@ -2,7 +2,7 @@
 // with signed bars; a click on a feature selects it (the kernel opens its card), "ablate" / "steer" re-run the
 // prompt and show the target's new probability beside the old one.
 
-import { f32, featureName, fmt, h, pct, signedHeat, viewModel } from "./lib/common.js";
+import { f32, featureLabel, featureName, fmt, h, pct, signedHeat, viewModel } from "./lib/common.js";
 import { layerPicker, statusLine, textInput } from "./lib/controls.js";
 
 /** A probability readable at any size: 12.3% down to 0.1%, then 4.2e-6. */
@@ -33,7 +33,7 @@ function render({ model: host, el }) {
     if (it && it.action) {
       const what = it.action === "ablate" ? "ablated" : `steered ${fmt(it.value, 1)}`;
       parts.push(h("span", { text: " → " }), h("b", { class: "qs-attr-new-p", text: prob(it.new_probability) }),
-        h("span", { class: "qs-muted", text: ` with L${it.layer} f${it.feature} ${what}` }));
+        h("span", { class: "qs-muted", text: ` with ${featureName(it.layer, it.feature, model.get("names"))} ${what}` }));
     }
     parts.push(h("span", { class: "qs-muted", text: ` · error-term share ${pct(model.get("error_share"))}` }));
     summary.replaceChildren(...parts);
@@ -57,8 +57,8 @@ function render({ model: host, el }) {
         "left:50%" : `left:${fmt(50 - width, 1)}%`};background:${signedHeat(r.attribution >= 0 ? 1 : -1, 1)}` });
       const send = (event) => () => model.send({ event, layer: r.layer, feature: r.feature });
       return h("div", { class: "qs-attr-row", "data-feature": String(r.feature), "data-layer": String(r.layer) },
-        h("button", { class: "qs-feature qs-attr-name", text: `L${r.layer} ` + featureName(r.feature,
-          r.label ? { [r.feature]: r.label } : null), onclick: send("select") }),
+        h("button", { class: "qs-feature qs-attr-name", title: featureName(r.layer, r.feature, model.get("names")),
+          onclick: send("select") }, ...featureLabel(r.layer, r.feature, model.get("names"))),
         h("div", { class: "qs-attr-track" }, bar),
         h("span", { class: "qs-num", text: fmt(r.attribution, 3) }),
         h("button", { class: "qs-attr-ablate", text: "ablate", onclick: send("ablate") }),
@@ -67,6 +67,7 @@ function render({ model: host, el }) {
   }
 
   model.on("change:intervention", renderSummary);
+  model.on("change:names", () => { renderSummary(); renderFeatures(); });
   model.on("change:runs", () => { renderSummary(); renderTokens(); renderFeatures(); });
   renderSummary(); renderTokens(); renderFeatures();
   return model.dispose;

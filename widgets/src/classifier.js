@@ -1,6 +1,6 @@
 // Seed classifier: seeds in, per-layer deltas (SVG from altair), chosen features, held-out metrics, export.
 
-import { fmt, h, viewModel } from "./lib/common.js";
+import { featureLabel, featureName, fmt, h, viewModel } from "./lib/common.js";
 import { numberInput, statusLine, textInput } from "./lib/controls.js";
 
 function render({ model: host, el }) {
@@ -41,7 +41,8 @@ function render({ model: host, el }) {
     // the weight says how much its margin counts in the sum that decides (0 for the report's OR rule)
     chosen.replaceChildren(h("tr", {}, ...["layer", "feature", "statistic", "positive if", "weight", "mean on +", "mean on −"].map((t) => h("th", { text: t }))),
       ...model.get("chosen").map((r) => h("tr", { class: "qs-chosen-row" }, h("td", { text: String(r.layer) }),
-        h("td", { text: `f${r.feature}` }), h("td", { text: r.statistic }),
+        h("td", { class: "qs-chosen-feature", title: featureName(r.layer, r.feature, model.get("names")) },
+          ...featureLabel(r.layer, r.feature, model.get("names"), false)), h("td", { text: r.statistic }),
         h("td", { class: "qs-num qs-threshold", text: `${r.direction > 0 ? ">" : "≤"} ${fmt(r.threshold, 3)}` }),
         h("td", { class: "qs-num qs-weight", text: fmt(Math.abs(r.weight ?? 0), 2) }),
         h("td", { class: "qs-num", text: fmt(r.pos_mean, 3) }), h("td", { class: "qs-num", text: fmt(r.neg_mean, 3) }))));
@@ -54,9 +55,13 @@ function render({ model: host, el }) {
       h("td", { text: p.label ? "+" : "−" }), h("td", { text: p.predicted ? "predicted +" : "predicted −" }),
       h("td", { class: "qs-num", text: fmt(p.score) }), h("td", { class: "qs-context", text: p.text }),
       // the three features that weigh most in this decision, each with its signed margin
-      h("td", { class: "qs-why", title: "features with the largest part in this decision (clf.explain(text) lists all)", text: p.why ?? "" }))));
+      h("td", { class: "qs-why", title: "features with the largest part in this decision (clf.explain(text) lists all)" },
+        ...(p.why_features ? p.why_features.map((w) => h("span", { class: "qs-why-item", "data-feature": String(w.feature),
+          "data-layer": String(w.layer) }, ...featureLabel(w.layer, w.feature, model.get("names")),
+          h("span", { class: "qs-num", text: ` ${w.margin >= 0 ? "+" : ""}${fmt(w.margin)}` })))
+          : [p.why ?? ""])))));
   }
-  for (const name of ["chart_svg", "chosen", "metrics", "predictions", "message"]) model.on(`change:${name}`, show);
+  for (const name of ["chart_svg", "chosen", "metrics", "predictions", "message", "names"]) model.on(`change:${name}`, show);
   show();
   return model.dispose;
 }

@@ -1,6 +1,6 @@
 // Compare: two texts, per-layer features ranked by firing-rate difference; a row click colours both texts.
 
-import { f32, fmt, h, heat, setTrait, viewModel } from "./lib/common.js";
+import { f32, featureLabel, featureName, fmt, h, heat, setTrait, viewModel } from "./lib/common.js";
 import { checkbox, statusLine, textInput } from "./lib/controls.js";
 
 function render({ model: host, el }) {
@@ -28,7 +28,8 @@ function render({ model: host, el }) {
         class: "qs-clickable qs-compare-row" + (r.layer === sel.layer && r.feature === sel.feature ? " qs-selected" : ""),
         "data-layer": String(r.layer), "data-feature": String(r.feature),
         onclick: () => setTrait(model, "selected", { layer: r.layer, feature: r.feature }) },
-        h("td", { text: String(r.layer) }), h("td", { text: `f${r.feature}` }),
+        h("td", { text: String(r.layer) }),
+        h("td", { class: "qs-compare-feature" }, ...featureLabel(r.layer, r.feature, model.get("names"), false)),
         h("td", { class: "qs-num", text: fmt(r.rate_a) }), h("td", { class: "qs-num", text: fmt(r.rate_b) }),
         h("td", { class: "qs-num", text: fmt(r.diff) }))));
   }
@@ -37,7 +38,7 @@ function render({ model: host, el }) {
     const vmax = model.get("vmax");
     const shared = model.get("shared");
     const sel = model.get("selected");
-    caption.textContent = `L${sel.layer} f${sel.feature} · colour 0 … ${fmt(vmax)}`;
+    caption.textContent = `${featureName(sel.layer, sel.feature, model.get("names"))} · colour 0 … ${fmt(vmax)}`;
     let i = 0;
     textsBox.replaceChildren(...model.get("tokens").map((toks, t) => h("div", { class: "qs-text", "data-text": String(t) },
       h("b", { text: t === 0 ? "A: " : "B: " }),
@@ -50,6 +51,7 @@ function render({ model: host, el }) {
     renderTable();
   }
   model.on("change:rows", renderTable);
+  model.on("change:names", renderTexts);
   model.on("change:selected", renderTable);
   model.on("change:values", renderTexts);
   model.on("change:tokens", renderTexts);

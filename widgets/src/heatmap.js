@@ -1,7 +1,7 @@
 // Activation heatmap: tokens coloured by one feature; hover a token for its top features; a canvas grid of the
 // strongest features over all tokens. Clicking any feature name selects it (trait `feature`).
 
-import { f32, featureName, fmt, h, heat, i32, setTrait, u8, viewModel } from "./lib/common.js";
+import { f32, featureLabel, featureName, fmt, h, heat, i32, setTrait, u8, viewModel } from "./lib/common.js";
 import { checkbox, layerPicker, numberInput, statusLine } from "./lib/controls.js";
 
 function render({ model: host, el }) {
@@ -72,7 +72,8 @@ function render({ model: host, el }) {
     }
     const f = model.get("feature");
     legend.replaceChildren(
-      h("span", { class: "qs-legend-name", text: featureName(f, model.get("labels")) }),
+      h("span", { class: "qs-legend-name", "data-feature": String(f) },
+        ...featureLabel(model.get("layer"), f, model.get("names"), false)),
       h("span", { class: "qs-legend-bar" }),
       h("span", { class: "qs-legend-max", text: `0 … ${fmt(vmax)}` }));
     for (const label of gridLabels.children) label.classList.toggle("qs-selected", Number(label.dataset.feature) === f);
@@ -103,7 +104,8 @@ function render({ model: host, el }) {
       }
       gridLabels.append(h("button", {
         class: "qs-feature qs-grid-label", "data-feature": String(f), style: `height:${rowH}px`,
-        text: featureName(f, model.get("labels")), onclick: () => setTrait(model, "feature", f) }));
+        title: featureName(model.get("layer"), f, model.get("names")), onclick: () => setTrait(model, "feature", f) },
+        ...featureLabel(model.get("layer"), f, model.get("names"), false)));
     });
   }
 
@@ -114,7 +116,8 @@ function render({ model: host, el }) {
     const features = model.get("grid_features");
     if (i < spans.length && r < features.length) {
       const v = f32(model.get("grid"))[r * spans.length + i];
-      gridInfo.textContent = `token ${i} ${JSON.stringify(spans[i].textContent)} · f${features[r]} = ${fmt(v)}`;
+      gridInfo.textContent = `token ${i} ${JSON.stringify(spans[i].textContent)} · ` +
+        `${featureName(model.get("layer"), features[r], model.get("names"), false)} = ${fmt(v)}`;
     }
   });
 
@@ -125,16 +128,16 @@ function render({ model: host, el }) {
     const k = model.get("n_top");
     const values = f32(model.get("top_values"));
     const indices = i32(model.get("top_indices"));
-    const rows = [];
+    const found = [];
     for (let j = 0; j < k; j++) {
       const v = values[i * k + j];
-      if (v > 0) {
-        const f = indices[i * k + j];
-        rows.push(h("div", { class: "qs-feature qs-tip-row", "data-feature": String(f),
-          onclick: () => setTrait(model, "feature", f) },
-          h("span", { text: featureName(f, model.get("labels")) }), h("span", { class: "qs-num", text: fmt(v) })));
-      }
+      if (v > 0) found.push([indices[i * k + j], v]);
     }
+    found.sort((x, y) => y[1] - x[1]);  // strongest first (the kernel ranks them by rarity too)
+    const rows = found.map(([f, v]) => h("div", { class: "qs-feature qs-tip-row", "data-feature": String(f),
+      onclick: () => setTrait(model, "feature", f) },
+      h("span", { class: "qs-tip-name" }, ...featureLabel(model.get("layer"), f, model.get("names"), false)),
+      h("span", { class: "qs-num", text: fmt(v) })));
     tooltip.replaceChildren(
       h("div", { class: "qs-tip-head", text: `token ${i}: ${JSON.stringify(span.textContent)}` +
         (span.title ? ` (${span.title})` : "") }),
@@ -151,7 +154,7 @@ function render({ model: host, el }) {
   model.on("change:values", colour);
   model.on("change:vmax", colour);
   model.on("change:grid", renderGrid);
-  model.on("change:labels", () => { renderGrid(); colour(); });
+  model.on("change:names", () => { renderGrid(); colour(); });
   renderTokens();
   return model.dispose;
 }

@@ -2,18 +2,33 @@
 // Sliders debounce while dragging and send at once on release; while the kernel is busy only the latest
 // value waits (no queue of stale generations).
 
-import { featureName, fmt, h, pct, setTrait, viewModel } from "./lib/common.js";
-import { layerPicker, numberInput, statusLine, textInput } from "./lib/controls.js";
+import { featureLabel, featureName, fmt, h, pct, setTrait, viewModel } from "./lib/common.js";
+import { checkbox, layerPicker, numberInput, statusLine, textInput } from "./lib/controls.js";
 
 function render({ model: host, el }) {
   const model = viewModel(host);  // every listener and timer of this view, removed by the cleanup returned
   const root = h("div", { class: "qs-widget qs-steer" });
-  const prompt = textInput(model, "prompt", "textarea", { class: "qs-prompt", rows: "2", style: "width:100%" });
+  // Enter sends the prompt at once (Shift+Enter: a new line)
+  const prompt = textInput(model, "prompt", "textarea", { class: "qs-prompt", rows: "2", style: "width:100%",
+    title: "Enter regenerates; Shift+Enter adds a line" }, { enter: true });
   const positions = h("select", { class: "qs-positions" },
     h("option", { value: "all", text: "prompt + generated" }),
     h("option", { value: "prompt", text: "prompt only" }),
     h("option", { value: "generated", text: "generated only" }));
-  const maxTokens = numberInput(model, "max_new_tokens", { class: "qs-max-tokens", min: "1", max: "512", style: "width:5em" });
+  const maxTokens = numberInput(model, "max_new_tokens", { class: "qs-max-tokens", min: "1", max: "512", style: "width:5em" },
+    { enter: true });
+  // generation controls: greedy at temperature 0; the library's repetition penalty shown as the default
+  const temperature = numberInput(model, "temperature", { class: "qs-temperature", min: "0", max: "5", step: "0.1",
+    style: "width:4.5em", title: "0 = greedy; above 0 samples (with the seed)" }, { enter: true });
+  const topP = numberInput(model, "top_p", { class: "qs-top-p", min: "0.01", max: "1", step: "0.05", style: "width:4.5em",
+    title: "nucleus sampling: the smallest set of tokens with this much probability (used when temperature > 0)" },
+  { enter: true });
+  const seed = numberInput(model, "seed", { class: "qs-seed", min: "0", step: "1", style: "width:5em",
+    title: "random seed of the sampling: baseline and steered text draw the same numbers" }, { enter: true });
+  const penalty = numberInput(model, "repetition_penalty", { class: "qs-repetition-penalty", min: "0.1", max: "10",
+    step: "0.05", style: "width:4.5em" }, { enter: true });
+  const penaltyDefault = h("span", { class: "qs-muted qs-penalty-default" });
+  const chat = checkbox(model, "chat", { class: "qs-chat", title: "wrap the prompt in the model's chat template" });
   const addInput = h("input", { type: "number", class: "qs-add-input", min: "0", placeholder: "feature id", style: "width:7em" });
   const addButton = h("button", { class: "qs-add", text: "add" });
   const search = h("input", { type: "search", class: "qs-search", placeholder: "search labels / top tokens" });
@@ -30,6 +45,9 @@ function render({ model: host, el }) {
     h("div", { class: "qs-toolbar" },
       h("label", {}, "layer ", layerPicker(model)), h("label", {}, "steer ", positions), h("label", {}, "tokens ", maxTokens),
       h("span", {}, addInput, addButton), search),
+    h("div", { class: "qs-toolbar qs-generation" },
+      h("label", {}, "temperature ", temperature), h("label", {}, "top-p ", topP), h("label", {}, "seed ", seed),
+      h("label", {}, "repetition penalty ", penalty, penaltyDefault), h("label", {}, chat, " chat template")),
     results, statusLine(model), sliders,
     h("div", { class: "qs-columns" },
       h("div", {}, h("h4", { text: "baseline" }), baseline),
@@ -37,6 +55,20 @@ function render({ model: host, el }) {
     nextTable, sweep);
   el.append(root);
 
+  const syncDefault = () => {
+    const d = model.get("default_repetition_penalty");
+    penaltyDefault.textContent = ` (default ${fmt(d, 2)})`;
+    penaltyDefault.title = "the library's default repetition penalty (1 = none)";
+  };
+  model.on("change:default_repetition_penalty", syncDefault);
+  syncDefault();
+  const sampled = () => {  // top-p and seed only matter when sampling
+    const on = model.get("temperature") > 0;
+    topP.disabled = !on;
+    seed.disabled = !on;
+  };
+  model.on("change:temperature", sampled);
+  sampled();
   positions.addEventListener("change", () => setTrait(model, "positions", positions.value));
   const syncPositions = () => { positions.value = model.get("positions"); };
   model.on("change:positions", syncPositions);
@@ -83,9 +115,9 @@ function render({ model: host, el }) {
       slider.addEventListener("change", () => sendFeatures(withAlpha(index, current())));
       const reset = h("button", { class: "qs-reset", text: "0", title: "reset to 0 (no steering)", onclick: () => {
         slider.value = "0"; value.textContent = fmt(0, 1); markStale(); sendFeatures(withAlpha(index, 0)); } });
-      const name = `L${row.layer} ` + featureName(row.feature, row.label ? { [row.feature]: row.label } : null);
-      return h("div", { class: "qs-slider-row", "data-feature": String(row.feature) },
-        h("span", { class: "qs-slider-name", text: name }), slider, value, reset,
+      return h("div", { class: "qs-slider-row", "data-feature": String(row.feature), "data-layer": String(row.layer) },
+        h("span", { class: "qs-slider-name", title: featureName(row.layer, row.feature, model.get("names")) },
+          ...featureLabel(row.layer, row.feature, model.get("names"))), slider, value, reset,
         h("button", { class: "qs-sweep-button", text: "sweep", onclick: () => model.send({ event: "sweep", index }) }),
         h("button", { class: "qs-remove", text: "×", title: "remove", onclick: () => model.send({ event: "remove", index }) }));
     }));
@@ -146,13 +178,15 @@ function render({ model: host, el }) {
   }
 
   function renderResults() {
+    const layer = model.get("layer");
     results.replaceChildren(...model.get("search_results").map((r) => h("button", { class: "qs-feature qs-result",
-      "data-feature": String(r.feature), title: r.match,
-      text: `f${r.feature}${r.label ? " · " + r.label : ""} [${r.top_tokens.map((t) => JSON.stringify(t)).join(" ")}]`,
-      onclick: () => model.send({ event: "add", feature: r.feature }) })));
+      "data-feature": String(r.feature), title: `${r.match}: ${r.top_tokens.map((t) => JSON.stringify(t)).join(" ")}`,
+      onclick: () => model.send({ event: "add", feature: r.feature }) },
+      ...featureLabel(layer, r.feature, model.get("names"), false))));
   }
 
   model.on("change:features", renderSliders);
+  model.on("change:names", () => { renderSliders(); renderResults(); });
   model.on("change:alpha_max", renderSliders);
   model.on("change:generations", renderOutputs);
   model.on("change:features", markStale);

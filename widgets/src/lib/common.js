@@ -112,8 +112,23 @@ export function pct(fraction, digits = 1) {
   return `${fmt(100 * fraction, digits)}%`;
 }
 
-/** `f12` or `f12 · label` when the feature has a label (`labels` maps the id as a string to it). */
-export function featureName(feature, labels) {
-  const label = labels && labels[String(feature)];
-  return label ? `f${feature} · ${label}` : `f${feature}`;
+/** A feature's display name from a widget's `names` trait (`{"layer/feature": name}`: the user's label, else its
+ * best explanation, else its top tokens); "" when it has only its id. */
+export function nameOf(names, layer, feature) {
+  return (names && names[`${layer}/${feature}`]) || "";
+}
+
+/** `L2 f12 · name` as one string (`f12 · name` with `withLayer` false; the id alone when it has no name). */
+export function featureName(layer, feature, names, withLayer = true) {
+  const id = withLayer ? `L${layer} f${feature}` : `f${feature}`;
+  const name = nameOf(names, layer, feature);
+  return name ? `${id} · ${name}` : id;
+}
+
+/** The id and, beside it, the name (`span.qs-name`, cut with … where narrow; the whole name on hover): the
+ * children of a button or cell that shows a feature. */
+export function featureLabel(layer, feature, names, withLayer = true) {
+  const name = nameOf(names, layer, feature);
+  return [h("span", { class: "qs-fid", text: withLayer ? `L${layer} f${feature}` : `f${feature}` }),
+    name ? h("span", { class: "qs-name", text: name, title: name }) : null];
 }

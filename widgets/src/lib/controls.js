@@ -48,12 +48,18 @@ export function numberInput(model, trait, attrs = {}, { enter = false } = {}) {
 }
 
 /** A text `<input>` / `<textarea>` bound to a string trait. While the user types in it, kernel values do not
- * overwrite it. `enter` also sends on Enter. */
+ * overwrite it. `enter` also sends on Enter (in a textarea Shift+Enter still adds a line). */
 export function textInput(model, trait, tag = "input", attrs = {}, { enter = false } = {}) {
   const box = h(tag, tag === "input" ? { type: "text", ...attrs } : attrs);
   const send = () => setTrait(model, trait, box.value);
   box.addEventListener("change", send);
-  if (enter) box.addEventListener("keydown", (e) => { if (e.key === "Enter") send(); });
+  if (enter) {
+    box.addEventListener("keydown", (e) => {
+      if (e.key !== "Enter" || e.shiftKey || e.isComposing) return;
+      if (tag === "textarea") e.preventDefault();
+      send();
+    });
+  }
   const sync = () => { if (document.activeElement !== box) box.value = model.get(trait); };
   model.on(`change:${trait}`, sync);
   sync();
