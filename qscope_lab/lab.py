@@ -48,7 +48,7 @@ class Lab:
         self._token_strings: dict[int, str] = {}
         self.index: FeatureIndex | None = None  # a corpus feature index read by cards and search (use_index)
         self._memory_budget = 0
-        self.memory_budget = memory_budget  # type: ignore[assignment]  # the setter parses "8GB" / None
+        self.memory_budget = memory_budget  # the setter parses "8GB" / None
 
     @property
     def memory_budget(self) -> int:
