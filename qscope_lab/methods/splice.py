@@ -69,13 +69,13 @@ class _DecodeDelta(torch.autograd.Function):
     graph does (``F.embedding_bag`` saves its weight: a second decoder per spliced layer while the graph lives)."""
 
     @staticmethod
-    def forward(ctx, delta, indices, sae):  # type: ignore[override]
+    def forward(ctx, delta, indices, sae):
         ctx.sae = sae
         ctx.save_for_backward(indices)
         return F.embedding_bag(indices, sae.decoder_rows(), per_sample_weights=delta, mode="sum")
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         (indices,) = ctx.saved_tensors
         rows = ctx.sae.decoder_rows()
         # the output is linear in delta, so embedding_bag's own backward at any delta is the gradient: the same
