@@ -248,3 +248,38 @@ def test_condition_thresholds_are_finite_numbers(threshold):
     else:
         with pytest.raises(TypeError, match="condition threshold must be a number"):
             Condition(1, 2, threshold)
+
+
+ZH = ["今天天气很好，我们去公园散步。", "这本书我已经读了三遍。", "他每天早上六点起床跑步。",
+      "我们明天一起去图书馆吧。", "这个城市的夜景非常美丽。", "妈妈做的饭总是最好吃的。"]
+EN = ["The weather is lovely today, let us walk in the park.", "I have read this book three times.",
+      "He gets up at six every morning to run.", "Let us go to the library together tomorrow.",
+      "The night view of this city is beautiful.", "Mother's cooking is always the best."]
+
+
+def test_a_seed_classifier_condition_steers_where_it_calls_the_token_positive():
+    """CAST with a SeedClassifier as detector, on the embedded default: Chinese vs English seeds; in a mixed
+    text the steer lands on the positions the classifier calls Chinese, mostly Han characters, and nowhere else."""
+    from qscope_lab import Lab
+    from qscope_lab.analysis.text_predicates import han_share
+    from qscope_lab.workflows.classify.classifier import SeedClassifier
+
+    lab = Lab.load()
+    clf = SeedClassifier(lab, statistic="mean", top_k=20, select="delta", progress=False)
+    clf.fit(ZH + EN, [1] * len(ZH) + [0] * len(EN))
+    when = Condition.from_classifier(clf)
+    steer_layer = lab.n_layers - 1
+    assert when.layer == clf.layer_ <= steer_layer
+    text = "The cat sat on the mat, 猫坐在垫子上，and then it slept."
+    enc = lab.tokenize([text])
+    clean = lab.residuals(enc, [steer_layer])[steer_layer]
+    out = lab.residuals(enc, [steer_layer], steer=[Steer(steer_layer, 7, 5.0, when=when)])[steer_layer]
+    changed = (out != clean).any(-1)[0]
+    h = lab.residuals(enc, [when.layer])[when.layer]
+    assert torch.equal(changed, when.fires(h, lab.sae(when.layer))[0])
+    pieces = lab.token_pieces(enc["input_ids"][0].tolist())
+    han = torch.tensor([han_share(p) > 0 for p in pieces])
+    assert changed.any() and not changed.all()
+    assert changed[han].float().mean() > 0.5 > changed[~han].float().mean()
+    with pytest.raises(ValueError, match="fit the classifier first"):
+        Condition.from_classifier(SeedClassifier(lab))

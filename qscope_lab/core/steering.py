@@ -223,7 +223,7 @@ class Steer:
         """The raw direction ``d`` (decoder column or vector) on the SAE's device and dtype when there is one."""
         if self.vector is not None:
             return self.vector if sae is None else self.vector.to(device=sae.device, dtype=sae.dtype)
-        if sae is None:
+        if sae is None or self.feature is None:
             raise ValueError(f"steering feature {self.feature} needs layer {self.layer}'s SAE")
         return sae.direction(self.feature)
 
@@ -319,7 +319,7 @@ def _unit(direction: torch.Tensor) -> torch.Tensor:
     return direction / direction.norm()
 
 
-def steering_delta(h: torch.Tensor, sae, steers: list[Steer], masks: Sequence[torch.Tensor] | None = None
+def steering_delta(h: torch.Tensor, sae, steers: list[Steer], masks: Sequence[torch.Tensor | None] | None = None
                    ) -> torch.Tensor:
     """The vector each position of ``h`` ([..., d_model]) gets added by the additive modes (add, clamp, ablate,
     orthogonal; caps are not additive: ``apply_steering``), in the SAE's dtype (float32 for a vector steer
@@ -344,8 +344,9 @@ def steering_delta(h: torch.Tensor, sae, steers: list[Steer], masks: Sequence[to
         else:
             act = (values * (indices == s.feature)).sum(-1, keepdim=True).to(dtype)
             step = ((s.value - act) if s.mode == "clamp" else (-s.value * act)) * direction
-        if masks is not None and masks[i] is not None:
-            step = step * masks[i].to(device=device).unsqueeze(-1)
+        mask = masks[i] if masks is not None else None
+        if mask is not None:
+            step = step * mask.to(device=device).unsqueeze(-1)
         delta = delta + step
     return delta
 
@@ -410,7 +411,9 @@ def apply_steering(h: torch.Tensor, sae, steers: list[Steer], where: torch.Tenso
         specs = []
         for i, s in caps:
             u = _unit(s.direction(sae).to(device=x.device, dtype=dtype))
-            mask = sub_masks[i] if sub_masks[i] is not None else where[rows]
+            mask = sub_masks[i]
+            if mask is None:
+                mask = where[rows]
             specs.append((u, s.value, mask.to(dtype)))
         new = cap_projections(x, specs).to(h.dtype)
     keep = where[rows].unsqueeze(-1).expand_as(sub)

@@ -93,7 +93,9 @@ class SharedNoiseSampler:
     share their draws. The token it leaves on top is the sample; everything else is -inf."""
 
     def __init__(self, settings: Decoding, n_prompts: int):
-        assert settings.seed is not None
+        if settings.seed is None:
+            raise ValueError("sampling needs a seed: build the settings with decoding(), which draws one")
+        self.seed: int = settings.seed
         self.settings, self.n_prompts = settings, n_prompts
         self.generators: dict[int, torch.Generator] = {}
 
@@ -101,7 +103,7 @@ class SharedNoiseSampler:
         g = self.generators.get(prompt)
         if g is None:
             g = self.generators[prompt] = torch.Generator(device=device)
-            g.manual_seed((self.settings.seed * 1_000_003 + prompt) % (2**63 - 1))
+            g.manual_seed((self.seed * 1_000_003 + prompt) % (2**63 - 1))
         u = torch.rand(size, generator=g, device=device, dtype=torch.float32)
         return -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
 
