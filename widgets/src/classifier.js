@@ -40,7 +40,8 @@ function render({ model: host, el }) {
     // a text leans positive when the feature's statistic is above (direction 1) or at most (-1) its threshold;
     // the weight says how much its margin counts in the sum that decides (0 for the report's OR rule)
     chosen.replaceChildren(h("tr", {}, ...["layer", "feature", "statistic", "positive if", "weight", "mean on +", "mean on −"].map((t) => h("th", { text: t }))),
-      ...model.get("chosen").map((r) => h("tr", { class: "qs-chosen-row" }, h("td", { text: String(r.layer) }),
+      ...model.get("chosen").map((r) => h("tr", { class: "qs-chosen-row", "data-layer": String(r.layer),
+        "data-feature": String(r.feature) }, h("td", { text: String(r.layer) }),
         h("td", { class: "qs-chosen-feature", title: featureName(r.layer, r.feature, model.get("names")) },
           ...featureLabel(r.layer, r.feature, model.get("names"), false)), h("td", { text: r.statistic }),
         h("td", { class: "qs-num qs-threshold", text: `${r.direction > 0 ? ">" : "≤"} ${fmt(r.threshold, 3)}` }),
