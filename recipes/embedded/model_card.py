@@ -1,6 +1,9 @@
 """Render qscope_lab/embedded/MODEL_CARD.md from the recipe's own outputs (nothing typed by hand is a number).
 
-    python recipes/embedded/model_card.py --corpus build/corpus --pretrain build/pretrain
+    python recipes/embedded/model_card.py --corpus build/corpus          # after installing a gpu_run.py run
+
+Reads the installed assets (model/, saes/, training/pretrain_log.jsonl, training/sae_layer*.csv, evaluation.json)
+of ``--embedded`` (the package's folder by default) and the corpus's sources.json / dedup.json.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def over_text(quality: pd.DataFrame) -> str:
     return f" (over: {pairs})"
 
 
-def k_sweep_text(sweep: pd.DataFrame, k: int, width: int) -> str:
+def k_sweep_text(sweep: pd.DataFrame, k: int, width: int, d_model: int) -> str:
     """The evidence for k, in words computed from the sweep (train_saes.py --sweep-k)."""
     sweep = sweep.sort_values("k").round(4)
     ce_cols = [c for c in sweep.columns if c.startswith("ce_delta_")]
@@ -54,23 +57,40 @@ def k_sweep_text(sweep: pd.DataFrame, k: int, width: int) -> str:
         text += (f"The CE cost {'falls with every step up in k' if falls else 'does not fall at every step'} "
                  f"(worst language: {max(first[c] for c in ce_cols):.3f} at k = {int(first.k)}, "
                  f"{max(last[c] for c in ce_cols):.3f} at k = {int(last.k)}). ")
-    text += (f"k = {k} is {k / width:.1%} of the width (Qwen-Scope's k = 50 of 32K is 0.15%): a 128-wide residual "
-             "packs more into fewer directions, and the CE bar is what needs the larger k here; the features below "
-             "show that it stays interpretable.")
+    text += (f"k = {k} is {k / width:.1%} of the width (Qwen-Scope's k = 50 of 32K is 0.15%): a {d_model}-wide "
+             "residual packs more into fewer directions, and the CE bar is what needs the larger k here; the "
+             "features below show that it stays interpretable.")
     return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default="build/corpus")
-    parser.add_argument("--pretrain", default="build/pretrain")
+    parser.add_argument("--pretrain-log", help="default: <embedded>/training/pretrain_log.jsonl")
+    parser.add_argument("--embedded", type=Path, default=EMBEDDED, help="the assets folder the card describes")
     args = parser.parse_args()
-    sources = pd.DataFrame(json.loads((Path(args.corpus) / "sources.json").read_text()))
+    render(Path(args.corpus), args.embedded, Path(args.pretrain_log) if args.pretrain_log else None)
+
+
+def training_records(path: Path) -> tuple[list[dict], dict, dict]:
+    """(step records, the start event, the final event) of a pretrain log (older logs have no events)."""
+    rows = [json.loads(line) for line in open(path)]
+    steps = [r for r in rows if "step" in r and "loss" in r]
+    start = next((r for r in rows if r.get("event") == "start"), {})
+    final = next((r for r in reversed(rows) if r.get("event") == "final"), {})
+    return steps, start, final
+
+
+def render(corpus: Path, EMBEDDED: Path, log_path: Path | None = None) -> None:  # noqa: N803 - the folder
+    sources = pd.DataFrame(json.loads((corpus / "sources.json").read_text()))
     sources["MB"] = (sources.pop("bytes") / 1e6).round(2)
-    log = [json.loads(line) for line in open(Path(args.pretrain) / "log.jsonl")]
+    dedup_path = corpus / "dedup.json"
+    dedup = json.loads(dedup_path.read_text()) if dedup_path.is_file() else None
+    log, start, final = training_records(log_path or EMBEDDED / "training" / "pretrain_log.jsonl")
+    every = max(1, len(log) // 12)
     curve = pd.DataFrame([{"step": r["step"], "tokens (M)": round(r["tokens"] / 1e6, 1), "train loss": r["loss"],
-                           "minutes": r["minutes"]} for r in log if r["step"] % 500 == 0 or r is log[-1]])
-    final_bpc = next(r["heldout_bpc"] for r in reversed(log) if "heldout_bpc" in r)
+                           "minutes": r["minutes"]} for i, r in enumerate(log) if i % every == 0 or r is log[-1]])
+    final_bpc = final.get("heldout_bpc") or next(r["heldout_bpc"] for r in reversed(log) if "heldout_bpc" in r)
     bpc = pd.DataFrame([{"source": k, "held-out bits/char": v} for k, v in final_bpc.items()])
     config = json.loads((EMBEDDED / "model" / "config.json").read_text())
     ev = json.loads((EMBEDDED / "evaluation.json").read_text())
@@ -89,7 +109,21 @@ def main() -> None:
     k, width = metas[0]["k"], metas[0]["d_sae"]
     kl_steps = ", ".join(f"layer {m['layer']}: {m.get('kl_finetune_steps', 0)}" for m in metas)
     sweep_path = EMBEDDED / "training" / "k_sweep.jsonl"
-    k_text = k_sweep_text(pd.read_json(sweep_path, lines=True), k, width) if sweep_path.exists() else ""
+    k_text = (k_sweep_text(pd.read_json(sweep_path, lines=True), k, width, config["hidden_size"])
+              if sweep_path.exists() else "")
+    tr = {"lr": 3e-3, "weight_decay": 0.1, "min_lr_fraction": 0.1, "seq": 256, "batch": 16, "seed": 0,
+          **start.get("train", {})}
+    device = start.get("device", "2 CPU cores")
+    trained_tokens, trained_minutes = final.get("tokens", log[-1]["tokens"]), final.get("minutes", log[-1]["minutes"])
+    sae_tokens = ", ".join(f"layer {m['layer']}: {int(m['train_tokens']) / 1e6:.1f}M" for m in metas
+                           if "train_tokens" in m)
+    corpus_cols = [c for c in ("source", "language", "licence", "MB", "documents", "documents_before_dedup",
+                               "removed_fraction") if c in sources.columns]
+    dedup_text = (f"Before the split, {dedup['exact_duplicates']} exact duplicates (same text after NFKC, case "
+                  f"folding and whitespace removal) and {dedup['near_duplicates']} near duplicates (MinHash over "
+                  f"{dedup['shingle']}-character shingles, {dedup['perms']} permutations in {dedup['bands']} LSH "
+                  f"bands, estimated Jaccard >= {dedup['threshold']}) were removed of {dedup['documents']} "
+                  "documents (recipes/embedded/dedup.py)." if dedup else "")
     features = ev["features"]
     steer = ev["steering"]
     sweep = pd.DataFrame([{k: v for k, v in r.items()} for r in steer["sweep"]])
@@ -97,6 +131,9 @@ def main() -> None:
 
     with safe_open(str(EMBEDDED / "model" / "model.safetensors"), framework="pt") as handle:
         n_params = sum(_numel(handle.get_slice(name).get_shape()) for name in handle.keys())
+        stored = {str(handle.get_slice(name).get_dtype()) for name in handle.keys()}
+    stored_text = {"F32": "float32", "F16": "float16 (computed in float32)", "BF16": "bfloat16"}.get(
+        "/".join(sorted(stored)), "/".join(sorted(stored)))
     feature_blocks = []
     for name, title in (("han", "Han script"), ("digit", "digits"), ("code", "Python code context")):
         f = features[name]
@@ -109,22 +146,24 @@ def main() -> None:
 A tiny `Qwen3ForCausalLM` (same class and config fields as the Qwen3 family, scaled down) with a TopK SAE on
 the residual stream of every layer, trained by this project from text that package registries serve. It ships
 inside the package so that `Lab.load()` works offline on a CPU. Rebuild everything with `recipes/embedded/`
-(corpus.py, tokenizer.py, pretrain.py, train_saes.py, evaluate.py, then this card's model_card.py).
+(corpus.py, tokenizer.py, gpu_run.py -- pre-training and SAEs in one run on a GPU -- evaluate.py, then this
+card's model_card.py; recipes/embedded/GPU_RUN.md).
 
 ## Model
 hidden {config['hidden_size']}, {config['num_hidden_layers']} layers, {config['num_attention_heads']} heads \
 ({config['num_key_value_heads']} KV, head_dim {config['head_dim']}), MLP {config['intermediate_size']}, \
-vocab {config['vocab_size']}, tied embeddings, {n_params / 1e6:.2f} M parameters, float32 safetensors.
+vocab {config['vocab_size']}, tied embeddings, {n_params / 1e6:.2f} M parameters, {stored_text} safetensors.
 Tokenizer: byte-level BPE trained with `tokenizers` on an equal-bytes en / zh / code sample, with Qwen's own
 pipeline (NFC, the Qwen split regex, byte-level), Qwen's special tokens and the Qwen3 chat template; loads as
-`Qwen2Tokenizer`. Pre-training: AdamW (lr 3e-3, betas 0.9/0.95, wd 0.1, 5% warm-up, cosine to 10%),
-windows of 256 tokens, batch 16, en / zh / code drawn 40 / 35 / 25 %, seed 0, 2 CPU cores.
+`Qwen2Tokenizer`. Pre-training: AdamW (lr {tr['lr']:g}, betas 0.9/0.95, wd {tr['weight_decay']:g}, warm-up,
+cosine to {tr['min_lr_fraction']:.0%}), windows of {tr['seq']} tokens, batch {tr['batch']}, en / zh / code drawn
+40 / 35 / 25 %, seed {tr['seed']}, on {device}: {trained_tokens / 1e6:.0f}M tokens in {trained_minutes:.1f} minutes.
 
 ## Corpus
 Debian's manpages*, fortunes-de are not used (kept out of training for evaluation). About 2% of each source's
-documents are held out by a hash of the text.
+documents are held out by a hash of the text. {dedup_text}
 
-{table(sources[["source", "language", "licence", "MB", "documents"]])}
+{table(sources[corpus_cols])}
 
 ## Training curve
 
@@ -137,16 +176,16 @@ Held-out loss at the end, bits per character (nats/token / ln 2 x tokens/char):
 ## SAEs
 One per layer, `saes/layer{{n}}.sae.safetensors`, Qwen-Scope orientation and convention (raw residual in,
 no b_dec centring, topk of relu, `x_hat = acts @ W_dec.T + b_dec`), bfloat16 storage, upcast to float32 at load.
-Width 16 x d_model = {width}, k = {k}. Trained by `qscope_lab.training.sae_training` (public API): inputs scaled to
+Width 16 x d_model = {width}, k = {k}. Trained with the recipe of `qscope_lab.training.sae_training` (on a GPU
+by `recipes/embedded/sae_gpu.py`; MSE-stage tokens per layer: {sae_tokens or 'see the table'}): inputs scaled to
 E||x||^2 = d during training and the scale folded into the weights, unit-norm decoder, encoder initialised as
 its transpose with the bias centring the mean, AuxK (k_aux = d/2, coefficient 1/32) for latents silent for
-200k tokens, Adam lr 2e-3 decayed linearly to 0 over the last 20% of steps, 8M tokens sampled from 2M cached
-activations (position 0 and special tokens excluded). Then a KL fine-tune (`sae_training.finetune_kl`): the SAE
+200k tokens, Adam lr 2e-3 decayed linearly to 0 over the last 20% of steps, sampled from cached activations
+(position 0 and special tokens excluded). Then a KL fine-tune (`sae_training.finetune_kl`): the SAE
 spliced in at its layer, trained so the model's next-token distribution matches the clean one (KL + 0.1 x
 normalised MSE, Adam lr 2e-4, batches of 8 x 128 tokens, model frozen); KL steps per layer ({kl_steps}; more
 with `train_saes.py --kl-more N --layers ...`). The KL stage lowers the CE cost for a little FVE: compare the
-k sweep's MSE-only rows below with the quality table. 2M distinct rows with lr decay (instead of 400k re-used)
-raised held-out FVE at layer 2 from 0.892 to 0.922 at k = 32.
+k sweep's MSE-only rows below (where there is one) with the quality table.
 
 {table(pd.DataFrame(sae_logs))}
 

@@ -11,8 +11,9 @@ xz-compressed (``docs.jsonl.xz``): that is the form carried to the GPU machine, 
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import lzma
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,13 @@ def read_docs(corpus: Path):
     if plain.is_file():
         handle = open(plain, encoding="utf-8")
     elif packed.is_file():
-        handle = lzma.open(packed, "rt", encoding="utf-8")
+        try:
+            import lzma
+
+            handle = lzma.open(packed, "rt", encoding="utf-8")
+        except ImportError:  # a Python built without _lzma: the xz program does the same
+            data = subprocess.run(["xz", "-dc", str(packed)], capture_output=True, check=True).stdout
+            handle = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
     else:
         raise FileNotFoundError(f"no docs.jsonl or docs.jsonl.xz in {corpus} (build it with corpus.py)")
     with handle:
