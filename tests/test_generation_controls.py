@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qscope_lab import Steer
-from qscope_lab.methods.generation import DEFAULT_REPETITION_PENALTY, SharedNoiseSampler, decoding
+from qscope_lab.methods.generation import DEFAULT_REPETITION_PENALTY, RepetitionPenalty, SharedNoiseSampler, decoding
 
 PROMPT = "The weather today is"
 KW = dict(max_new_tokens=10, min_new_tokens=10)
@@ -85,6 +85,24 @@ def test_the_repetition_penalty_default_is_applied_shown_and_overridable(lab):
     assert default.to_frame().attrs["settings"]["repetition_penalty"] == DEFAULT_REPETITION_PENALTY
     table = lab.sweep(PROMPT, 2, 11, alphas=[0], repetition_penalty=1.0, **KW)
     assert table.text[0] == off.text and table.attrs["settings"]["repetition_penalty"] == 1.0
+
+
+def test_the_penalty_is_transformers_except_on_special_tokens(lab):
+    """Seen ordinary tokens are penalised as transformers does; pad / end-of-text / chat markers are not (a
+    padded row or a chat prompt would otherwise stop less often than the same prompt alone)."""
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    tok = lab.tokenizer
+    special = [tok.pad_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
+    ids = torch.tensor([[special[0], special[0], 100, 200, special[1], 300]])
+    scores = torch.randn(1, len(tok)) * 3
+    ours = RepetitionPenalty(1.3, tok.all_special_ids)(ids, scores.clone())
+    theirs = RepetitionPenaltyLogitsProcessor(1.3)(ids, scores.clone())
+    ordinary = torch.ones(len(tok), dtype=torch.bool)
+    ordinary[special] = False
+    assert torch.equal(ours[0, ordinary], theirs[0, ordinary])
+    assert not torch.equal(ours[0, [100, 200, 300]], scores[0, [100, 200, 300]])
+    assert torch.equal(ours[0, special], scores[0, special])
 
 
 def test_chat_prompts_use_the_tokenizers_chat_template(lab):

@@ -11,7 +11,8 @@ sample of the same distribution as ``transformers``' sampling, not its draws): a
 steered row share their noise, so a steer of zero strength gives the unsteered text token for token even when
 sampling, a seed reproduces a result whatever else is in the batch, and a steered-minus-unsteered difference is
 the steer's, not the dice's. ``DEFAULT_REPETITION_PENALTY`` applies to every generation unless overridden
-(``repetition_penalty=1.0`` turns it off): small models loop under plain greedy decoding.
+(``repetition_penalty=1.0`` turns it off): small models loop under plain greedy decoding. It is transformers'
+penalty except that special tokens (padding, end of text, chat markers) are never penalised (``RepetitionPenalty``).
 """
 
 from __future__ import annotations
@@ -85,6 +86,27 @@ def decoding(do_sample: bool | None = None, temperature=None, top_p=None, seed=N
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
     return Decoding(sample, 1.0 if temperature is None else temperature, 1.0 if top_p is None else top_p,
                     seed, repetition_penalty)
+
+
+class RepetitionPenalty:
+    """transformers' repetition penalty (a seen token's logit divided by ``penalty`` when positive, multiplied
+    when negative) except on special tokens: padding, end of text and chat-template markers are not repeats,
+    and penalising them would make a padded row (or a chat prompt, which holds ``<|im_end|>``) stop less often
+    than the same prompt alone."""
+
+    def __init__(self, penalty: float, exempt: Sequence[int]):
+        self.penalty = penalty
+        self.exempt = torch.tensor(sorted(set(exempt)), dtype=torch.long)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        seen = torch.gather(scores, 1, input_ids)
+        seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
+        out = scores.scatter(1, input_ids, seen)
+        if len(self.exempt):
+            exempt = self.exempt.to(scores.device)
+            exempt = exempt[exempt < scores.shape[-1]]
+            out[:, exempt] = scores[:, exempt]
+        return out
 
 
 class SharedNoiseSampler:
@@ -262,12 +284,15 @@ def generate(lab: LabLike, prompt, steers: list[Steer], positions="all", max_new
     rows = attention.shape[0]
     steered_rows = slice(len(prompts) if with_baseline else 0, rows)
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=lab.tokenizer.pad_token_id,
-                  repetition_penalty=decode.repetition_penalty, temperature=None, top_p=None, top_k=None)
-    if decode.do_sample:
-        from transformers import LogitsProcessorList
+                  repetition_penalty=1.0, temperature=None, top_p=None, top_k=None)  # ours below, not the config's
+    from transformers import LogitsProcessorList
 
-        processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
+    processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
+    if decode.repetition_penalty != 1.0:
+        processors.append(RepetitionPenalty(decode.repetition_penalty, lab.tokenizer.all_special_ids or []))
+    if decode.do_sample:
         processors.append(SharedNoiseSampler(decode, len(prompts)))
+    if processors:
         kwargs["logits_processor"] = processors
     kwargs.update(generate_kwargs)
 
