@@ -40,6 +40,9 @@ def test_zero_strength_equals_unsteered_token_for_token_when_sampling(lab):
     assert vector.steered_ids == vector.baseline_ids
     strong = lab.generate(PROMPT, layer=2, steer={11: 40.0}, temperature=1.2, seed=5, **KW)
     assert strong.steered_ids != strong.baseline_ids
+    for mode in ("add", "ablate", "orthogonal"):  # the modes whose value is a strength
+        nothing = lab.generate(PROMPT, layer=2, steer={11: 0.0, 40: 0.0}, mode=mode, temperature=1.2, seed=5, **KW)
+        assert nothing.steered_ids == nothing.baseline_ids == alone.steered_ids, mode
 
 
 def test_a_tiny_top_p_samples_the_greedy_text(lab):
