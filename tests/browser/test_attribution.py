@@ -3,6 +3,8 @@ probability of the target changes."""
 
 from __future__ import annotations
 
+import re
+
 from playwright.sync_api import expect
 
 from .harness import assert_no_errors
@@ -43,6 +45,6 @@ def test_attribution_click_opens_card_and_ablation_changes_probability(notebook_
     new = widget.locator(".qs-attr-new-p")
     expect(new).to_be_visible(timeout=30_000)
     assert widget.locator(".qs-attr-p").inner_text() == before and new.inner_text() != before
-    expect(widget.locator(".qs-attr-summary")).to_contain_text(f"f{feature} ablated")
+    expect(widget.locator(".qs-attr-summary")).to_contain_text(re.compile(rf"L2 f{feature}( · .+)? ablated"))
     page.screenshot(path=str(screenshots_dir / "attribution.png"), full_page=True)
     assert_no_errors(page)
