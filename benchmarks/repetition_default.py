@@ -3,8 +3,10 @@
 Unsteered greedy continuations (40 new tokens) of 10 English prompts, and the same prompts with the named
 "chinese" feature steered at a few alphas, at each repetition penalty. Per setting: the mean distinct-2 (distinct
 character bigrams over the letters and Han characters, the fluency measure of issue 25), the share of
-continuations that loop (distinct-2 < 0.6 or a run of one character longer than 4), the longest such run, and for
-the steered rows the Han share. ``methods.generation.DEFAULT_REPETITION_PENALTY`` is chosen from this table.
+continuations that loop (distinct-2 < 0.6 or a run of one character longer than 4), the longest such run, the
+median perplexity of prompt + continuation under the unpenalised model, and for the steered rows the Han share and
+how many are "fluent Chinese" by issue 25's measure (Han share >= 0.5, no loop). The library's default
+(``base.defaults.DEFAULT_REPETITION_PENALTY``) is chosen from this table.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python benchmarks/repetition_default.py
 """
@@ -14,9 +16,11 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import pandas as pd
 
 from qscope_lab import Lab, embedded
+from qscope_lab.analysis.fluency import perplexities
 from qscope_lab.analysis.text_predicates import han_share, is_cjk_char
 
 PROMPTS = [
@@ -79,6 +83,9 @@ def main() -> None:
                          "max_run": max(map(longest_run, texts)),
                          "han_share": sum(map(han_share, texts)) / len(texts),
                          "fluent_zh": sum(han_share(t) >= 0.5 and not loops(t) for t in texts),
+                         # the unpenalised model's perplexity of prompt + continuation (a loop is cheap, so low
+                         # is not better; a jump says the penalty pushes the text off the model's distribution)
+                         "ppl": float(np.median(perplexities(lab, [p + t for p, t in zip(PROMPTS, texts)]))),
                          "example": texts[0][:60], "seconds": round(time.perf_counter() - start, 2)})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
