@@ -499,6 +499,10 @@ def _run_groups(lab: LabLike, path: Path, corpus, groups: list[list[int]], manif
     last = len(groups) - 1
     for g, group in enumerate(groups):
         folder = work / f"group{g}"
+        if g and saes:  # the first group's SAEs (the caller holds them too), not needed from here on
+            saes.clear()
+            if lab.saes is not None:
+                lab.saes.clear()
         if (folder / "done").is_file():
             continue
         group_saes = saes if g == 0 and saes else _load_group(lab, group, manifest, path)
