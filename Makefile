@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser lint test bench lab quickstart clean
+.PHONY: setup browser lint test bench lab quickstart docs clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -35,6 +35,9 @@ lab: setup  ## the main command: set up, then JupyterLab on the repo (its file b
 
 quickstart: setup  ## the same notebook, headless (what CI runs)
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/run_notebook.py notebooks/quickstart.ipynb
+
+docs: setup  ## the documentation site, offline and --strict, into build/site (the notebooks run on the embedded default)
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: setup
 	$(BIN)/python benchmarks/core_bench.py
