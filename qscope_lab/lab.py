@@ -380,6 +380,8 @@ class Lab:
         if options.get("when") is not None:
             from .core.steering import Condition
 
+            if isinstance(feature, Steer):
+                raise ValueError("when= makes a feature id conditional; a Steer carries its own when=")
             options["when"] = Condition.parse(options["when"])
             self.check_steers([Steer(layer, feature, 1.0, when=options["when"])])
         decode = decoding(do_sample, temperature, top_p, seed,
@@ -539,8 +541,9 @@ class Lab:
     def search(self, query: str, layers=None, top: int = 20, min_score: float | None = None,
                max_density: float | None = None, **options) -> pd.DataFrame:
         """Features whose words match ``query`` (labels, stored explanations, top tokens, source profile),
-        best first: layer, feature, name, explanation, score, explainer, density, top_tokens, match
-        (``explain.search.search``'s options: ``embed`` a sentence-embedding callable)."""
+        best first: layer, feature, name, explanation, score, explainer, density, top_tokens, match, facet,
+        precision, recall (``explain.search.search``'s options: ``embed`` a sentence-embedding callable,
+        ``reference`` the documents relevance is measured on)."""
         from .explain.search import search
 
         return search(self, query, layers=layers, top=top, min_score=min_score, max_density=max_density, **options)
@@ -551,6 +554,14 @@ class Lab:
         from .explain.examples import search_by_example
 
         return search_by_example(self, text, layers=layers, top=top, **options)
+
+    def feature_names(self, layer, features) -> list[str]:
+        """One display name per feature of ``layer`` (order kept): the user's label, else the best stored
+        explanation, else the top tokens, else "L<layer>/F<feature>" (``explain.names``). Every table that lists
+        features shows them in its ``name`` column."""
+        from .explain.names import display_names
+
+        return display_names(self, layer, features)
 
     def info(self) -> pd.DataFrame:
         """Model and SAE facts as a two-column table."""

@@ -101,15 +101,79 @@ def test_offline_explainer_whole_layer_and_search(elab):
     assert elab.search("zzzqqq xyzzyx", top=5).empty
 
 
-@pytest.mark.xfail(strict=False, reason="issue 26: generic queries rank the evaluate.py-named features outside the "
-                   "top 5 (ranks measured after explaining all 4 layers offline: 'Chinese' han 40, "
-                   "'numbers' digit 210, 'Python code' code 24)")
+def _rank(hits, name):
+    where = hits.index[(hits.layer == NAMED[name][0]) & (hits.feature == NAMED[name][1])]
+    return int(where[0]) + 1 if len(where) else None
+
+
 def test_plain_queries_find_named_features_in_top_5(elab):
     for layer in sorted({layer for layer, _ in NAMED.values()}):
         elab.explain(layer)
-    for query, name in (("Chinese", "han"), ("numbers", "digit"), ("Python code", "code")):
+    for query, name in (("Chinese", "han"), ("numbers", "digit")):
         hits = elab.search(query, top=5)
-        assert any((hits.layer == NAMED[name][0]) & (hits.feature == NAMED[name][1])), (query, hits)
+        assert _rank(hits, name), (query, hits[["layer", "feature", "name", "facet", "precision", "recall"]])
+        assert hits.precision.notna().all() and (hits.precision > 0.5).all()  # measured on the reference, not read
+
+
+@pytest.mark.xfail(strict=True, reason="issue 26: 'Python code' ranks the code-context feature 22nd (measured "
+                   "with explain.concepts: its precision on the shipped reference's Python tokens is 0.72, recall "
+                   "0.10, below indentation features at 0.85; evaluate.py measured 0.91 on its own sample)")
+def test_python_code_finds_the_code_feature_in_top_5(elab):
+    for layer in sorted({layer for layer, _ in NAMED.values()}):
+        elab.explain(layer)
+    assert _rank(elab.search("Python code", top=5), "code")
+
+
+def test_held_out_queries_find_what_they_name(elab):
+    """Queries no code of the search was written for: the named features in the top 5 for paraphrases, and for
+    queries naming other things the top hits fire on those things on the reference (measured here, apart from
+    the search: the share of each hit's firings on the tokens the query names)."""
+    import numpy as np
+
+    from qscope_lab.explain import patterns
+
+    for layer in sorted({layer for layer, _ in NAMED.values()}):
+        elab.explain(layer)
+    for query, name in (("Chinese characters", "han"), ("hanzi", "han"), ("numerals", "digit"), ("digits", "digit")):
+        assert _rank(elab.search(query, top=5), name), query
+    docs = embedded.reference_documents()[::3]
+    for query, member, bar in (
+            ("punctuation", lambda u, lang: bool(set(patterns.classes(u)) & {"punct", "cjk_punct"}), 0.6),
+            ("line breaks", lambda u, lang: "\n" in u, 0.6),
+            ("chinese text", lambda u, lang: lang == "zh", 0.9),
+            ("return", lambda u, lang: u.strip() == "return", None)):
+        hits = elab.search(query, top=3)
+        assert len(hits) == 3, query
+        for layer, feature in zip(hits.layer, hits.feature):
+            acts = elab.encode([d["text"] for d in docs], int(layer), max_length=256)
+            inside = np.array([member(u, d["lang"]) for d, ids in zip(docs, acts.token_ids)
+                               for u in elab.token_pieces(ids)])
+            fired = ((acts.indices == int(feature)) & (acts.values > 0)).any(1).numpy() & acts.mask.numpy()
+            share = inside[fired].mean()
+            limit = 20 * inside[acts.mask.numpy()].mean() if bar is None else bar  # a rare token: 20x its rate
+            assert fired.sum() >= 3 and share >= limit, (query, layer, feature, share, limit)
+
+
+def test_reference_relevance_is_measured_on_the_given_documents(elab):
+    from qscope_lab.explain import concepts
+
+    han_layer, han = NAMED["han"]
+    docs = [{"text": d["text"], "source": d["source"]} for d in embedded.reference_documents()][::2]
+    assert {concepts.guess_language(d["text"]) for d in docs} == {"zh", "en", "code"}
+    mine = elab.search("Chinese characters", layers=[han_layer], top=10, reference=docs)
+    assert (mine.facet.iloc[0].startswith(("class:han", "lang:zh"))) and mine.precision.iloc[0] > 0.6
+    words_only = elab.search("Chinese characters", layers=[han_layer], top=10, reference=False)
+    assert words_only.facet.eq("").all() and words_only.precision.isna().all()
+    for bad in ("a text", [""], [{"source": "x"}], [], 5):
+        with pytest.raises((TypeError, ValueError)):
+            elab.search("Chinese", reference=bad)
+
+
+def test_lab_feature_names_match_display_names(elab):
+    layer, feature = NAMED["han"]
+    assert elab.feature_names(layer, [feature, 3]) == display_names(elab, layer, [feature, 3])
+    with pytest.raises((TypeError, ValueError, IndexError)):
+        elab.feature_names(layer, [10**7])
 
 
 def test_search_uses_user_labels_and_embeddings(elab, home):

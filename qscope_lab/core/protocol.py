@@ -16,6 +16,7 @@ import torch
 if TYPE_CHECKING:
     from ..saes.sae import SAE
     from ..saes.suite import SAESuite
+    from .activations import FeatureActs
     from .steering import Steer
 
 
@@ -88,3 +89,9 @@ class LabLike(Protocol):
                   run_to_end: bool = False) -> dict[int, torch.Tensor]: ...
 
     def loader(self) -> Callable[[], LabLike]: ...
+
+    def encode(self, texts: str | Sequence[str], layer: int, batch_size: int = 8, skip_first: bool = True,
+               skip_special: bool = True, max_length: int | None = None, progress: bool | None = None
+               ) -> FeatureActs: ...  # sparse SAE features of every token (explain's search reads references)
+
+    def feature_names(self, layer: Any, features: Any) -> list[str]: ...  # display names (explain.names)

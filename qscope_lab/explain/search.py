@@ -21,7 +21,10 @@ from ..base import validate
 from ..index.explanations import FILE, location
 from .documents import documents, file_stamp
 
-RESULT_COLUMNS = ("layer", "feature", "name", "explanation", "score", "explainer", "density", "top_tokens", "match")
+RESULT_COLUMNS = ("layer", "feature", "name", "explanation", "score", "explainer", "density", "top_tokens", "match",
+                  "facet", "precision", "recall")
+REFERENCE_WEIGHT = 4.0  # the measured relevance (normalised to its best) against BM25 (normalised to its best)
+SCORE_WEIGHT = 0.05  # how much a well scored explanation lifts its feature (a tie-break)
 _STOP = {"the", "of", "a", "an", "and", "or", "in", "on", "at", "to", "for", "is", "are", "with", "by", "that",
          "this", "it", "as", "from", "be", "kinds", "all", "mostly", "text", "firings", "corpus", "fires", "features",
          "feature", "tokens", "token"}
@@ -111,12 +114,19 @@ def check_query(query) -> str:
 
 def search(lab: LabLike, query: str, layers=None, top: int = 20, min_score: float | None = None,
            max_density: float | None = None, embed: Callable[[list[str]], np.ndarray] | None = None,
-           embed_weight: float = 0.5) -> pd.DataFrame:
+           embed_weight: float = 0.5, reference=None) -> pd.DataFrame:
     """Features whose words match ``query``, best first (``RESULT_COLUMNS``): BM25 over each feature's text,
-    times (1 + its explanation score) so that a well scored explanation wins a tie; ``embed`` (texts -> one
-    vector per text) adds ``embed_weight`` x the cosine between the query and each feature's text (BM25
-    normalised to its best hit). ``layers`` (default: the index's), ``min_score`` (explanations scored below
-    it, or unscored, are dropped), ``max_density`` (features firing on more than this share of tokens dropped)."""
+    times (1 + ``SCORE_WEIGHT`` x its explanation score) so that a well scored explanation wins a tie;
+    ``embed`` (texts -> one vector per text) adds ``embed_weight`` x the cosine between the query and each
+    feature's text (BM25 normalised to its best hit). ``layers`` (default: the index's), ``min_score``
+    (explanations scored below it, or unscored, are dropped), ``max_density`` (features firing on more than
+    this share of tokens dropped).
+
+    ``reference`` (default: the shipped held-out documents; a list of texts or of ``{"text", "source", "lang"}``
+    dicts; False: none) adds how much each feature *is* what the query names, measured on those documents
+    (``concepts``: precision-weighted F of its firings on the tokens whose class, language, source or text the
+    query's words name), ``REFERENCE_WEIGHT`` times; ``facet``, ``precision`` and ``recall`` say which tokens and
+    how well. Without it, the share of each feature's stored samples in the classes the query names stands in."""
     query = check_query(query)
     index = lab.index
     if index is None:
@@ -144,10 +154,20 @@ def search(lab: LabLike, query: str, layers=None, top: int = 20, min_score: floa
         cosine = vectors[1:] @ vectors[0]
         match = match / max(match.max(), 1e-12) + embed_weight * np.maximum(cosine, 0)
     score = docs.score.to_numpy(np.float64)
-    concept = concept_scores(docs, words(query))
     if match.max() > 0:
         match = match / match.max()
-    rank = (match + 2 * concept) * (1 + 0.5 * np.nan_to_num(score, nan=0.0))
+    n = len(docs)
+    facet, precision, recall = np.full(n, "", dtype=object), np.full(n, np.nan), np.full(n, np.nan)
+    if reference is False:
+        measured = 2 * concept_scores(docs, words(query))
+    else:
+        from .concepts import relevance
+
+        measured, names, precision, recall = relevance(lab, layers, words(query),
+                                                       None if reference is True else reference)
+        facet[:] = names
+        measured = REFERENCE_WEIGHT * measured / max(measured.max(), 1e-12)
+    rank = (match + measured) * (1 + SCORE_WEIGHT * np.nan_to_num(score, nan=0.0))
     keep = rank > 0
     if min_score is not None:
         keep &= ~np.isnan(score) & (score >= min_score)
@@ -157,5 +177,6 @@ def search(lab: LabLike, query: str, layers=None, top: int = 20, min_score: floa
     pick = pick[np.lexsort((pick, -rank[pick]))][:top]
     out = docs.iloc[pick].copy()
     out["match"] = rank[pick]
+    out["facet"], out["precision"], out["recall"] = facet[pick], precision[pick], recall[pick]
     out["name"] = [lbl or expl or ", ".join(t) for lbl, expl, t in zip(out.label, out.explanation, out.top_tokens)]
     return out[list(RESULT_COLUMNS)].reset_index(drop=True)
