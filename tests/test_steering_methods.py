@@ -44,14 +44,16 @@ def test_cap_never_leaves_a_component_above_its_cap(lab, stream):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 10_000), cap=st.floats(-5, 5), n_caps=st.integers(1, 3))
-def test_caps_hold_for_any_stream_and_directions(seed, cap, n_caps):
-    """Property: after capping, no position has a component above any of its caps (several caps along random,
-    correlated directions included), and a position already under every cap is unchanged."""
+@given(seed=st.integers(0, 10_000), cap=st.floats(-5, 5), n_caps=st.integers(1, 4),
+       sign=st.sampled_from([1.0, -1.0]), tie=st.floats(0, 3))
+def test_caps_hold_for_any_stream_and_directions(seed, cap, n_caps, sign, tie):
+    """Property: after capping, no position has a component above any of its caps (several caps along random
+    directions, strongly correlated or anti-correlated, included), and a position already under every cap is
+    unchanged."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(5, 7, 16, generator=g) * 3
     dirs = torch.randn(n_caps, 16, generator=g)
-    dirs[1:] += dirs[0]  # correlated with the first
+    dirs[1:] += sign * tie * dirs[0]  # correlated with the first (cosines near +-1 for a large tie)
     us = dirs / dirs.norm(dim=-1, keepdim=True)
     out = cap_projections(x, [(u, cap, None) for u in us])
     for u in us:
@@ -283,3 +285,18 @@ def test_a_seed_classifier_condition_steers_where_it_calls_the_token_positive():
     assert changed[han].float().mean() > 0.5 > changed[~han].float().mean()
     with pytest.raises(ValueError, match="fit the classifier first"):
         Condition.from_classifier(SeedClassifier(lab))
+
+
+def test_diff_means_steering_needs_no_sae(tokenizer):
+    """A difference-of-means vector is a raw direction: a Lab without SAEs builds it and steers with it."""
+    from qscope_lab import Lab
+    from qscope_lab.testing.tiny import tiny_model
+
+    bare = Lab.load(tiny_model("Qwen3ForCausalLM"), tokenizer=tokenizer, saes={})
+    steer = bare.diff_means(["The cat sat on the mat.", "A dog ran."], ["猫坐在垫子上。", "狗跑了。"], layer=2)
+    gen = bare.generate("Hello there", steer=steer.with_value(80.0), max_new_tokens=6, min_new_tokens=6)
+    assert gen.steered_ids != gen.baseline_ids
+    capped = bare.generate("Hello there", steer=Steer.from_vector(2, steer.vector, -1.0, "cap"), max_new_tokens=4)
+    assert len(capped.steered) == 1
+    with pytest.raises(ValueError, match="no SAEs"):
+        bare.generate("Hello there", layer=2, steer={3: 1.0})

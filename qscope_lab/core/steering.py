@@ -353,18 +353,31 @@ def steering_delta(h: torch.Tensor, sae, steers: list[Steer], masks: Sequence[to
 
 def cap_projections(x: torch.Tensor, caps: Sequence[tuple[torch.Tensor, float, torch.Tensor | None]]) -> torch.Tensor:
     """``x`` with its component along each unit ``u`` lowered to at most ``cap`` (where ``mask`` is True):
-    ``x - max(0, x.u - cap) u``, rounds repeated while caps along correlated directions undo one another."""
+    ``x - max(0, x.u - cap) u``. Several caps are re-applied in rounds while correlated directions undo one
+    another; whatever a few rounds leave above a cap is then lowered along the part of its direction orthogonal
+    to the caps before it, which moves no earlier cap's component, so every cap holds on return."""
+
+    def excess_of(u: torch.Tensor, cap: float, mask: torch.Tensor | None) -> torch.Tensor:
+        excess = ((x @ u) - cap).clamp_min(0.0)
+        return excess if mask is None else excess * mask
+
     for _ in range(CAP_ROUNDS):
         moved = False
         for u, cap, mask in caps:
-            excess = ((x @ u) - cap).clamp_min(0.0)
-            if mask is not None:
-                excess = excess * mask
+            excess = excess_of(u, cap, mask)
             if bool((excess > 0).any()):
                 moved = True
                 x = x - excess.unsqueeze(-1) * u
         if not moved or len(caps) == 1:
-            break
+            return x
+    basis: list[torch.Tensor] = []
+    for u, cap, mask in caps:
+        w = u - sum(((u @ e) * e for e in basis), torch.zeros_like(u))
+        if float(w.norm()) > 1e-4:
+            excess = excess_of(u, cap, mask)
+            if bool((excess > 0).any()):
+                x = x - (excess / (w @ u)).unsqueeze(-1) * w
+            basis.append(w / w.norm())
     return x
 
 
