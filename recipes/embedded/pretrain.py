@@ -19,7 +19,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +50,11 @@ class TrainSpec:
     minutes: float = 5.0          # the clock budget of this run (resumed runs count the time already spent)
     steps: int = 0                # 0: no step limit, the clock decides
     save_minutes: float = 2.0
-    eval_every_minutes: float = 1.0
+    eval_every_minutes: float = 0.5
+    keep_best: bool = True        # ship the weights of the best held-out evaluation (many epochs can overfit)
     seed: int = 0
-    compile: bool = True
+    compile: bool = False         # torch.compile on CUDA: faster steps, but its compile time counts on the clock
+    mix: dict = field(default_factory=lambda: dict(MIX))  # share of each language in every batch
 
 
 def model_config(vocab_size: int, eos: int, spec: ModelSpec):
@@ -95,7 +97,7 @@ class Streams:
         self.lang_of = {m["source"]: m["lang"] for m in index.values()}
 
     def batch(self, gen: torch.Generator, size: int, seq: int) -> torch.Tensor:
-        counts = [int(size * share) for share in MIX.values()]
+        counts = [int(size * share) for share in MIX.values()]  # MIX: set from TrainSpec.mix by specs_from
         counts[0] += size - sum(counts)  # every batch holds the mix's shares exactly
         rows = []
         for lang, n in zip(MIX, counts, strict=True):
@@ -193,6 +195,15 @@ def train(model, streams: Streams, spec: TrainSpec, out: Path, device: str, log,
                     "step": step, "elapsed": elapsed, "tokens": seen, "spec": asdict(spec)}, ckpt)
 
     last_save = last_eval = elapsed
+    best: dict = {"score": math.inf}
+
+    def consider(bpc: dict) -> None:
+        """Keep a CPU copy of the weights when the mean held-out bits/char is the best so far."""
+        score = sum(bpc.values()) / max(1, len(bpc))
+        if spec.keep_best and score < best["score"]:
+            best.update(score=score, step=step, state={k: v.detach().to("cpu", copy=True)
+                                                       for k, v in model.state_dict().items()})
+
     window_start, window_tokens = time.time(), 0
     while elapsed < budget and (spec.steps <= 0 or step < spec.steps):
         t0 = time.time()
@@ -216,20 +227,25 @@ def train(model, streams: Streams, spec: TrainSpec, out: Path, device: str, log,
             record = {"step": step, "loss": round(loss_value, 4), "lr": round(opt.param_groups[0]["lr"], 6),
                       "tokens": seen, "minutes": round(elapsed / 60, 3),
                       "tokens_per_s": round(window_tokens / max(1e-9, time.time() - window_start))}
-            window_start, window_tokens = time.time(), 0
             if elapsed - last_eval >= spec.eval_every_minutes * 60:
                 record["heldout_bpc"] = heldout_bpc(model, streams, spec.seq)
+                consider(record["heldout_bpc"])
                 last_eval = elapsed
             log(record)
             if elapsed - last_save >= spec.save_minutes * 60:
                 save()
                 last_save = elapsed
+            window_start, window_tokens = time.time(), 0  # evaluation and saving stay out of tokens/s
         else:
             elapsed += time.time() - t0
-    final = {"step": step, "tokens": seen, "minutes": round(elapsed / 60, 3),
+    consider(heldout_bpc(model, streams, spec.seq))
+    save()  # the last state, for a resumed run; the shipped weights may be an earlier, better one
+    if "state" in best and best["step"] != step:
+        model.load_state_dict(best["state"])
+        log({"event": "restored_best", "step": best["step"], "mean_bpc": round(best["score"], 4), "last_step": step})
+    final = {"step": step, "tokens": seen, "minutes": round(elapsed / 60, 3), "weights_of_step": best.get("step", step),
              "heldout_bpc": heldout_bpc(model, streams, spec.seq, windows=64)}
     log({"event": "final", **final})
-    save()
     return final
 
 
@@ -264,14 +280,27 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=t.lr)
     parser.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: the clock decides)")
     parser.add_argument("--seed", type=int, default=t.seed)
-    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only; guarded)")
+    parser.add_argument("--mix", default=",".join(f"{k}={v}" for k, v in MIX.items()),
+                        help="language shares of every batch, e.g. en=0.4,zh=0.35,code=0.25")
 
 
 def specs_from(args) -> tuple[ModelSpec, TrainSpec]:
     model = ModelSpec(layers=args.layers, hidden=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
                       head_dim=args.head_dim, intermediate=args.intermediate)
+    mix = {}
+    for item in args.mix.split(","):
+        lang, _, share = item.partition("=")
+        try:
+            mix[lang.strip()] = float(share)
+        except ValueError:
+            raise ValueError(f"--mix: {item!r} is not lang=share (e.g. en=0.4,zh=0.35,code=0.25)") from None
+    if set(mix) != set(MIX) or abs(sum(mix.values()) - 1) > 1e-6 or min(mix.values()) <= 0:
+        raise ValueError(f"--mix must give positive shares of {sorted(MIX)} that sum to 1, got {mix}")
+    MIX.clear()
+    MIX.update(mix)
     train_spec = TrainSpec(seq=args.seq, batch=args.batch, lr=args.lr, steps=args.steps, seed=args.seed,
-                           minutes=getattr(args, "minutes", TrainSpec.minutes), compile=not args.no_compile)
+                           minutes=getattr(args, "minutes", TrainSpec.minutes), compile=args.compile, mix=dict(mix))
     return model, train_spec
 
 
