@@ -33,6 +33,7 @@ import numpy as np
 
 from ..core.tokens import fragment_bytes, join_fragments
 from . import patterns, profile
+from .words import CONCEPT_WORDS, words
 
 BETA2 = 1 / 36  # F-beta's beta squared: precision weighs 1/BETA2 times recall
 MAX_LENGTH = 256  # tokens per reference text
@@ -101,15 +102,11 @@ class Facets:
 
 
 def _words_of(text: str) -> set[str]:
-    from .search import words
-
     return set(words(text))
 
 
 def _facet_words(name: str, text: str) -> set[str]:
-    """A facet's words: its description plus what users type for it (``search.CONCEPT_WORDS``)."""
-    from .search import CONCEPT_WORDS
-
+    """A facet's words: its description plus what users type for it (``words.CONCEPT_WORDS``)."""
     return _words_of(text) | _words_of(CONCEPT_WORDS.get(name, ""))
 
 

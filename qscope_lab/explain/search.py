@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from ..core.protocol import LabLike
 
 import os
-import re
 from collections.abc import Callable
 
 import numpy as np
@@ -20,46 +19,13 @@ import pandas as pd
 from ..base import validate
 from ..index.explanations import FILE, location
 from .documents import documents, file_stamp
+from .words import CONCEPT_WORDS, words
 
 RESULT_COLUMNS = ("layer", "feature", "name", "explanation", "score", "explainer", "density", "top_tokens", "match",
                   "facet", "precision", "recall")
 REFERENCE_WEIGHT = 4.0  # the measured relevance (normalised to its best) against BM25 (normalised to its best)
 SCORE_WEIGHT = 0.05  # how much a well scored explanation lifts its feature (a tie-break)
-_STOP = {"the", "of", "a", "an", "and", "or", "in", "on", "at", "to", "for", "is", "are", "with", "by", "that",
-         "this", "it", "as", "from", "be", "kinds", "all", "mostly", "text", "firings", "corpus", "fires", "features",
-         "feature", "tokens", "token"}
-_WORD = re.compile(r"[a-z0-9_]+|[^\sa-z0-9_\W]|[\u3400-\u9fff\uf900-\ufaff]", re.I)
 _CACHE: dict = {}
-CONCEPT_WORDS = {  # what a user types for each character class and language a feature's firings are counted in
-    "class:han": "chinese han character hanzi script",
-    "class:zh_numeral": "chinese number numeral",
-    "class:fullwidth_digit": "digit number numeral fullwidth",
-    "class:digit": "digit number numeral",
-    "class:cjk_punct": "chinese punctuation",
-    "class:punct": "punctuation symbol",
-    "class:indent": "indentation whitespace python code",
-    "class:keyword": "python keyword code",
-    "class:newline": "newline line break",
-    "class:word": "english word",
-    "class:upper": "capital capitalised capitalized word",
-    "class:kana": "japanese kana",
-    "lang:zh": "chinese",
-    "lang:en": "english",
-    "lang:code": "python code programming",
-}
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased words (ASCII runs, each other letter alone: a Han character is a word), stop words dropped,
-    a plural 's' cut ("numbers" -> "number")."""
-    out = []
-    for w in _WORD.findall(str(text).lower()):
-        if w in _STOP:
-            continue
-        if len(w) > 3 and w.isascii() and w.endswith("s") and not w.endswith("ss"):
-            w = w[:-1]
-        out.append(w)
-    return out
 
 
 def _ranker(lab: LabLike, layers: list[int]):
