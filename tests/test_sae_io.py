@@ -236,3 +236,12 @@ def test_layer_sizes_come_from_file_headers_without_reading_weights(tmp_path):
         suite = SAESuite.open(folder, k=4)
         assert suite.layer_nbytes(layer) == 4 * (2 * 32 * 128 + 32 + 128) and suite.loads == 0
         assert suite[layer].nbytes == suite.layer_nbytes(layer) and suite.load_counts == {layer: 1}
+
+
+def test_finite_values_whose_sum_overflows_pass_the_check():
+    from qscope_lab.saes import formats
+
+    huge = torch.full((4, 8), 3e38)  # every value finite; their float32 sum is not
+    formats.check_values({"W_enc": huge, "W_dec": huge.T, "b_enc": huge[0], "b_dec": huge[:, 0]}, "big.pt")
+    half = torch.full((4, 8), 60000.0, dtype=torch.float16)  # fp16 sums overflow at 65504: summed in float32
+    assert formats._nonfinite(half) == 0

@@ -114,7 +114,9 @@ def plan_layers(layers, per_layer: int, budget: int, fixed: int = 0, job: str = 
             f"{job} needs {describe(fixed + per_layer)} for one layer ({describe(per_layer)} a layer + "
             f"{describe(fixed)} it holds whatever the layers) but memory_budget is {describe(budget)}: "
             f"raise memory_budget to at least {describe(fixed + per_layer)}")
-    size = len(layers) if per_layer == 0 else max(1, min(len(layers) or 1, room // per_layer))
+    if not layers:
+        return LayerPlan(groups=[], per_layer=per_layer, fixed=fixed, budget=budget)
+    size = len(layers) if per_layer == 0 else max(1, min(len(layers), room // per_layer))
     if max_group is not None:
         size = max(1, min(size, max_group))
     groups = [layers[i:i + size] for i in range(0, len(layers), size)]
