@@ -17,6 +17,7 @@ from .core.activations import FeatureActs
 from .core.scan import scan
 from .core.steering import LayerSteering, Steer, SteerSpec, parse_steer
 from .core.steering import check_steers as _check_steers
+from .core.tokens import readable_tokens
 from .index.store import FeatureIndex
 from .saes.registry import default_group
 from .saes.sae import SAE
@@ -311,7 +312,8 @@ class Lab:
             tokens=[self.token_strings(ids) for ids in token_ids],
             values=torch.cat([parts[i][0] for i in range(len(texts))]),
             indices=torch.cat([parts[i][1] for i in range(len(texts))]),
-            mask=torch.cat([parts[i][2] for i in range(len(texts))]))
+            mask=torch.cat([parts[i][2] for i in range(len(texts))]),
+            readable=readable_tokens(self, token_ids), namer=functools.partial(self.feature_names, layer))
 
     # ------------------------------------------------------------------ workflows on the core
     def reconstruct(self, texts: str | Sequence[str], layer: int | Sequence[int], batch_size: int = 4,
@@ -449,6 +451,7 @@ class Lab:
         Reproducible from ``seed``. ``result.to_frame()``, ``result.verdict``."""
         from .steering.bench import run_bench
 
+        prompts = validate.texts(prompts, "prompts")
         steer, positions = self._recipe_steers(steer, positions)
         steers = self.check_steers(parse_steer(steer, layer, mode))
         max_new_tokens = self.check_new_tokens(max_new_tokens, prompts)
@@ -463,6 +466,7 @@ class Lab:
         the held-out verdict and whose ``bench`` is the result (options: ``steering.autopilot.autopilot``)."""
         from .steering.autopilot import autopilot
 
+        prompts = validate.texts(prompts, "prompts")
         max_new_tokens = self.check_new_tokens(max_new_tokens, prompts)
         return autopilot(self, positives, negatives, prompts, layers=layers, max_new_tokens=max_new_tokens,
                          seed=seed, **options)

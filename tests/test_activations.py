@@ -19,7 +19,8 @@ def test_encode_skips_the_attention_sink_by_default(lab):
 def test_to_frame_rows_and_positions(lab):
     acts = lab.encode(TEXTS, layer=1, batch_size=2, skip_first=False)
     frame = acts.to_frame()
-    assert list(frame.columns) == ["text", "snippet", "position", "token", "feature", "activation", "rank"]
+    assert list(frame.columns) == ["text", "snippet", "position", "token", "feature", "name", "activation",
+                                   "rank"]
     assert frame[frame.text == 0].snippet.iloc[0] == TEXTS[0][:31] + "…" if len(TEXTS[0]) > 32 else TEXTS[0]
     lengths = [len(ids) for ids in acts.token_ids]
     assert acts.n_tokens == sum(lengths)  # no pad rows stored

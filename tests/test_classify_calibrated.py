@@ -78,7 +78,7 @@ def test_calibrated_rule_beats_the_report_rule_on_long_documents(default_lab, na
 def test_the_rule_is_readable_and_predict_agrees_with_it(default_lab, compared, task):
     clf, table = compared
     _, _, test, test_labels = task
-    assert list(clf.rules_.columns) == ["layer", "feature", "statistic", "threshold", "direction", "scale",
+    assert list(clf.rules_.columns) == ["layer", "feature", "name", "statistic", "threshold", "direction", "scale",
                                         "weight", "pos_mean", "neg_mean"]
     x = clf.transform(test)
     margins = (np.sqrt(x) - np.sqrt(clf.thresholds_)) * np.array(clf.directions_) / np.array(clf.scales_)

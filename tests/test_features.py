@@ -18,7 +18,7 @@ def test_texts_firing_matches_dense(lab):
 def test_contrast_ranks_by_firing_rate_difference(lab):
     pos, neg = ["猫坐在垫子上。", "我们今天去公园。"], ["The cat sat.", "We go to the park today."]
     table = contrast(lab, pos, neg, layer=2, top=5)
-    assert list(table.columns) == ["feature", "pos_rate", "neg_rate", "delta", "pos_mean", "neg_mean"]
+    assert list(table.columns) == ["feature", "name", "pos_rate", "neg_rate", "delta", "pos_mean", "neg_mean"]
     assert table.delta.is_monotonic_decreasing
     f = int(table.feature[0])
     fired_pos = sum(bool((t > 0).any()) for t in lab.encode(pos, 2, skip_first=True).feature(f))

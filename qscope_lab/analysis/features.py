@@ -37,7 +37,8 @@ def token_means(acts: FeatureActs) -> torch.Tensor:
 
 def contrast(lab: Lab, positive: Sequence[str], negative: Sequence[str], layer: int, top: int = 20,
              skip_first: bool = True, batch_size: int = 8) -> pd.DataFrame:
-    """Features that fire in more positive than negative texts: delta = P(fires | pos) - P(fires | neg)."""
+    """Features that fire in more positive than negative texts: delta = P(fires | pos) - P(fires | neg); with
+    each one's display ``name``."""
     pos = lab.encode(list(positive), layer, batch_size=batch_size, skip_first=skip_first)
     neg = lab.encode(list(negative), layer, batch_size=batch_size, skip_first=skip_first)
     pos_rate = texts_firing(pos).float() / len(pos)
@@ -45,7 +46,8 @@ def contrast(lab: Lab, positive: Sequence[str], negative: Sequence[str], layer: 
     pos_mean, neg_mean = token_means(pos), token_means(neg)
     delta = pos_rate - neg_rate
     order = torch.argsort(delta + 1e-6 * (pos_mean - neg_mean), descending=True)[:top]
-    return pd.DataFrame({"feature": order.numpy(), "pos_rate": pos_rate[order].numpy(),
+    return pd.DataFrame({"feature": order.numpy(), "name": lab.feature_names(layer, order.tolist()),
+                         "pos_rate": pos_rate[order].numpy(),
                          "neg_rate": neg_rate[order].numpy(), "delta": delta[order].numpy(),
                          "pos_mean": pos_mean[order].numpy(), "neg_mean": neg_mean[order].numpy()})
 
@@ -75,7 +77,9 @@ def token_class_table(acts: FeatureActs, in_class: Callable[[str], bool] | torch
                           "precision": (hits[idx].float() / fires[idx].float()).numpy(),
                           "recall": (hits[idx].float() / n_class).numpy()})
     frame["f1"] = 2 * frame.precision * frame.recall / (frame.precision + frame.recall).clip(lower=1e-12)
-    return frame.sort_values("f1", ascending=False, ignore_index=True)
+    frame = frame.sort_values("f1", ascending=False, ignore_index=True)
+    frame.insert(1, "name", acts.names(frame.feature.tolist()))
+    return frame
 
 
 def span_labels(tokenizer, acts: FeatureActs, in_class: Callable[[str], bool]) -> torch.Tensor:
@@ -149,8 +153,9 @@ def shared_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 def compare_texts(lab: Lab, text_a: str, text_b: str, layers: Sequence[int] | int | None = None, top: int = 10,
                   skip_first: bool = True, skip_shared_prefix: bool = False) -> pd.DataFrame:
     """Per layer, the features whose firing rate (share of counted tokens where they fire) differs most between
-    two texts: ``diff = rate_a - rate_b``, ranked by ``|diff|``, ``top`` per layer. ``skip_shared_prefix``
-    leaves out the tokens both texts start with (compare the continuations only, as the official demo does)."""
+    two texts: ``diff = rate_a - rate_b``, ranked by ``|diff|``, ``top`` per layer, each with its display
+    name. ``skip_shared_prefix`` leaves out the tokens both texts start with (compare the continuations only,
+    as the official demo does)."""
     layers = range(lab.n_layers) if layers is None else ([layers] if isinstance(layers, int) else layers)
     frames = []
     for layer in layers:
@@ -169,6 +174,7 @@ def compare_texts(lab: Lab, text_a: str, text_b: str, layers: Sequence[int] | in
         diff = stats[0] - stats[1]
         order = torch.argsort(diff.abs(), descending=True)[:top]
         order = order[diff[order] != 0]
-        frames.append(pd.DataFrame({"layer": layer, "feature": order.numpy(), "rate_a": stats[0][order].numpy(),
+        frames.append(pd.DataFrame({"layer": layer, "feature": order.numpy(),
+                                    "name": acts.names(order.tolist()), "rate_a": stats[0][order].numpy(),
                                     "rate_b": stats[1][order].numpy(), "diff": diff[order].numpy()}))
     return pd.concat(frames, ignore_index=True)

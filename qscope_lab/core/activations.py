@@ -7,7 +7,8 @@ at all; the first position (attention sink; ``skip_first``, True by default) and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
@@ -25,6 +26,10 @@ class FeatureActs:
     values: torch.Tensor   # [n_tokens, k] float32, text-major, position order
     indices: torch.Tensor  # [n_tokens, k] int64
     mask: torch.Tensor     # [n_tokens] bool: position counts (not skipped)
+    # per text, each token shown whole: a character split over byte tokens on each of its tokens (readable_tokens)
+    readable: list[list[str]] | None = field(default=None, repr=False, compare=False)
+    # features -> display names (``lab.feature_names`` for this layer): the ``name`` column of the tables below
+    namer: Callable[[list[int]], list[str]] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         lengths = torch.tensor([len(ids) for ids in self.token_ids], dtype=torch.long)
@@ -34,6 +39,21 @@ class FeatureActs:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def __getstate__(self) -> dict:  # the namer holds the Lab: not sent along when pickled
+        return {**self.__dict__, "namer": None}
+
+    def names(self, features: Sequence[int]) -> list[str]:
+        """Display names of ``features`` (the Lab's labels / explanations / top tokens when it encoded these;
+        "L<layer>/F<feature>" otherwise)."""
+        feats = [int(f) for f in features]
+        if not feats:
+            return []
+        if self.namer is None:
+            return [f"L{self.layer}/F{f}" for f in feats]
+        unique = list(dict.fromkeys(feats))
+        table = dict(zip(unique, self.namer(unique)))
+        return [table[f] for f in feats]
 
     def __repr__(self) -> str:
         return (f"FeatureActs(layer={self.layer}, texts={len(self)}, tokens={self.n_tokens}, "
@@ -111,7 +131,9 @@ class FeatureActs:
         stats = self.feature_stats()
         if max_firing_rate is not None:
             stats = stats[stats.firing_rate <= max_firing_rate]
-        return stats.head(n).reset_index(drop=True)
+        stats = stats.head(n).reset_index(drop=True)
+        stats.insert(1, "name", self.names(stats.feature.tolist()))
+        return stats
 
     def firing_rates(self) -> torch.Tensor:
         """``[d_sae]``: the share of counted positions where each feature fires."""
@@ -122,7 +144,8 @@ class FeatureActs:
     def to_frame(self, min_activation: float = 0.0, max_firing_rate: float | None = None,
                  top: int | None = None) -> pd.DataFrame:
         """One row per (text, position, active feature): text (its index), snippet (its first words), position,
-        token, feature, activation, rank (0 = strongest at that token).
+        token (a character split over byte tokens shown whole on each of them), feature, name, activation, rank
+        (0 = strongest at that token).
 
         ``max_firing_rate`` leaves out features firing on more than that share of these counted tokens (the
         always-on 'register' features that otherwise top every token) and ranks the rest; ``top`` keeps the
@@ -135,15 +158,17 @@ class FeatureActs:
         rows, slots = keep.nonzero(as_tuple=True)
         # rank among the kept features of each token: values are sorted per row, so count the kept ones before
         ranks = (keep.cumsum(-1) - 1)[rows, slots]
-        flat_tokens = [tok for toks in self.tokens for tok in toks]
+        flat_tokens = [tok for toks in (self.readable or self.tokens) for tok in toks]
         text_index = self.text_index[rows]
         snippets = [_snippet(t) for t in self.texts]
+        features = self.indices[rows, slots].numpy()
         return pd.DataFrame({
             "text": text_index.numpy(),
             "snippet": [snippets[i] for i in text_index.tolist()],
             "position": self.position[rows].numpy(),
             "token": [flat_tokens[r] for r in rows.tolist()],
-            "feature": self.indices[rows, slots].numpy(),
+            "feature": features,
+            "name": self.names(features.tolist()),
             "activation": self.values[rows, slots].float().numpy(),
             "rank": ranks.numpy(),
         })

@@ -127,3 +127,13 @@ def hover(pieces: list[str], starts: list[int], i: int) -> str:
     while start + size < len(starts) and starts[start + size] == start:
         size += 1
     return "" if size == 1 else f"byte token {i - start + 1} of {size} of {pieces[start]}"
+
+
+def readable_tokens(lab: LabLike, token_ids: Sequence[Sequence[int]]) -> list[list[str]]:
+    """Per text, each token as a reader sees it: a character split over byte-level tokens (each alone decodes
+    to U+FFFD) shown whole on every one of its tokens (``core.tokens.groups``), other tokens as they are."""
+    out = []
+    for ids in token_ids:
+        pieces, starts = groups(lab, ids)
+        out.append([pieces[s] for s in starts])
+    return out

@@ -125,10 +125,10 @@ def facets(lab: LabLike, layer: int, reference=None) -> Facets:
     documents: list[int] = []
     langs: list[str] = []
     sources: list[str] = []
-    for d, (doc, ids) in enumerate(zip(docs, acts.token_ids)):
+    for number, (doc, ids) in enumerate(zip(docs, acts.token_ids)):
         pieces, starts = join_fragments(lab.token_strings(ids), fragment_bytes(lab, ids))
         units += [pieces[s] for s in starts]  # a byte token stands for its whole character
-        documents += [d] * len(ids)
+        documents += [number] * len(ids)
         langs += [doc["lang"]] * len(ids)
         sources += [doc["source"]] * len(ids)
     keep = np.flatnonzero(counted)

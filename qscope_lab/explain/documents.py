@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..index.explanations import read_explanations
 from . import patterns, profile
 from .windows import feature_windows
 
@@ -53,7 +52,7 @@ def user_labels(lab: LabLike) -> dict[tuple[int, int], str]:
 
 def best_explanations(index) -> pd.DataFrame:
     """Stored explanations, best first per feature (score, then newest; NaN scores last)."""
-    table = read_explanations(index.path)
+    table = index.explanations()
     if table.empty:
         return table
     return table.sort_values(["layer", "feature", "score", "date"], ascending=[True, True, False, False],

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 import pandas as pd
 
 from ..base import validate
-from ..index.explanations import add_explanations, read_explanations
+from ..index.explanations import add_explanations
 
 EXPLAINERS = ("offline", "llm")
 OUT_COLUMNS = ("layer", "feature", "explanation", "score", "explainer", "model", "prompt_version", "scores")
@@ -91,7 +91,7 @@ def explain(lab: LabLike, layer, features=None, explainer: str = "offline", chat
             frame = pd.DataFrame(good)
             frame["explainer"], frame["model"], frame["prompt_version"] = explainer, model, version
             add_explanations(index.path, frame)
-    table = read_explanations(index.path)
+    table = index.explanations()
     pick = ((table.explainer == explainer) & (table.model == model) & (table.prompt_version == version)
             & (table.layer == layer) & table.feature.isin(wanted))
     out = table[pick].set_index("feature").reindex(wanted).reset_index()

@@ -486,6 +486,13 @@ class FeatureIndex:
                               "firing_rate": fired.get(i, 0) / max(tokens[i], 1)}
                              for i, name in enumerate(self.sources)])
 
+    def explanations(self) -> pd.DataFrame:
+        """The explanations stored with this index (``index.explanations``: explainer, model, prompt_version,
+        layer, feature, explanation, score, scores, date; empty when none), wherever they live."""
+        from .explanations import read_explanations
+
+        return read_explanations(self.path)
+
     @_snapshot
     def top_tokens(self, layer: int, n: int = 3) -> dict[int, list[str]]:
         """Per feature that fired, the ``n`` tokens carrying most of its top-context activation (feature search

@@ -113,24 +113,36 @@ class Attribution:
     # ------------------------------------------------------------------ tables
     def to_frame(self) -> pd.DataFrame:
         """One row per (prompt, position, layer, feature) that fired, plus error-term rows (feature -1): prompt,
-        position, token, layer, feature, activation, attribution (+ grad_x_act for ablation), strongest first."""
+        position, token, layer, feature, name (``lab.feature_names``; "error term" for feature -1), activation,
+        attribution (+ grad_x_act for ablation), strongest first."""
         r = self.rows
         frame = pd.DataFrame({
             "prompt": r["prompt"], "position": r["position"],
             "token": [self.tokens[p][s] for p, s in zip(r["prompt"], r["position"])],
-            "layer": r["layer"], "feature": r["feature"], "activation": r["activation"],
-            "attribution": r["attribution"]})
+            "layer": r["layer"], "feature": r["feature"], "name": self._names(r["layer"], r["feature"]),
+            "activation": r["activation"], "attribution": r["attribution"]})
         if "grad_x_act" in r:
             frame["grad_x_act"] = r["grad_x_act"]
         order = np.lexsort((-np.abs(frame["attribution"].to_numpy()), frame["prompt"].to_numpy()))
         return frame.iloc[order].reset_index(drop=True)
 
+    def _names(self, layers, features) -> list[str]:
+        """Display names per row (one ``lab.feature_names`` call per layer); "error term" for feature -1."""
+        layers, features = np.asarray(layers, np.int64), np.asarray(features, np.int64)
+        out = np.full(len(features), "error term", dtype=object)
+        for layer in np.unique(layers):
+            at = np.flatnonzero((layers == layer) & (features >= 0))
+            if len(at):
+                unique, inverse = np.unique(features[at], return_inverse=True)
+                out[at] = np.asarray(self.lab.feature_names(int(layer), unique.tolist()), dtype=object)[inverse]
+        return out.tolist()
+
     def top_features(self, n: int = 20, prompt: int = 0) -> pd.DataFrame:
-        """Features summed over positions, most positive first: layer, feature, attribution, activation (max),
-        positions (how many it fired at). Error rows left out."""
+        """Features summed over positions, most positive first: layer, feature, name, attribution, activation
+        (max), positions (how many it fired at). Error rows left out."""
         frame = self.to_frame()
         frame = frame[(frame.prompt == prompt) & (frame.feature >= 0)]
-        grouped = frame.groupby(["layer", "feature"], as_index=False).agg(
+        grouped = frame.groupby(["layer", "feature", "name"], as_index=False).agg(
             attribution=("attribution", "sum"), activation=("activation", "max"), positions=("position", "size"))
         return grouped.sort_values("attribution", ascending=False).head(n).reset_index(drop=True)
 
@@ -176,10 +188,12 @@ class Attribution:
         return float(frame.attribution.rank().corr(frame.grad_x_act.rank()))
 
     def chart(self, n: int = 20, prompt: int = 0):
-        """Signed bars of the top features (altair)."""
+        """Signed bars of the ``n`` features with the largest |attribution| (altair): negative ones too, so the
+        top bar is the widget's top feature."""
         from ..viz.charts import attribution_bars
 
-        return attribution_bars(self.top_features(n, prompt), title=f"attribution to {self.description}")
+        every = self.top_features(len(self.rows["feature"]) + 1, prompt)
+        return attribution_bars(every, title=f"attribution to {self.description}", n=n)
 
     # ------------------------------------------------------------------ interventions
     def intervene(self, steer: list[Steer]) -> pd.DataFrame:

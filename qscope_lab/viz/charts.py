@@ -130,14 +130,23 @@ def _with_sign(frame: pd.DataFrame, field: str) -> pd.DataFrame:
     return frame.assign(**{f"sign({field})": np.where(frame[field] >= 0, "+", "-")})
 
 
-def attribution_bars(features: pd.DataFrame, title: str = "attribution") -> alt.Chart:
-    """Signed bars of ``Attribution.top_features()`` (layer, feature, attribution), in the frame's order."""
-    data = _with_sign(features.assign(name=[f"L{a} f{b}" for a, b in zip(features.layer, features.feature)]),
-                      "attribution")
+def attribution_bars(features: pd.DataFrame, title: str = "attribution", n: int | None = None) -> alt.Chart:
+    """Signed bars of ``Attribution.top_features()`` (layer, feature, attribution; ``name`` when present): the
+    ``n`` largest by |attribution| (default all), largest first, negative ones drawn to the left in their own
+    colour, so the chart's top bar is the feature with the largest effect either way (as in the widget)."""
+    order = features.attribution.abs().sort_values(ascending=False, kind="stable").index
+    top = features.reindex(order)
+    if n is not None:
+        top = top.head(int(n))
+    names = top["name"] if "name" in top.columns else pd.Series([""] * len(top), index=top.index)
+    labels = [f"L{a}/F{b}" + (f" {str(c)[:40]}" if c and str(c) != f"L{a}/F{b}" else "")
+              for a, b, c in zip(top.layer, top.feature, names)]
+    data = _with_sign(top.assign(label=labels), "attribution")
+    tooltip = ["layer", "feature"] + (["name"] if "name" in top.columns else []) + [
+        alt.Tooltip("attribution:Q", format=".4f"), alt.Tooltip("activation:Q", format=".3f")]
     return alt.Chart(data, title=title).mark_bar().encode(
-        x=alt.X("attribution:Q"), y=alt.Y("name:N", sort=None, title=None), color=_signed("attribution"),
-        tooltip=["layer", "feature", alt.Tooltip("attribution:Q", format=".4f"),
-                 alt.Tooltip("activation:Q", format=".3f")]).properties(width=320)
+        x=alt.X("attribution:Q"), y=alt.Y("label:N", sort=None, title=None), color=_signed("attribution"),
+        tooltip=tooltip).properties(width=320)
 
 
 def logit_bars(frame: pd.DataFrame, n: int = 20) -> alt.Chart:

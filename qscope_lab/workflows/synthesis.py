@@ -91,8 +91,9 @@ def max_activations(lab: Lab, texts, features: Sequence[int], layer: int, skip_f
 
 def coverage(lab: Lab, texts, targets, layer: int, skip_first: bool = True, skip_special: bool = True,
              batch_size: int = 16, max_length: int | None = None, progress: bool | None = None) -> pd.DataFrame:
-    """Per target feature: ``covered`` (some text fires it: max over counted tokens > 0), ``n_texts`` firing it
-    and ``max_activation`` over all texts. Streams the texts in batches; memory is per-target counters only."""
+    """Per target feature (with its display ``name``): ``covered`` (some text fires it: max over counted
+    tokens > 0), ``n_texts`` firing it and ``max_activation`` over all texts. Streams the texts in batches;
+    memory is per-target counters only."""
     texts = as_texts(texts, "texts")
     layer = lab.check_layer(layer)
     targets = as_targets(lab, targets, layer)
@@ -102,7 +103,8 @@ def coverage(lab: Lab, texts, targets, layer: int, skip_first: bool = True, skip
                                 progress):
         n_texts += (best > 0).sum(0)
         peak = torch.maximum(peak, best.max(0).values)
-    return pd.DataFrame({"feature": targets, "covered": (n_texts > 0).numpy(), "n_texts": n_texts.numpy(),
+    return pd.DataFrame({"feature": targets, "name": lab.feature_names(layer, targets),
+                         "covered": (n_texts > 0).numpy(), "n_texts": n_texts.numpy(),
                          "max_activation": peak.numpy()})
 
 

@@ -287,9 +287,10 @@ class SeedClassifier:
         self.statistic_, self.top_k_, self.layers_, self.layer_ = statistic, _written(k), layers, layers[0]
         self.rules_ = pd.DataFrame(picked, columns=["layer", "feature", "threshold", "direction", "scale",
                                                     "pos_mean", "neg_mean"])
-        self.rules_.insert(2, "statistic", statistic)
+        self.rules_.insert(2, "name", self._names(self.rules_.layer, self.rules_.feature))
+        self.rules_.insert(3, "statistic", statistic)
         # per unit of the statistic's comparison scale (its square root for rate / mean); 0 for the OR rule
-        self.rules_.insert(6, "weight", 0.0 if statistic == "any" else self.rules_.direction / self.rules_.scale)
+        self.rules_.insert(7, "weight", 0.0 if statistic == "any" else self.rules_.direction / self.rules_.scale)
         self.thresholds_ = self.rules_.threshold.tolist()
         self.directions_ = self.rules_.direction.tolist()
         self.scales_ = self.rules_.scale.tolist()
@@ -298,6 +299,13 @@ class SeedClassifier:
         self._seed_ = (seed, y)
         self.features_ = [(int(a), int(b)) for a, b in zip(self.rules_.layer, self.rules_.feature)]
         return self
+
+    def _names(self, layers, features) -> list[str]:
+        """Display names of (layer, feature) pairs (``lab.feature_names``, one call per layer)."""
+        layers, features = [int(a) for a in layers], [int(b) for b in features]
+        names = {layer: dict(zip(fs, self.lab.feature_names(layer, fs))) for layer in set(layers)
+                 for fs in [sorted({f for a, f in zip(layers, features) if a == layer})]}
+        return [names[a][b] for a, b in zip(layers, features)]
 
     def _layer_table(self, layer: int, peak: np.ndarray, f: np.ndarray, y: np.ndarray, table: list,
                      scores: list) -> None:
@@ -416,7 +424,8 @@ class SeedClassifier:
         return self.decision_matrix(self.transform(texts))
 
     def explain(self, text: str, n: int | None = 10) -> pd.DataFrame:
-        """Why one text got its label: the rule's features with their statistic on the text (``value``),
+        """Why one text got its label: the rule's features (layer, feature, display name) with their statistic on
+        the text (``value``),
         threshold, weight and ``margin`` (``margins_matrix``), the largest part first (by size; for "any", the
         strongest activation); ``n`` rows (None: all). ``attrs``: ``score`` (``decision_function``),
         ``predicted`` and ``rest``, the summed margin of the rows not shown (what a dense rule's tail adds),
@@ -430,7 +439,9 @@ class SeedClassifier:
         margins = self.margins_matrix(x)[0]
         weights = [0.0 if self.statistic_ == "any" else d / sc for d, sc in zip(self.directions_, self.scales_)]
         table = pd.DataFrame({"layer": [layer for layer, _ in self.features_],
-                              "feature": [f for _, f in self.features_], "statistic": self.statistic_,
+                              "feature": [f for _, f in self.features_],
+                              "name": self._names([a for a, _ in self.features_], [b for _, b in self.features_]),
+                              "statistic": self.statistic_,
                               "value": x[0], "threshold": self.thresholds_, "weight": weights, "margin": margins})
         table = table.iloc[self.deciding_order(margins)].reset_index(drop=True)
         shown = table if n is None else table.head(n)
