@@ -121,29 +121,3 @@ def plan_layers(layers, per_layer: int, budget: int, fixed: int = 0, job: str = 
         size = max(1, min(size, max_group))
     groups = [layers[i:i + size] for i in range(0, len(layers), size)]
     return LayerPlan(groups=groups, per_layer=per_layer, fixed=fixed, budget=budget)
-
-
-def sae_bytes(lab, layer: int, held: dict) -> int:
-    """Bytes of one layer's SAE, from the suite's metadata (``SAESuite.layer_nbytes``) when it can tell, else by
-    reading that layer (then kept in ``held`` for the job, so it is still read once)."""
-    size = lab.saes.layer_nbytes(layer) if getattr(lab, "saes", None) is not None else None
-    if size is None:
-        held[layer] = lab.sae(layer)
-        size = held[layer].nbytes
-    return int(size)
-
-
-def plan_job(lab, layers, per_layer_state: int, fixed: int = 0, memory_budget=None,
-             job: str = "this job") -> tuple[LayerPlan, dict]:
-    """(layer plan, SAEs already read) for a job over ``lab``'s SAEs: each layer costs its SAE plus
-    ``per_layer_state``; ``fixed`` plus one encode chunk (``2 * ENCODE_CHUNK_BYTES``: pre-activations and top-k
-    scratch) is held whatever the layers. ``memory_budget``: the job's own (bytes or "8GB"), else
-    ``lab.memory_budget``. Refused (MemoryBudgetError, with the numbers) before any work when one layer does not
-    fit. A job reads ``held[layer]`` instead of reading that layer again."""
-    default = getattr(lab, "memory_budget", None)
-    budget = parse_bytes(memory_budget) if memory_budget is not None else resolve(default, lab.device)
-    layers = list(layers)
-    held: dict = {}
-    sizes = [sae_bytes(lab, layer, held) for layer in layers]
-    encode = 2 * ENCODE_CHUNK_BYTES if layers else 0
-    return plan_layers(layers, max(sizes, default=0) + per_layer_state, budget, fixed=fixed + encode, job=job), held

@@ -251,11 +251,11 @@ def footprint_plan(lab: Lab, n_texts: int, layers, position: str = "last", max_l
     """(layer plan, SAEs already read) of ``footprint``: per layer its SAE plus the int32 ids of each text's
     active features (k at the last token, at most k x ``max_length`` over all tokens); MemoryBudgetError before
     any work when one layer does not fit ``memory_budget`` (default ``lab.memory_budget``)."""
-    from ..base import budget as budgets
+    from ..core import jobs
 
     k = (lab.saes.k if lab.saes is not None else None) or 64
     per_text = k if position == "last" else k * (max_length or 512)
-    return budgets.plan_job(lab, list(layers), n_texts * per_text * 4, memory_budget=memory_budget, job="footprint")
+    return jobs.plan_job(lab, list(layers), n_texts * per_text * 4, memory_budget=memory_budget, job="footprint")
 
 
 def _scan_group(lab: Lab, texts: list[str], saes: dict, position: str, batch_size: int, max_length, skip_first,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ...base import budget as budgets
+from ...core import jobs
 from ...core.scan import scan
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def collect_plan(lab: Lab, n_texts: int, layers, features: dict | None = None, r
     per_text = (min(k * (max_length or 512), width) if features is None
                 else max((len(f) for f in features.values()), default=0))
     fixed = n_texts * lab.d_model * 4 * len(set(residual_layers))
-    return budgets.plan_job(lab, feature_layers, n_texts * per_text * 28, fixed, memory_budget,
+    return jobs.plan_job(lab, feature_layers, n_texts * per_text * 28, fixed, memory_budget,
                             job="the classifier statistics")
 
 
@@ -105,7 +105,7 @@ def collect(lab: Lab, texts: list[str], layers, features: dict | None = None, re
     """Statistics of every firing feature at ``layers`` (or only ``features[layer]``), and the mean residual over
     counted tokens at ``residual_layers``.
 
-    Layers are taken in groups that fit ``memory_budget`` (``base.budget.plan_job``; default the Lab's), the groups
+    Layers are taken in groups that fit ``memory_budget`` (``core.jobs.plan_job``; default the Lab's), the groups
     outermost: one scan of the texts per group, each SAE read once for the whole call. The numbers are those of
     one scan of every layer (the same batches; a forward stopped after a group's last layer computes that
     layer exactly as a longer one does)."""
@@ -157,7 +157,7 @@ def summaries(lab: Lab, texts: list[str], y: np.ndarray, layers, eps: float = 0.
     Layer groups within ``memory_budget`` as in ``collect``."""
     layers = list(dict.fromkeys(layers))
     width = (lab.saes.d_sae if lab.saes is not None else None) or 0
-    layer_plan, held = budgets.plan_job(lab, layers, 2 * 5 * 2 * width * 8, 0, memory_budget,
+    layer_plan, held = jobs.plan_job(lab, layers, 2 * 5 * 2 * width * 8, 0, memory_budget,
                                         job="the classifier screening")
     out = {}
     y_t = torch.as_tensor(np.asarray(y, bool))
