@@ -127,12 +127,12 @@ def train_sae(acts: torch.Tensor, d_sae: int, k: int, tokens: int, seconds: floa
         fired[top.indices[vals > 0]] = True
         since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + batch_tokens)
         dead = since_fired >= dead_after_tokens
-        n_dead = int(dead.sum()) if step % 10 == 0 else None  # a sync; checked every 10 steps
         aux = torch.zeros((), device=device)
-        if n_dead:
+        if (step + 1) * batch_tokens > dead_after_tokens:  # no sync: with fewer than k_aux dead, -inf picks add 0
             masked = pre.masked_fill(~dead, float("-inf"))
-            aux_top = torch.topk(masked, min(k_aux, n_dead), dim=-1)
-            aux_acts = torch.zeros_like(pre).scatter(-1, aux_top.indices, aux_top.values.clamp_min(0))
+            aux_top = torch.topk(masked, k_aux, dim=-1)
+            picked = torch.where(torch.isfinite(aux_top.values), aux_top.values, 0.0).clamp_min(0)
+            aux_acts = torch.zeros_like(pre).scatter(-1, aux_top.indices, picked)
             target = err.detach()
             aux_hat = F.linear(aux_acts, params["W_dec"])
             aux = (target - aux_hat).pow(2).sum() / (target - target.mean(0)).pow(2).sum().clamp_min(1e-12)
@@ -147,11 +147,11 @@ def train_sae(acts: torch.Tensor, d_sae: int, k: int, tokens: int, seconds: floa
             params["W_dec"] /= params["W_dec"].norm(dim=0, keepdim=True)
         if step % log_every == 0:
             records.append({"step": step, "tokens": (step + 1) * batch_tokens, "mse": round(mse.item(), 6),
-                            "aux": round(float(aux), 6), "dead_fraction": round(float(dead.float().mean()), 4),
+                            "aux": round(float(aux.detach()), 6), "dead_fraction": round(float(dead.float().mean()), 4),
                             "seconds": round(time.time() - start, 2)})
         step += 1
     records.append({"step": step - 1, "tokens": step * batch_tokens, "mse": round(mse.item(), 6),
-                    "aux": round(float(aux), 6), "dead_fraction": round(float(dead.float().mean()), 4),
+                    "aux": round(float(aux.detach()), 6), "dead_fraction": round(float(dead.float().mean()), 4),
                     "seconds": round(time.time() - start, 2)})
     with torch.no_grad():
         folded = {"W_enc": params["W_enc"].detach() * scale, "b_enc": params["b_enc"].detach().clone(),
