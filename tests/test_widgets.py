@@ -30,6 +30,7 @@ from qscope_lab.embedded import known_features
 from qscope_lab.widgets import ClassifierPanel, Compare, FeatureCard, Heatmap, SteeringPanel, Workbench
 from qscope_lab.widgets._base import ArrayTrait, assets_dir
 from qscope_lab.widgets.attribution import AttributionPanel
+from qscope_lab.widgets.steerbench import SteerBenchView
 
 TEXTS = ["The 3 cats sat on the mat in 1999.", "今天的天气很好，我们去公园散步。", "def add(a, b):\n    return a + b\n"]
 PROMPT = "The weather today is"
@@ -37,7 +38,8 @@ ZH_LAYER, ZH_FEATURE = known_features()["chinese"]  # the model card's steering 
 WIDGETS = Path(__file__).resolve().parents[1] / "widgets"
 COMPONENTS = sorted(p.name for p in (WIDGETS / "src").glob("*.js"))
 LAB_WIDGETS = {"attribution.js": AttributionPanel, "card.js": FeatureCard, "classifier.js": ClassifierPanel,
-               "compare.js": Compare, "heatmap.js": Heatmap, "steering.js": SteeringPanel}
+               "compare.js": Compare, "heatmap.js": Heatmap, "steering.js": SteeringPanel,
+               "steerbench.js": SteerBenchView}
 
 
 @pytest.fixture(scope="module")

@@ -234,6 +234,79 @@ class SteeringPanel(LabWidget):
         self.sweep_rows = [{"alpha": r.alpha, "text": r.text, "same": bool(r.same)} for r in table.itertuples()]
         return table
 
+    # ------------------------------------------------------------------ recipes
+    def open_recipe(self, recipe):
+        """Load a steering recipe (a ``Recipe`` or its JSON file) into the sliders, its mode and positions, and
+        regenerate. Refused, with the panel left as it was: a recipe for another model or SAE suite (naming both),
+        and steers the sliders cannot hold (a raw vector, a condition, modes that differ). Returns the recipe."""
+        from pathlib import Path
+
+        from ..steering.recipe import Recipe
+
+        if isinstance(recipe, str | Path):
+            recipe = Recipe.load(recipe)
+        if not isinstance(recipe, Recipe):
+            raise TypeError(f"recipe must be a Recipe or the path of a recipe file, got {type(recipe).__name__}")
+        steers = recipe.steers(self.lab)  # checks the model, the suite and the steered layers' weights
+        for s in steers:
+            if s.feature is None or s.when is not None:
+                raise ValueError(f"recipe {recipe.name!r}: steer {s.label} is a "
+                                 f"{'raw vector' if s.feature is None else 'conditional steer'}, which the panel's "
+                                 f"sliders cannot hold: use lab.generate(prompt, steer=recipe)")
+        modes = sorted({s.mode for s in steers})
+        if len(modes) != 1:
+            raise ValueError(f"recipe {recipe.name!r} mixes modes {modes}; the panel has one mode for every slider")
+        positions = recipe.positions
+        if positions not in POSITIONS:
+            raise ValueError(f"recipe {recipe.name!r} steers positions {positions!r}; the panel steers one of "
+                             f"{', '.join(POSITIONS)}")
+        strongest = max(abs(s.value) for s in steers)
+        with self.quietly(), self.hold_sync():
+            self.mode, self.positions = modes[0], positions
+            if strongest > self.alpha_max:  # every slider must reach its value
+                self.alpha_max = float(max(1, int(strongest) + 1))
+            self.features = [{"layer": s.layer, "feature": s.feature, "alpha": s.value} for s in steers]
+        self._opened_recipe = recipe
+        self.regenerate()
+        return recipe
+
+    def save_recipe(self, path, name: str | None = None):
+        """Save the sliders (non-zero ones), mode and positions as a steering recipe: ``path`` (JSON) and its
+        Markdown card beside it. Unchanged since ``open_recipe``, the opened recipe's evidence (bench, sweep,
+        status) is kept; otherwise it is a new "draft" with the panel's prompt and generation settings. An
+        existing file is replaced only when it is a recipe. Returns the JSON's path."""
+        from pathlib import Path
+
+        from ..core.steering import Steer
+        from ..steering.recipe import Recipe
+
+        if name is not None:
+            validate.text(name, "name")
+        if not isinstance(path, str | Path):
+            raise TypeError(f"path must be a str or Path, got {type(path).__name__}")
+        target = Path(path)
+        target = target.with_suffix(".json") if target.suffix == "" and not target.is_dir() else target
+        if target.is_file():
+            try:
+                Recipe.load(target)
+            except ValueError as err:
+                raise ValueError(f"{target} exists and is not a steering recipe ({err}): not replaced") from None
+        steers = [Steer(layer, feature, alpha, self.mode) for (layer, feature), alpha in self.steer().items()]
+        if not steers:
+            raise ValueError("the panel has no non-zero slider: a recipe needs at least one steer")
+        opened = getattr(self, "_opened_recipe", None)
+        same = (opened is not None and opened.positions == self.positions
+                and [(s.layer, s.feature, s.value, s.mode) for s in opened.steers()]
+                == [(s.layer, s.feature, s.value, s.mode) for s in steers])
+        if same:
+            recipe = Recipe.from_dict({**opened.to_dict(), "name": name or opened.name})
+        else:
+            options = {k: v for k, v in self.generation_options().items() if isinstance(v, int | float | str | bool)}
+            recipe = Recipe.create(self.lab, steers, name=name or "steering-panel", positions=self.positions,
+                                   settings={"prompt": self.prompt, "max_new_tokens": self.max_new_tokens,
+                                             "generation": options, "made_by": "SteeringPanel"})
+        return recipe.save(target)
+
     # ------------------------------------------------------------------ plumbing
     def _check_features(self) -> None:
         """Each row a ``{layer, feature, alpha}`` of the Lab with a finite alpha (what the sliders send)."""
