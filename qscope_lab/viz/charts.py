@@ -17,6 +17,26 @@ from .render import ACCENT, enable
 on_import(enable)
 
 
+def log_ticks(values, length: float) -> list[float]:
+    """Tick values of a log axis ``length`` px long over ``values``: 1, 2 and 5 per power of ten where a decade
+    has 100 px or more, else the powers of ten alone. Vega's own log ticks are every 1..9 per decade with most labels
+    blank; the blank ones are still drawn as (empty) labels, which a browser measures on top of their neighbours.
+    Ticks outside the scale's domain are dropped by vega."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if not values.size:
+        return []
+    low, high = int(np.floor(np.log10(values.min()))), int(np.ceil(np.log10(values.max())))
+    steps = (1, 2, 5) if length / max(1, high - low) >= 100 else (1,)
+    return [float(f"{m}e{k}") for k in range(low, high + 1) for m in steps]
+
+
+def log_axis(values, length: float, **kwargs):
+    """An axis ``length`` px long for a log scale over ``values``: every tick labelled (``log_ticks``)."""
+    ticks = log_ticks(values, length)
+    return alt.Axis(values=ticks, **kwargs) if ticks else alt.Axis(**kwargs)
+
+
 def activation_histogram(values, bins: int = 30, title: str = "") -> alt.Chart:
     """Histogram of a feature's non-zero activations (log count axis, as in feature dashboards)."""
     values = np.asarray(values, dtype=float)
@@ -29,7 +49,7 @@ def activation_histogram(values, bins: int = 30, title: str = "") -> alt.Chart:
     frame = frame[frame["count"] > 0]
     return alt.Chart(frame, title=title).mark_bar(color=ACCENT).encode(
         x=alt.X("start:Q", title="activation"), x2="end:Q",
-        y=alt.Y("count:Q", title="tokens", scale=alt.Scale(type="log")),
+        y=alt.Y("count:Q", title="tokens", scale=alt.Scale(type="log"), axis=log_axis(frame["count"], 120)),
         tooltip=["start:Q", "end:Q", "count:Q"]).properties(width=280, height=120)
 
 
@@ -48,7 +68,8 @@ def classifier_layers(layer_scores: pd.DataFrame, chosen: list[int]) -> alt.Char
         color=alt.Color("chosen:N", title="chosen", scale=alt.Scale(domain=[False, True], range=["#bbbbbb", ACCENT])),
         tooltip=["layer", "feature", alt.Tooltip("top1_delta", format=".2f"),
                  alt.Tooltip("topk_delta", format=".2f")],
-    ).properties(title="P(fires | positive) - P(fires | negative), best feature per layer")
+    ).properties(title="P(fires | positive) - P(fires | negative), best feature per layer",
+                 width=max(280, 20 * len(data)))  # a few layers still give the title room
 
 
 def classifier_baselines(summary: pd.DataFrame, title: str = "held-out accuracy over seed draws") -> alt.Chart:
@@ -205,8 +226,9 @@ def binned_histogram(frame: pd.DataFrame, title: str = "") -> alt.Chart:
     frame = frame[frame["count"] > 0].assign(upper=lambda f: f.upper.where(f.upper < float("inf"), f.lower * 1.5),
                                              lower=lambda f: f.lower.where(f.lower > 0, f.upper / 1.5))
     return alt.Chart(frame, title=title).mark_bar(color=ACCENT).encode(
-        x=alt.X("lower:Q", title="activation", scale=alt.Scale(type="log")), x2="upper:Q",
-        y=alt.Y("count:Q", title="tokens", scale=alt.Scale(type="log")),
+        x=alt.X("lower:Q", title="activation", scale=alt.Scale(type="log"),
+                axis=log_axis(pd.concat([frame.lower, frame.upper]), 280)), x2="upper:Q",
+        y=alt.Y("count:Q", title="tokens", scale=alt.Scale(type="log"), axis=log_axis(frame["count"], 120)),
         tooltip=["lower:Q", "upper:Q", "count:Q"]).properties(width=280, height=120)
 
 

@@ -25,8 +25,8 @@ from ..analysis.reference import Reference
 from ..core import tokens as token_text
 from ..explain import offline
 from ..explain.documents import best_explanations
-from ..viz.charts import to_svg
 from ._base import ArrayTrait, LabWidget, css, esm, reacts
+from ._charts import widget_svg
 
 N_SIMILAR = 8
 TEST_MAX_CHARS = 4000  # the test box encodes what the user typed; a pasted book is cut here
@@ -200,7 +200,7 @@ class FeatureCard(LabWidget):
 
     def _show_content(self, layer: int, stats: dict, contexts: list, chart) -> None:
         """Send one card's content (from the index or the reference corpus) to the front end."""
-        svg = to_svg(chart)
+        svg = widget_svg(chart)
         logits = logit_table(self.lab, layer, self.feature, n=8)
         stored = self.labels.get(layer, self.feature)
         explanation = feature_explanation(self.lab, layer, self.feature)
