@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import traitlets
 
-from ..viz.charts import to_svg
+from ..base import validate
 from ..workflows.classify import SeedClassifier
 from ._base import LabWidget, checked, css, esm
+from ._charts import widget_svg
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -42,6 +43,7 @@ def _labelled_lines(text: str) -> tuple[list[str], list[bool]]:
     return texts, labels
 
 
+STATISTICS = ("mean", "rate", "any", "auto")  # what SeedClassifier takes: the panel's menu
 SHOWN = 32  # chosen features listed (a top_k="all" rule has thousands; they are ranked, the first separate most)
 
 
@@ -69,7 +71,7 @@ class ClassifierPanel(LabWidget):
     positives = traitlets.Unicode("").tag(sync=True)   # one seed text per line
     negatives = traitlets.Unicode("").tag(sync=True)
     heldout = traitlets.Unicode("").tag(sync=True)     # "+ text" / "- text" per line
-    statistic = traitlets.Unicode("mean").tag(sync=True)  # mean, rate, any (the report's OR rule), auto
+    statistic = traitlets.Unicode("mean").tag(sync=True)  # one of STATISTICS (a menu in the panel)
     top_k = traitlets.Int(20).tag(sync=True)
     n_layers = traitlets.Int(1).tag(sync=True)
     path = traitlets.Unicode("seed_classifier.json").tag(sync=True)
@@ -81,6 +83,7 @@ class ClassifierPanel(LabWidget):
     message = traitlets.Unicode("").tag(sync=True)
 
     _check_counts = checked("top_k", "n_layers", minimum=1)
+    _check_statistic = checked("statistic", check=lambda value, name: validate.choice(value, STATISTICS, name))
 
     def __init__(self, lab: Lab, positives=(), negatives=(), heldout=None, top_k: int = 20, n_layers: int = 1,
                  statistic: str = "mean",
@@ -135,7 +138,7 @@ class ClassifierPanel(LabWidget):
                             "why": _why(clf, m), "why_features": _why_features(clf, m)}
                            for t, y, s, p, m in zip(held_texts, held_labels, scores, predicted, margins)]
         with self.hold_sync():
-            self.chart_svg = to_svg(clf.delta_chart())
+            self.chart_svg = widget_svg(clf.delta_chart())
             self.chosen = chosen
             self.predictions = predictions
             self.metrics = [{k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}

@@ -165,7 +165,7 @@ def test_classifier_shows_metrics_and_exports(notebook_page, screenshots_dir):
     why = widget.locator(".qs-pred").first.locator(".qs-why-item")  # what decided: three features, signed margins
     expect(why).to_have_count(3)
     expect(why.first.locator(".qs-fid")).to_have_text(re.compile(r"^L\d+ f\d+$"))
-    expect(why.first.locator(".qs-num")).to_have_text(re.compile(r"^ [+-]\d+\.\d\d$"))
+    expect(why.first.locator(".qs-num")).to_have_text(re.compile(r"^ [+−]\d+\.\d\d$"))
     page.screenshot(path=str(screenshots_dir / "classifier.png"), full_page=True)
     widget.locator(".qs-export").click()
     expect(widget.locator(".qs-message")).to_contain_text("saved to seed_classifier.json")

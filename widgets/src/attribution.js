@@ -2,7 +2,8 @@
 // with signed bars; a click on a feature selects it (the kernel opens its card), "ablate" / "steer" re-run the
 // prompt and show the target's new probability beside the old one.
 
-import { f32, featureLabel, featureName, fmt, h, pct, signedHeat, viewModel } from "./lib/common.js";
+import { backdrop, f32, featureLabel, featureName, fmt, h, onBackdrop, pct, shadeSigned, signedHeat, viewModel }
+  from "./lib/common.js";
 import { layerPicker, statusLine, textInput } from "./lib/controls.js";
 
 /** A probability readable at any size: 12.3% down to 0.1%, then 4.2e-6. */
@@ -43,9 +44,13 @@ function render({ model: host, el }) {
   function renderTokens() {
     const values = f32(model.get("token_attr"));
     const vmax = Math.max(1e-9, ...Array.from(values, Math.abs));
-    tokens.replaceChildren(...model.get("tokens").map((t, i) => h("span", { class: "qs-attr-tok",
-      "data-attr": String(values[i]), title: `attribution ${fmt(values[i], 4)}`,
-      style: `background:${signedHeat(values[i], vmax)}`, text: t })));
+    const base = backdrop(tokens);
+    tokens.replaceChildren(...model.get("tokens").map((t, i) => {
+      const span = h("span", { class: "qs-attr-tok", "data-attr": String(values[i]),
+        title: `attribution ${fmt(values[i], 4)}`, text: t });
+      shadeSigned(span, values[i], vmax, base);
+      return span;
+    }));
   }
 
   function renderFeatures() {
@@ -70,6 +75,7 @@ function render({ model: host, el }) {
   model.on("change:names", () => { renderSummary(); renderFeatures(); });
   model.on("change:runs", () => { renderSummary(); renderTokens(); renderFeatures(); });
   renderSummary(); renderTokens(); renderFeatures();
+  onBackdrop(model, el, renderTokens);
   return model.dispose;
 }
 

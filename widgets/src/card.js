@@ -2,18 +2,20 @@
 // feature's activation, histogram (SVG from altair), logit table, similar features by decoder cosine, a box to
 // test the feature on your own text, label and note (saved on change).
 
-import { f32, featureLabel, fmt, h, heat, nameOf, setTrait, viewModel } from "./lib/common.js";
+import { backdrop, f32, featureLabel, fmt, h, nameOf, onBackdrop, setTrait, shade, viewModel } from "./lib/common.js";
 import { layerPicker, numberInput, statusLine, textInput } from "./lib/controls.js";
 
 /** An integer with thousands separators, the way the charts print them: 148,767. */
 const count = (n) => Number(n).toLocaleString("en-US");
 
-/** Tokens as spans, each shaded by its value on the scale 0 … vmax (the value in its title). */
-function shaded(tokens, values, vmax, cls = "qs-ctx-tok") {
+/** Tokens as spans, each shaded by its value on the scale 0 … vmax (the value in its title), text readable on
+ * the shade over `base` (the backdrop). */
+function shaded(tokens, values, vmax, base, cls = "qs-ctx-tok") {
   return tokens.map((t, i) => {
     const v = Number(values[i] || 0);
-    return h("span", { class: cls, "data-act": fmt(v, 3), title: `activation ${fmt(v, 3)}`,
-      style: v > 0 ? `background:${heat(v, vmax)}` : "", text: t });
+    const span = h("span", { class: cls, "data-act": fmt(v, 3), title: `activation ${fmt(v, 3)}`, text: t });
+    shade(span, v, vmax, base);
+    return span;
   });
 }
 
@@ -84,12 +86,17 @@ function render({ model: host, el }) {
       ` · mean ${fmt(s.mean_activation)} · decoder norm ${fmt(s.decoder_norm)}`;
     const rows = model.get("contexts");
     const vmax = rows.length ? rows[0].activation : 1;
+    const base = backdrop(contexts);
+    const focus = (c) => {
+      const span = h("span", { class: "qs-focus", text: c.token, "data-act": fmt(c.activation, 3),
+        title: c.boundary || `activation ${fmt(c.activation, 3)}` });
+      shade(span, c.activation, vmax, base);
+      return span;
+    };
     contexts.replaceChildren(...(rows.length ? rows.map((c) => h("tr", { class: "qs-context-row" },
       h("td", { class: "qs-num", text: fmt(c.activation) }),
-      h("td", { class: "qs-context" }, ...shaded(c.left, c.left_values || [], vmax),
-        h("span", { class: "qs-focus", style: `background:${heat(c.activation, vmax)}`, text: c.token,
-          "data-act": fmt(c.activation, 3), title: c.boundary || `activation ${fmt(c.activation, 3)}` }),
-        ...shaded(c.right, c.right_values || [], vmax))))
+      h("td", { class: "qs-context" }, ...shaded(c.left, c.left_values || [], vmax, base), focus(c),
+        ...shaded(c.right, c.right_values || [], vmax, base))))
       : [h("tr", {}, h("td", { class: "qs-muted", text: "never fires on the reference corpus" }))]));
     histogram.innerHTML = model.get("histogram_svg");
     const side = (which) => h("table", { class: "qs-table" },
@@ -106,7 +113,7 @@ function render({ model: host, el }) {
     const s = model.get("stats");
     // the same scale as the contexts: the feature's strongest activation on the corpus (or this text's, if higher)
     const vmax = Math.max(s.max_activation || 0, ...Array.from(values), 1e-9);
-    testOut.replaceChildren(...shaded(model.get("test_tokens"), values, vmax, "qs-test-tok"));
+    testOut.replaceChildren(...shaded(model.get("test_tokens"), values, vmax, backdrop(testOut), "qs-test-tok"));
     el.dataset.testMax = fmt(Math.max(0, ...Array.from(values)), 3);
   }
 
@@ -114,6 +121,7 @@ function render({ model: host, el }) {
   for (const n of ["names", "explanation", "similar"]) model.on(`change:${n}`, renderName);
   for (const n of ["test_tokens", "test_values"]) model.on(`change:${n}`, renderTest);
   show();
+  onBackdrop(model, el, show);
   return model.dispose;
 }
 

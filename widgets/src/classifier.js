@@ -1,7 +1,12 @@
 // Seed classifier: seeds in, per-layer deltas (SVG from altair), chosen features, held-out metrics, export.
 
-import { featureLabel, featureName, fmt, h, viewModel } from "./lib/common.js";
+import { featureLabel, featureName, fmt, h, setTrait, viewModel } from "./lib/common.js";
 import { numberInput, statusLine, textInput } from "./lib/controls.js";
+
+/** A number with its sign always shown: +0.42, −1.30 (weights are signed in `rules_`). */
+function signed(value, digits) {
+  return `${value > 0 ? "+" : value < 0 ? "−" : ""}${fmt(Math.abs(value), digits)}`;
+}
 
 function render({ model: host, el }) {
   const model = viewModel(host);  // every listener and timer of this view, removed by the cleanup returned
@@ -11,7 +16,15 @@ function render({ model: host, el }) {
   const neg = area("negatives", "negative seeds, one per line");
   const held = area("heldout", "held-out texts: '+ text' or '- text' per line");
   const topK = numberInput(model, "top_k", { class: "qs-top-k", min: "1", max: "32", style: "width:4em" });
-  const statistic = textInput(model, "statistic", "input", { class: "qs-statistic", style: "width:5em", title: "mean, rate, any (the report's OR rule) or auto" });
+  // the statistic is a menu of what the classifier takes (a free-text box let "median" through to an error)
+  const statistic = h("select", { class: "qs-statistic", title: "what is compared with each feature's threshold" },
+    ...[["mean", "mean activation over the text"], ["rate", "share of the text's tokens where it fires"],
+      ["any", "fires anywhere (the report's OR rule)"], ["auto", "pick the best of the three"]].map(([value, tip]) =>
+      h("option", { value, text: value, title: tip })));
+  statistic.addEventListener("change", () => setTrait(model, "statistic", statistic.value));
+  const syncStatistic = () => { statistic.value = model.get("statistic"); };
+  model.on("change:statistic", syncStatistic);
+  syncStatistic();
   const nLayers = numberInput(model, "n_layers", { class: "qs-n-layers", min: "1", style: "width:4em" });
   const path = textInput(model, "path", "input", { class: "qs-path", style: "width:16em" });
   const button = (text, event) => h("button", { class: `qs-${event}`, text, onclick: () => model.send({ event }) });
@@ -25,7 +38,10 @@ function render({ model: host, el }) {
       h("div", {}, h("h4", { text: "positive seeds" }), pos),
       h("div", {}, h("h4", { text: "negative seeds" }), neg),
       h("div", {}, h("h4", { text: "held out" }), held)),
-    h("div", { class: "qs-toolbar" }, h("label", {}, "statistic ", statistic), h("label", {}, "features ", topK), h("label", {}, "layers ", nLayers),
+    h("div", { class: "qs-toolbar" }, h("label", {}, "statistic ", statistic),
+      h("label", { title: "features kept per layer, ranked by how well each separates the seeds" }, "features per layer ", topK),
+      h("label", { title: "how many layers the rule combines (the best by top-1 delta first; 1 = the single best layer)" },
+        "layers combined ", nLayers),
       button("fit", "fit"), path, button("export", "export"), button("load", "load")),
     statusLine(model), message,
     h("div", { class: "qs-columns" },
@@ -45,7 +61,7 @@ function render({ model: host, el }) {
         h("td", { class: "qs-chosen-feature", title: featureName(r.layer, r.feature, model.get("names")) },
           ...featureLabel(r.layer, r.feature, model.get("names"), false)), h("td", { text: r.statistic }),
         h("td", { class: "qs-num qs-threshold", text: `${r.direction > 0 ? ">" : "≤"} ${fmt(r.threshold, 3)}` }),
-        h("td", { class: "qs-num qs-weight", text: fmt(Math.abs(r.weight ?? 0), 2) }),
+        h("td", { class: "qs-num qs-weight", text: signed(r.weight ?? 0, 2) }),
         h("td", { class: "qs-num", text: fmt(r.pos_mean, 3) }), h("td", { class: "qs-num", text: fmt(r.neg_mean, 3) }))));
     const rows = model.get("metrics");
     metrics.replaceChildren(...(rows.length ? [h("tr", {}, ...["method", "precision", "recall", "F1", "accuracy"].map((t) => h("th", { text: t })))] : []),
@@ -54,12 +70,12 @@ function render({ model: host, el }) {
     predictions.replaceChildren(...model.get("predictions").map((p) => h("tr",
       { class: p.predicted === p.label ? "qs-pred" : "qs-pred qs-wrong" },
       h("td", { text: p.label ? "+" : "−" }), h("td", { text: p.predicted ? "predicted +" : "predicted −" }),
-      h("td", { class: "qs-num", text: fmt(p.score) }), h("td", { class: "qs-context", text: p.text }),
+      h("td", { class: "qs-num qs-score", text: signed(p.score, 2) }), h("td", { class: "qs-context", text: p.text }),
       // the three features that weigh most in this decision, each with its signed margin
       h("td", { class: "qs-why", title: "features with the largest part in this decision (clf.explain(text) lists all)" },
         ...(p.why_features ? p.why_features.map((w) => h("span", { class: "qs-why-item", "data-feature": String(w.feature),
           "data-layer": String(w.layer) }, ...featureLabel(w.layer, w.feature, model.get("names")),
-          h("span", { class: "qs-num", text: ` ${w.margin >= 0 ? "+" : ""}${fmt(w.margin)}` })))
+          h("span", { class: "qs-num", text: ` ${signed(w.margin, 2)}` })))
           : [p.why ?? ""])))));
   }
   for (const name of ["chart_svg", "chosen", "metrics", "predictions", "message", "names"]) model.on(`change:${name}`, show);

@@ -1,6 +1,6 @@
 // Compare: two texts, per-layer features ranked by firing-rate difference; a row click colours both texts.
 
-import { f32, featureLabel, featureName, fmt, h, heat, setTrait, viewModel } from "./lib/common.js";
+import { backdrop, f32, featureLabel, featureName, fmt, h, onBackdrop, setTrait, shade, viewModel } from "./lib/common.js";
 import { checkbox, statusLine, textInput } from "./lib/controls.js";
 
 function render({ model: host, el }) {
@@ -40,11 +40,12 @@ function render({ model: host, el }) {
     const sel = model.get("selected");
     caption.textContent = `${featureName(sel.layer, sel.feature, model.get("names"))} · colour 0 … ${fmt(vmax)}`;
     let i = 0;
+    const base = backdrop(textsBox);
     textsBox.replaceChildren(...model.get("tokens").map((toks, t) => h("div", { class: "qs-text", "data-text": String(t) },
       h("b", { text: t === 0 ? "A: " : "B: " }),
       ...toks.map((tok, p) => {
         const span = h("span", { class: p < shared ? "qs-tok qs-skipped" : "qs-tok", text: tok, "data-act": fmt(values[i] || 0, 3) });
-        span.style.background = heat(values[i] || 0, vmax);
+        shade(span, values[i] || 0, vmax, base);
         i += 1;
         return span;
       }))));
@@ -56,6 +57,7 @@ function render({ model: host, el }) {
   model.on("change:values", renderTexts);
   model.on("change:tokens", renderTexts);
   renderTable(); renderTexts();
+  onBackdrop(model, el, renderTexts);
   return model.dispose;
 }
 

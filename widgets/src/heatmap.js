@@ -1,7 +1,8 @@
 // Activation heatmap: tokens coloured by one feature; hover a token for its top features; a canvas grid of the
 // strongest features over all tokens. Clicking any feature name selects it (trait `feature`).
 
-import { f32, featureLabel, featureName, fmt, h, heat, i32, setTrait, u8, viewModel } from "./lib/common.js";
+import { backdrop, f32, featureLabel, featureName, fmt, h, heat, i32, onBackdrop, setTrait, shade, u8, viewModel }
+  from "./lib/common.js";
 import { checkbox, layerPicker, numberInput, statusLine } from "./lib/controls.js";
 
 function render({ model: host, el }) {
@@ -16,6 +17,7 @@ function render({ model: host, el }) {
   const tooltip = h("div", { class: "qs-tooltip", style: "display:none" });
   const gridLabels = h("div", { class: "qs-grid-labels" });
   const canvas = h("canvas", { class: "qs-grid" });
+  const gridTokens = h("div", { class: "qs-grid-tokens" });  // the columns' tokens, under the grid
   const gridInfo = h("div", { class: "qs-grid-info" });
   root.append(
     h("div", { class: "qs-toolbar" },
@@ -26,7 +28,7 @@ function render({ model: host, el }) {
       legend),
     statusLine(model), texts,
     h("div", { class: "qs-grid-title", text: "strongest features (rows) × tokens (columns) — click a name to select" }),
-    h("div", { class: "qs-grid-wrap" }, gridLabels, h("div", { class: "qs-grid-scroll" }, canvas)),
+    h("div", { class: "qs-grid-wrap" }, gridLabels, h("div", { class: "qs-grid-scroll" }, canvas, gridTokens)),
     gridInfo, tooltip);
   el.append(root);
 
@@ -65,9 +67,10 @@ function render({ model: host, el }) {
   function colour() {
     const values = f32(model.get("values"));
     const vmax = model.get("vmax");
+    const base = backdrop(texts);
     for (let i = 0; i < spans.length; i++) {
       const v = values[i] || 0;
-      spans[i].style.background = heat(v, vmax);
+      shade(spans[i], v, vmax, base);
       spans[i].dataset.act = v > 0 ? fmt(v, 3) : "0";
     }
     const f = model.get("feature");
@@ -92,6 +95,16 @@ function render({ model: host, el }) {
     const ctx = canvas.getContext("2d");
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     gridLabels.replaceChildren();
+    // each column's token under it (every `step`-th where columns are narrower than a line of text)
+    const step = Math.max(1, Math.ceil(11 / cell));
+    gridTokens.style.width = `${canvas.width}px`;
+    const labels = [];
+    for (let i = 0; i < n; i += step) {
+      const text = spans[i].textContent;
+      labels.push(h("span", { class: "qs-grid-token", "data-i": String(i), title: `token ${i}: ${JSON.stringify(text)}`,
+        style: `left:${i * cell}px;width:${Math.min(step * cell, 14)}px`, text: text.trim() || "·" }));
+    }
+    gridTokens.replaceChildren(...labels);
     features.forEach((f, r) => {
       let vmax = 0;
       for (let i = 0; i < n; i++) vmax = Math.max(vmax, grid[r * n + i]);
@@ -155,6 +168,7 @@ function render({ model: host, el }) {
   model.on("change:vmax", colour);
   model.on("change:grid", renderGrid);
   model.on("change:names", () => { renderGrid(); colour(); });
+  onBackdrop(model, el, colour);
   renderTokens();
   return model.dispose;
 }

@@ -99,8 +99,28 @@ function render({ model: host, el }) {
     return model.get("features").map((row, i) => (i === index ? { ...row, alpha } : row));
   }
 
+  // a slider added after the panel was drawn ("steer with it", add, a search result) is scrolled into view and
+  // highlighted for a moment: it may be far below where the user clicked. The rows are drawn anew on every change
+  // (the new feature's name arrives just after it), so what is new is remembered by key, not on the element.
+  const NEW_MS = 2500;
+  let drawn = null;
+  const fresh = new Map();  // "layer/feature" -> when it appeared
   function renderSliders() {
     const top = model.get("alpha_max");
+    const keys = model.get("features").map((row) => `${row.layer}/${row.feature}`);
+    const now = performance.now();
+    const added = drawn ? keys.filter((k) => !drawn.has(k)) : [];
+    drawn = new Set(keys);
+    for (const k of added) {
+      fresh.set(k, now);
+      model.later(() => {  // the light goes out on whatever row shows the feature by then
+        fresh.delete(k);
+        for (const row of sliders.querySelectorAll(".qs-slider-row.qs-new")) {
+          if (!fresh.has(`${row.dataset.layer}/${row.dataset.feature}`)) row.classList.remove("qs-new");
+        }
+      }, NEW_MS);
+    }
+    for (const k of fresh.keys()) if (!drawn.has(k)) fresh.delete(k);
     sliders.replaceChildren(...model.get("features").map((row, index) => {
       const value = h("span", { class: "qs-num qs-alpha-value", text: fmt(row.alpha, 1) });
       const slider = h("input", { type: "range", class: "qs-slider", min: String(-top), max: String(top), step: "0.5",
@@ -122,6 +142,13 @@ function render({ model: host, el }) {
         h("button", { class: "qs-remove", text: "×", title: "remove", onclick: () => model.send({ event: "remove", index }) }));
     }));
     if (!model.get("features").length) sliders.append(h("div", { class: "qs-muted", text: "no features yet: add one by id or search" }));
+    for (const row of sliders.querySelectorAll(".qs-slider-row")) {
+      const k = `${row.dataset.layer}/${row.dataset.feature}`;
+      if (!fresh.has(k)) continue;
+      row.classList.add("qs-new");
+      // scrolled to when it appears; a redraw while it is lit keeps it in view (the rows above may have changed)
+      row.scrollIntoView({ block: "center", behavior: added.includes(k) ? "smooth" : "auto" });
+    }
   }
 
   // every result says which alphas made it; while the sliders say otherwise the box is marked as waiting

@@ -32,6 +32,7 @@ export function h(tag, attrs = {}, ...children) {
 export function viewModel(model) {
   const listeners = [];
   const timers = new Set();
+  const cleanups = [];
   const view = {
     get: (name) => model.get(name),
     set: (name, value) => model.set(name, value),
@@ -57,7 +58,12 @@ export function viewModel(model) {
       clearTimeout(id);
       timers.delete(id);
     },
+    /** Run `callback` when the view goes (an observer's disconnect). */
+    onDispose(callback) {
+      cleanups.push(callback);
+    },
     dispose() {
+      for (const callback of cleanups.splice(0)) callback();
       for (const [name, callback] of listeners.splice(0)) model.off(name, callback);
       for (const id of timers) clearTimeout(id);
       timers.clear();
@@ -100,6 +106,55 @@ export function signedHeat(value, vmax) {
   const a = heatAlpha(Math.abs(value), vmax);
   const c = value >= 0 ? HEAT : AWAY;
   return a > 0 ? `rgba(${c[0]}, ${c[1]}, ${c[2]}, ${a.toFixed(3)})` : "";
+}
+
+// Text on a shaded background stays readable in light and dark themes: the shade is composited over the page's
+// own background, and the text gets black or white, whichever contrasts more (WCAG relative luminance).
+function channel(c) {
+  const v = c / 255;
+  return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+}
+export function luminance([r, g, b]) {
+  return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+}
+export function contrast(a, b) {
+  const [x, y] = [luminance(a), luminance(b)].sort((p, q) => q - p);
+  return (x + 0.05) / (y + 0.05);
+}
+/** The first opaque background behind `node` as [r, g, b] (white when none is set). */
+export function backdrop(node) {
+  for (let at = node; at && at.nodeType === 1; at = at.parentElement) {
+    const m = getComputedStyle(at).backgroundColor.match(/[\d.]+/g);
+    if (m && (m.length < 4 || Number(m[3]) > 0.5)) return m.slice(0, 3).map(Number);
+  }
+  return [255, 255, 255];
+}
+/** Black or white, whichever reads better on `rgb` shaded with alpha `a` over `base`. */
+export function inkOn(rgb, a, base) {
+  const mixed = rgb.map((c, i) => a * c + (1 - a) * base[i]);
+  return contrast(mixed, [0, 0, 0]) >= contrast(mixed, [255, 255, 255]) ? "#000" : "#fff";
+}
+/** Call `callback` once the view is in the page and whenever the notebook's theme changes (light <-> dark):
+ * what depends on the backdrop (`shade`'s text colour) is redone. */
+export function onBackdrop(model, el, callback) {
+  const observer = new MutationObserver(() => callback());
+  observer.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
+  model.onDispose(() => observer.disconnect());
+  const wait = () => { if (el.isConnected) callback(); else model.later(wait, 50); };
+  model.later(wait, 0);
+}
+
+/** Shade `node` by `value` on the heat scale, with readable text (`base`: the backdrop, from `backdrop`). */
+export function shade(node, value, vmax, base) {
+  const a = heatAlpha(value, vmax);
+  node.style.background = a > 0 ? heat(value, vmax) : "";
+  node.style.color = a > 0.25 ? inkOn(HEAT, a, base) : "";
+}
+/** The same for the signed scale (attribution). */
+export function shadeSigned(node, value, vmax, base) {
+  const a = heatAlpha(Math.abs(value), vmax);
+  node.style.background = a > 0 ? signedHeat(value, vmax) : "";
+  node.style.color = a > 0.25 ? inkOn(value >= 0 ? HEAT : AWAY, a, base) : "";
 }
 
 /** The one number format: fixed `digits` decimals. */
