@@ -121,7 +121,7 @@ class SteerBenchView(LabWidget):
             self.refresh_names()
 
     @staticmethod
-    def _read(source, lab) -> tuple[SteerBench, Recipe | None]:
+    def _read(source, lab: Lab | None) -> tuple[SteerBench, Recipe | None]:
         """The bench (and recipe) ``source`` holds: a SteerBench, a Recipe with a bench, or a recipe file."""
         if isinstance(source, str | Path):
             source = Recipe.load(source)

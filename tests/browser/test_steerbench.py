@@ -9,6 +9,7 @@ import re
 from playwright.sync_api import expect
 
 from .harness import assert_no_errors
+from .test_cleanup import RENDER_AND_CLEAN_UP
 
 SETUP = """
 import os, tempfile
@@ -63,3 +64,8 @@ def test_steerbench_shows_conditions_verdict_chart_and_examples(notebook_page, s
     expect(examples.first.locator(".qs-sb-after")).to_have_text(steered)
     assert_no_errors(page)
     widget.screenshot(path=str(screenshots_dir / "steerbench.png"))
+    # render the built module by hand on the real model: its cleanup takes every listener it added off the model
+    (result,) = page.evaluate(RENDER_AND_CLEAN_UP, "steerbench.ipynb")
+    assert "qs-steerbench" in result["widget"].split() and result["kind"] == "function"
+    assert result["during"] > result["before"] and result["live"] > 0
+    assert result["same"] and result["detached"] == 0, result
