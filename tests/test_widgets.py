@@ -249,6 +249,7 @@ def test_compare_ranks_by_firing_rate_difference(lab):
     assert cmp.error == ""
     table = compare_texts(lab, a, b, top=5, skip_shared_prefix=True)
     assert [(r["layer"], r["feature"]) for r in cmp.rows] == list(zip(table.layer, table.feature))
+    assert [r["name"] for r in cmp.rows] == list(table.name)  # the table's name column reaches the rows as text
     for _, group in table.groupby("layer"):
         assert (group["diff"].abs().diff().dropna() <= 1e-6).all()
     ids_a, ids_b = lab.tokenizer(a).input_ids, lab.tokenizer(b).input_ids

@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from ..lab import Lab
 
 
+def _plain(value):
+    """A table cell as JSON takes it: text (the ``name`` column) as is, numbers as float or int."""
+    if isinstance(value, str):
+        return value
+    return float(value) if isinstance(value, float | np.floating) else int(value)
+
+
 class Compare(LabWidget):
     _esm = esm("compare.js")
     _css = css()
@@ -68,8 +75,7 @@ class Compare(LabWidget):
             if rates and all(r is not None for r in rates):  # how common each feature is in the indexed corpus
                 self.table["corpus_rate"] = [r[0] for r in rates]
             with self.hold_sync():
-                self.rows = [{k: (float(v) if isinstance(v, float | np.floating) else int(v)) for k, v in r.items()}
-                             for r in self.table.to_dict("records")]
+                self.rows = [{k: _plain(v) for k, v in r.items()} for r in self.table.to_dict("records")]
                 first = self.rows[0] if self.rows else {}
                 self.selected = {"layer": first.get("layer", 0), "feature": first.get("feature", 0)}
                 self._show_feature()
