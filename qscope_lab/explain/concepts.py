@@ -10,11 +10,14 @@ words a reader would use for it:
 - its document's source name ("python-stdlib" -> "python stdlib");
 - its own text (the token " def" is the word "def").
 
-A facet matches a query in the share of the query's words it holds. For each matching facet, a feature's
+A facet matches a query as well as the query names it (``words.naming``: over the facet's names, the best
+product of the share of the query's words the name holds and the share of the name's words the query holds:
+"Python code" names the Python documents, a quarter names Python keywords and does not name indentation, though
+indentation is mostly found in Python code). For each matching facet, a feature's
 firings on the reference give its precision (the share of its firings on the facet's tokens) and recall (the share
-of the facet's tokens it fires on); the feature's relevance is the sum over matching facets of that share times
+of the facet's tokens it fires on); the feature's relevance is the sum over matching facets of that match times
 F-beta with beta = 1/6 (precision weighs 36 times recall: a search wants features that fire on *that*, then the
-broadest of them). Nothing maps queries to features: the facets' words are the explainers' own vocabulary, and
+broadest of them). Nothing maps queries to features: the facets' names are the explainers' own vocabulary, and
 the numbers are measured.
 """
 
@@ -33,7 +36,7 @@ import numpy as np
 
 from ..core.tokens import fragment_bytes, join_fragments
 from . import patterns, profile
-from .words import CONCEPT_WORDS, words
+from .words import CONCEPT_WORDS, naming, words
 
 BETA2 = 1 / 36  # F-beta's beta squared: precision weighs 1/BETA2 times recall
 MAX_LENGTH = 256  # tokens per reference text
@@ -88,7 +91,7 @@ class Facets:
     firings: np.ndarray  # [d_sae] counted firings per feature
     units: list[str]  # per counted token: its readable unit
     document: np.ndarray  # per counted token: its reference document
-    masks: dict[str, tuple[set[str], np.ndarray]]  # facet -> (its words, bool mask over counted tokens)
+    masks: dict[str, tuple[tuple[str, ...], np.ndarray]]  # facet -> (its names, bool mask over counted tokens)
     measured: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def measure(self, name: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,9 +108,10 @@ def _words_of(text: str) -> set[str]:
     return set(words(text))
 
 
-def _facet_words(name: str, text: str) -> set[str]:
-    """A facet's words: its description plus what users type for it (``words.CONCEPT_WORDS``)."""
-    return _words_of(text) | _words_of(CONCEPT_WORDS.get(name, ""))
+def _facet_names(name: str, text: str) -> tuple[str, ...]:
+    """A facet's names: what users type for it (``words.CONCEPT_WORDS``), else its description without the
+    context in brackets ("indentation whitespace (Python code)" names indentation, not Python code)."""
+    return tuple(CONCEPT_WORDS.get(name, ())) or (re.sub(r"\([^)]*\)", " ", text),)
 
 
 def facets(lab: LabLike, layer: int, reference=None) -> Facets:
@@ -140,15 +144,15 @@ def facets(lab: LabLike, layer: int, reference=None) -> Facets:
     fired = values > 0
     token = np.broadcast_to(np.arange(len(keep))[:, None], fired.shape)[fired]
     features = indices[fired].astype(np.int64)
-    masks: dict[str, tuple[set[str], np.ndarray]] = {}
+    masks: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
     unit_classes = [patterns.classes(u) for u in units]
     for c, text in patterns.CLASSES.items():
         member = np.fromiter((c in k for k in unit_classes), bool, len(units))
-        masks[f"class:{c}"] = (_facet_words(f"class:{c}", text), member)
+        masks[f"class:{c}"] = (_facet_names(f"class:{c}", text), member)
     for lng in sorted(set(lang.tolist())):
-        masks[f"lang:{lng}"] = (_facet_words(f"lang:{lng}", profile.LANGUAGE_WORDS.get(lng, lng)), lang == lng)
+        masks[f"lang:{lng}"] = (_facet_names(f"lang:{lng}", profile.LANGUAGE_WORDS.get(lng, lng)), lang == lng)
     for src in sorted(set(source.tolist())):
-        masks[f"source:{src}"] = (_words_of(re.sub(r"[-_./]+", " ", src)), source == src)
+        masks[f"source:{src}"] = ((re.sub(r"[-_./]+", " ", src),), source == src)
     out = Facets(acts.d_sae, features, token, np.bincount(features, minlength=acts.d_sae).astype(np.float64),
                  units, np.asarray(documents, np.int64)[keep], masks)
     if len(_CACHE) > 32:
@@ -176,9 +180,9 @@ def relevance(lab: LabLike, layers: list[int], query_words: list[str], reference
             if key not in candidates:
                 mask = np.fromiter((w in _words_of(u) for u in ref.units), bool, len(ref.units))
                 if mask.any():
-                    candidates[key] = ({w}, mask)
-        for facet, (facet_words, mask) in candidates.items():
-            share = len(q & facet_words) / max(len(q), 1)
+                    candidates[key] = ((w,), mask)
+        for facet, (names, mask) in candidates.items():
+            share = naming(q, names)
             if not share or not mask.any():
                 continue
             p, r = ref.measure(facet, mask)

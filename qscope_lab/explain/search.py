@@ -19,7 +19,7 @@ import pandas as pd
 from ..base import validate
 from ..index.explanations import FILE, location
 from .documents import documents, file_stamp
-from .words import CONCEPT_WORDS, words
+from .words import CONCEPT_WORDS, naming, words
 
 RESULT_COLUMNS = ("layer", "feature", "name", "explanation", "score", "explainer", "density", "top_tokens", "match",
                   "facet", "precision", "recall")
@@ -49,16 +49,15 @@ def _ranker(lab: LabLike, layers: list[int]):
 
 def concept_scores(docs: pd.DataFrame, query_words: list[str]) -> np.ndarray:
     """How much each feature *is* what the query names, for queries naming a character class or a language
-    (``CONCEPT_WORDS``): per concept, the share of the query's words it holds times precision^2 x recall, where
+    (``CONCEPT_WORDS``): per concept, how well the query names it (``words.naming``) times precision^2 x recall, where
     precision is the share of the feature's firings in the concept and recall its firings there relative to
     the feature firing there most (the corpus's count of the concept is the same for all features)."""
     out = np.zeros(len(docs))
     if not query_words:
         return out
-    q = set(query_words)
     firings = docs.firings.to_numpy(np.float64)
-    for name, text in CONCEPT_WORDS.items():
-        overlap = len(q & set(text.split())) / len(q)
+    for name, names in CONCEPT_WORDS.items():
+        overlap = naming(query_words, names)
         if not overlap:
             continue
         precision = np.array([c.get(name, 0.0) for c in docs.concepts], np.float64)

@@ -1,6 +1,6 @@
 """The words of a query and of a feature's text, shared by search (BM25 tokens) and concepts (facet words):
-lower-cased, stop words dropped, plurals cut, each Han character a word; and what users type for each
-character class and language a feature's firings are counted in."""
+lower-cased, stop words dropped, plurals cut, each Han character a word; the names users type for each character
+class and language a feature's firings are counted in; and how well a query names a facet."""
 
 from __future__ import annotations
 
@@ -10,22 +10,22 @@ _STOP = {"the", "of", "a", "an", "and", "or", "in", "on", "at", "to", "for", "is
          "this", "it", "as", "from", "be", "kinds", "all", "mostly", "text", "firings", "corpus", "fires", "features",
          "feature", "tokens", "token"}
 _WORD = re.compile(r"[a-z0-9_]+|[^\sa-z0-9_\W]|[\u3400-\u9fff\uf900-\ufaff]", re.I)
-CONCEPT_WORDS = {  # what a user types for each character class and language a feature's firings are counted in
-    "class:han": "chinese han character hanzi script",
-    "class:zh_numeral": "chinese number numeral",
-    "class:fullwidth_digit": "digit number numeral fullwidth",
-    "class:digit": "digit number numeral",
-    "class:cjk_punct": "chinese punctuation",
-    "class:punct": "punctuation symbol",
-    "class:indent": "indentation whitespace python code",
-    "class:keyword": "python keyword code",
-    "class:newline": "newline line break",
-    "class:word": "english word",
-    "class:upper": "capital capitalised capitalized word",
-    "class:kana": "japanese kana",
-    "lang:zh": "chinese",
-    "lang:en": "english",
-    "lang:code": "python code programming",
+CONCEPT_WORDS = {  # the names a user types for each character class and language a feature's firings are counted in
+    "class:han": ("Chinese characters", "Han characters", "Han script", "hanzi", "Chinese"),
+    "class:zh_numeral": ("Chinese numerals", "Chinese number words", "numbers", "numerals"),
+    "class:fullwidth_digit": ("full-width digits", "fullwidth digits", "digits", "numbers", "numerals"),
+    "class:digit": ("digits", "numbers", "numerals"),
+    "class:cjk_punct": ("Chinese punctuation",),
+    "class:punct": ("punctuation", "symbols"),
+    "class:indent": ("indentation", "indentation whitespace", "whitespace"),
+    "class:keyword": ("Python keywords", "keywords"),
+    "class:newline": ("newlines", "line breaks"),
+    "class:word": ("English words",),
+    "class:upper": ("capitalised words", "capitalized words", "capitals"),
+    "class:kana": ("Japanese kana", "kana", "Japanese"),
+    "lang:zh": ("Chinese text", "Chinese"),
+    "lang:en": ("English text", "English"),
+    "lang:code": ("Python code", "Python", "code", "source code", "programming"),
 }
 
 
@@ -40,3 +40,19 @@ def words(text: str) -> list[str]:
             w = w[:-1]
         out.append(w)
     return out
+
+
+def naming(query_words, names) -> float:
+    """How well a query names a facet known by ``names`` (phrases): over its names, the best product of the share
+    of the query's words the name holds and the share of the name's words the query holds (both must hold: a
+    query names a facet when it says all of the name and nothing else). "Python code" names Python code (1.0),
+    a quarter names Python keywords or the token "code", and does not name indentation at all, though
+    indentation is mostly found in Python code."""
+    q = set(query_words)
+    best = 0.0
+    for name in names:
+        n = set(words(name)) if isinstance(name, str) else set(name)
+        if q and n:
+            shared = len(q & n)
+            best = max(best, shared * shared / (len(q) * len(n)))
+    return best
