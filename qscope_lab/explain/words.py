@@ -46,7 +46,7 @@ def naming(query_words, names) -> float:
     """How well a query names a facet known by ``names`` (phrases): over its names, the best product of the share
     of the query's words the name holds and the share of the name's words the query holds (both must hold: a
     query names a facet when it says all of the name and nothing else). "Python code" names Python code (1.0),
-    a quarter names Python keywords or the token "code", and does not name indentation at all, though
+    half names the token "code", a quarter Python keywords, and does not name indentation at all, though
     indentation is mostly found in Python code."""
     q = set(query_words)
     best = 0.0
