@@ -10,7 +10,7 @@ import math
 
 import pandas as pd
 
-from ..viz.charts import to_svg
+from ..viz.charts import log_axis, to_svg
 from ..viz.lazy_altair import alt
 from ..viz.render import ACCENT
 
@@ -22,6 +22,7 @@ CONDITION_COLOURS = {"unsteered": "#222222", "prompt-only": "#2ca02c", "steering
                      "negative strength": "#8c564b"}
 X_TITLE = "perplexity, unsteered model (log; lower: fluent)"
 X_AXIS = {"labelOverlap": "greedy", "labelSeparation": 6, "format": ",~r"}
+WIDTH, HEIGHT = 360, 240
 SWEEP_COLUMNS = ("alpha", "concept", "fluency_ppl")
 
 
@@ -71,11 +72,13 @@ def alpha_chart(sweep, chosen: tuple[int, int] | None = None, title: str | None 
     accent, with its concept interval and each point's alpha written beside it; the other candidates grey; the
     random controls blue), starting from the unsteered point."""
     frame = sweep_frame(sweep, chosen)
+    # every tick labelled (vega's own log ticks draw blank labels a browser measures on top of their neighbours)
+    x = alt.X("fluency_ppl:Q", title=X_TITLE, scale=alt.Scale(type="log"),
+              axis=log_axis(frame["fluency_ppl"], WIDTH, **X_AXIS))
     present = [s for s in SERIES if s in set(frame["series"])]
     colours = [SERIES_COLOURS[SERIES.index(s)] for s in present]
     colour = alt.Color("series:N", title=None, scale=alt.Scale(domain=present, range=colours),
                        legend=alt.Legend(orient="bottom", columns=2))
-    x = alt.X("fluency_ppl:Q", title=X_TITLE, scale=alt.Scale(type="log"), axis=alt.Axis(**X_AXIS))
     y = alt.Y("concept:Q", title="concept score")
     tooltip = ["label:N", alt.Tooltip("alpha:Q", format=".3g"), alt.Tooltip("concept:Q", format=".3f"),
                alt.Tooltip("fluency_ppl:Q", format=".3g", title="perplexity")]
@@ -104,7 +107,7 @@ def alpha_chart(sweep, chosen: tuple[int, int] | None = None, title: str | None 
         layers.append(alt.Chart(start).mark_point(shape="diamond", filled=True, size=90, color="#222222").encode(
             x=x, y=y, tooltip=tooltip))
     name = f"L{chosen[0]} f{chosen[1]}" if chosen is not None else "the steer"
-    return alt.layer(*layers).properties(width=360, height=240, title=alt.TitleParams(
+    return alt.layer(*layers).properties(width=WIDTH, height=HEIGHT, title=alt.TitleParams(
         title or "concept against fluency over alpha",
         subtitle=f"{name} chosen: points labelled with alpha, bars its 95% interval"))
 
@@ -122,7 +125,8 @@ def conditions_chart(summary: pd.DataFrame, title: str = "concept against fluenc
     domain = [c for c in CONDITION_COLOURS if c in set(frame["condition"])]
     colour = alt.Color("condition:N", title=None, legend=alt.Legend(orient="bottom", columns=3),
                        scale=alt.Scale(domain=domain, range=[CONDITION_COLOURS[c] for c in domain]))
-    x = alt.X("fluency_ppl:Q", title=X_TITLE, scale=alt.Scale(type="log"), axis=alt.Axis(**X_AXIS))
+    x = alt.X("fluency_ppl:Q", title=X_TITLE, scale=alt.Scale(type="log"),
+              axis=log_axis(pd.concat([frame.fluency_ppl_lo, frame.fluency_ppl_hi]), WIDTH, **X_AXIS))
     base = alt.Chart(frame)
     tooltip = ["condition:N", alt.Tooltip("concept:Q", format=".3f"),
                alt.Tooltip("fluency_ppl:Q", format=".3g", title="perplexity")]
@@ -131,7 +135,7 @@ def conditions_chart(summary: pd.DataFrame, title: str = "concept against fluenc
         base.mark_rule().encode(x="fluency_ppl_lo:Q", x2="fluency_ppl_hi:Q", y="concept:Q", color=colour),
         base.mark_point(filled=True, size=60).encode(x=x, y=alt.Y("concept:Q", title="concept score"),
                                                      color=colour, tooltip=tooltip),
-    ).properties(width=360, height=240, title=alt.TitleParams(title, subtitle="bars: 95% intervals"))
+    ).properties(width=WIDTH, height=HEIGHT, title=alt.TitleParams(title, subtitle="bars: 95% intervals"))
 
 
 def svg(chart) -> str:

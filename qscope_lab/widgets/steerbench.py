@@ -23,6 +23,7 @@ from ..steering import charts
 from ..steering.bench import CONDITIONS, SteerBench
 from ..steering.recipe import Recipe
 from ._base import LabWidget, checked, css, esm
+from ._charts import widget_svg
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -114,7 +115,7 @@ class SteerBenchView(LabWidget):
             self.metrics = [{"key": k, "label": label, "digits": d, "better": b} for k, label, d, b in METRICS]
             self.rows = self._rows(bench.to_frame())
             self.gates = [{k: _plain(v) for k, v in g.items()} for g in bench.gates.to_dict("records")]
-            self.chart_svg, self.chart_kind = charts.svg(chart), kind
+            self.chart_svg, self.chart_kind = widget_svg(chart), kind
             self.conditions = [c for c in CONDITIONS if c in set(bench.rows["condition"])]
             self.examples = self._examples(bench, examples)
         if lab is not None:
