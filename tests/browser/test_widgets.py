@@ -106,6 +106,11 @@ def test_workbench_click_feature_updates_card_and_steering(notebook_page, screen
     card.locator(".qs-send-steer").click()
     expect(steer.locator(f".qs-slider-row[data-feature='{feature}']")).to_be_visible()
     expect(steer.locator(".qs-alpha-value")).to_have_text("8.0")
+    # the README's picture shows the workbench from its top: once the new slider's light is out (while it is lit
+    # a redraw keeps the slider in view), scroll back up to the cell
+    expect(steer.locator(".qs-new")).to_have_count(0, timeout=10_000)
+    page.locator(".jp-Cell").nth(1).evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
     page.screenshot(path=str(screenshots_dir / "workbench.png"), full_page=True)
     assert_no_errors(page)
 
