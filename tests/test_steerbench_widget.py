@@ -86,6 +86,13 @@ def test_verdict_status_gates_and_steer(view, recipe):
     (steer,) = recipe.steers()
     assert view.steers == bench.steers and view.steer_features == [{"layer": steer.layer, "feature": steer.feature}]
     assert f"prompts {bench.settings['prompts']}," in view.settings
+    assert view.cost == f"{7 * bench.settings['prompts']} completions in {bench.cost['total_s']:.1f} s"
+    # the random control named with its features and firing densities beside the steered one's
+    controls = bench.controls
+    assert view.controls.startswith(f"random-feature control: L{steer.layer} f{steer.feature} (firing density "
+                                    f"{controls.density.iloc[0]:.3g}) against ")
+    for f, d in zip(controls.control_feature, controls.control_density):
+        assert f"f{int(f)} ({d:.3g})" in view.controls
 
 
 def test_chart_is_concept_against_fluency_over_the_sweeps_alphas(view, recipe):

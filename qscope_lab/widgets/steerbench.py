@@ -73,6 +73,8 @@ class SteerBenchView(LabWidget):
     chart_kind = traitlets.Unicode("").tag(sync=True)         # "sweep" (over alpha) or "conditions"
     examples = traitlets.List(traitlets.Dict()).tag(sync=True)  # prompt, texts: {condition: completion}
     conditions = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    controls = traitlets.Unicode("").tag(sync=True)           # the random features drawn, and their densities
+    cost = traitlets.Unicode("").tag(sync=True)               # completions generated and seconds taken
     before = traitlets.Unicode("unsteered").tag(sync=True)     # the examples' two columns
     after = traitlets.Unicode("steering-only").tag(sync=True)
 
@@ -118,6 +120,10 @@ class SteerBenchView(LabWidget):
             self.chart_svg, self.chart_kind = widget_svg(chart), kind
             self.conditions = [c for c in CONDITIONS if c in set(bench.rows["condition"])]
             self.examples = self._examples(bench, examples)
+            self.controls = self._controls(bench.controls)
+            cost = bench.cost or {}
+            if "rows" in cost and cost.get("total_s") is not None:
+                self.cost = f"{cost['rows']} completions in {float(cost['total_s']):.1f} s"
         if lab is not None:
             self.refresh_names()
 
@@ -154,6 +160,24 @@ class SteerBenchView(LabWidget):
         table = bench.examples(n=n)
         return [{"prompt": str(r["prompt"]), "texts": {c: str(r[c]) for c in table.columns if c != "prompt"}}
                 for r in table.to_dict("records")]
+
+    @staticmethod
+    def _controls(controls: pd.DataFrame) -> str:
+        """One line on the random-feature control: which features were drawn, at what firing density, against the
+        steered feature's (the control is only fair when they match)."""
+        if controls is None or controls.empty or "control_feature" not in controls.columns:
+            return ""
+        parts = []
+        for (layer, feature), group in controls.groupby(["layer", "feature"], dropna=False, sort=False):
+            drawn = ", ".join(f"f{int(f)}" + (f" ({d:.3g})" if pd.notna(d) else "")
+                              for f, d in zip(group["control_feature"], group["control_density"]) if pd.notna(f))
+            if pd.isna(feature):
+                parts.append(f"L{int(layer)}: random directions of the same norm")
+                continue
+            density = group["density"].iloc[0]
+            parts.append(f"L{int(layer)} f{int(feature)} (firing density {density:.3g}) against {drawn}")
+        source = controls["source"].iloc[0] if "source" in controls.columns else ""
+        return "random-feature control: " + "; ".join(parts) + (f"; densities from {source}" if source else "")
 
     def to_frame(self) -> pd.DataFrame:
         """The table the widget shows: one row per condition, each metric's mean and 95% interval."""

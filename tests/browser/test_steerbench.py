@@ -51,6 +51,9 @@ def test_steerbench_shows_conditions_verdict_chart_and_examples(notebook_page, s
     expect(concept.locator(".qs-sb-ci")).to_have_text(re.compile(r"^\[\d+\.\d{3}, \d+\.\d{3}\]$"))
     expect(widget.locator(".qs-sb-gates tr.qs-sb-gate")).to_have_count(4)
     expect(widget.locator(".qs-sb-gate[data-gate='prompt-only beside the steer']")).to_contain_text("prompt-only")
+    expect(widget.locator(".qs-sb-controls")).to_contain_text(re.compile(r"random-feature control: L\d+ f\d+ "
+                                                                         r"\(firing density [\d.e-]+\) against f\d+"))
+    expect(widget.locator(".qs-sb-settings")).to_contain_text(re.compile(r"\d+ completions in [\d.]+ s"))
     expect(widget.locator(".qs-sb-chart svg")).to_be_visible()
     assert widget.locator(".qs-sb-chart svg").bounding_box()["width"] > 200
     examples = widget.locator(".qs-sb-examples tr.qs-sb-example")

@@ -19,6 +19,7 @@ const STYLE = `
 .qs-steerbench .qs-sb-gates td.qs-sb-pass { color: #1a7f37; font-weight: 600; }
 .qs-steerbench .qs-sb-gates td.qs-sb-fail { color: #cf222e; font-weight: 600; }
 .qs-steerbench .qs-sb-chart svg { max-width: 100%; height: auto; }
+.qs-steerbench .qs-sb-controls { margin-top: 6px; font-size: 12px; }
 .qs-steerbench .qs-sb-examples td { vertical-align: top; white-space: pre-wrap; max-width: 28em;
   font-family: var(--jp-code-font-family, monospace), var(--qs-cjk), monospace; }
 .qs-steerbench .qs-sb-examples td.qs-sb-prompt { font-family: inherit; font-weight: 600; }
@@ -51,6 +52,7 @@ function render({ model: host, el }) {
   const summary = h("div", { class: "qs-muted qs-sb-summary" });
   const table = h("table", { class: "qs-table qs-sb-table" });
   const gates = h("table", { class: "qs-table qs-sb-gates" });
+  const controls = h("div", { class: "qs-muted qs-sb-controls" });
   const chart = h("div", { class: "qs-sb-chart" });
   const chartNote = h("div", { class: "qs-muted qs-sb-chart-note" });
   const examples = h("table", { class: "qs-table qs-sb-examples" });
@@ -64,7 +66,7 @@ function render({ model: host, el }) {
   root.append(head, summary, statusLine(model),
     h("div", { class: "qs-section" }, h("h4", { text: "conditions × metrics (mean, 95% interval over prompts)" }), table),
     h("div", { class: "qs-columns" },
-      h("div", { class: "qs-section" }, h("h4", { text: "gates" }), gates),
+      h("div", { class: "qs-section" }, h("h4", { text: "gates" }), gates, controls),
       h("div", { class: "qs-section" }, chart, chartNote)),
     h("div", { class: "qs-section" },
       h("div", { class: "qs-toolbar" }, h("h4", { text: "before / after" }), h("label", {}, "before ", before),
@@ -87,7 +89,7 @@ function render({ model: host, el }) {
     summary.replaceChildren(
       h("div", { class: "qs-sb-reason", text: model.get("reason") }),
       h("div", { text: `concept: ${model.get("concept")}` }),
-      h("div", { text: model.get("settings") }));
+      h("div", { class: "qs-sb-settings", text: [model.get("settings"), model.get("cost")].filter(Boolean).join("; ") }));
   }
 
   function showTable() {
@@ -110,6 +112,7 @@ function render({ model: host, el }) {
         h("td", { text: g.gate }),
         h("td", { class: g.passed === true ? "qs-sb-pass" : g.passed === false ? "qs-sb-fail" : "", text: g.outcome }),
         h("td", { class: "qs-muted", text: g.value }))));
+    controls.textContent = model.get("controls");
   }
 
   function showChart() {
@@ -138,12 +141,13 @@ function render({ model: host, el }) {
         h("td", { class: "qs-sb-after", text: ex.texts[b] ?? "" }))));
   }
 
-  for (const name of ["title", "verdict", "status", "reason", "steers", "steer_features", "names", "concept", "settings"]) {
+  for (const name of ["title", "verdict", "status", "reason", "steers", "steer_features", "names", "concept", "settings", "cost"]) {
     model.on(`change:${name}`, showHead);
   }
   model.on("change:rows", showTable);
   model.on("change:metrics", showTable);
   model.on("change:gates", showGates);
+  model.on("change:controls", showGates);
   model.on("change:chart_svg", showChart);
   model.on("change:chart_kind", showChart);
   for (const name of ["examples", "conditions", "before", "after"]) model.on(`change:${name}`, showExamples);
