@@ -27,7 +27,8 @@ from qscope_lab.analysis.features import compare_texts, logit_table
 from qscope_lab.analysis.labels import FeatureLabels, label_namespace
 from qscope_lab.analysis.reference import Reference
 from qscope_lab.embedded import known_features
-from qscope_lab.widgets import ClassifierPanel, Compare, FeatureCard, Heatmap, SteeringPanel, Workbench
+from qscope_lab.viz import charts
+from qscope_lab.widgets import ClassifierPanel, Compare, FeatureCard, Heatmap, SteeringPanel, Workbench, _charts
 from qscope_lab.widgets._base import ArrayTrait, assets_dir
 from qscope_lab.widgets.attribution import AttributionPanel
 from qscope_lab.widgets.steerbench import SteerBenchView
@@ -763,3 +764,36 @@ def test_card_messages_go_through_the_error_line(lab):
     assert "must be an object" in card.error
     card._on_message(card, {"event": "steer"}, [])
     assert got == [(1, 3)]
+
+
+def test_widget_chart_titles_wrap_to_the_drawn_width_and_log_axes_label_every_tick():
+    """The widgets' charts fit their SVG (tests/browser/test_rough_edges.py measures them rendered): a title, or
+    a title and subtitle, wider than the chart is wrapped to the width vega drew, losing no word; a log axis has
+    no blank labels (vega's own log ticks draw most labels as empty text)."""
+    scores = pd.DataFrame({"layer": [0, 1, 2, 3], "feature": [5, 6, 7, 8], "top1_delta": [.2, .5, .9, .4],
+                           "topk_delta": [.1, .2, .3, .4]})
+    narrow = charts.classifier_layers(scores, [2]).properties(width=90)
+    long = "P(fires | positive) - P(fires | negative), best feature per layer"
+    subtitled = narrow.properties(title=charts.alt.TitleParams("the top-1 delta of each layer's best feature",
+                                                                subtitle="the chosen layer in the accent colour"))
+    for chart, words in ((narrow, long), (subtitled, "the top-1 delta of each layer's best feature "
+                                                     "the chosen layer in the accent colour")):
+        svg = _charts.widget_svg(chart)
+        chars = int((_charts.svg_width(svg) - 2 * _charts.TITLE_MARGIN_PX) / _charts.TITLE_CHAR_PX)
+        title = re.search(r'role-title".*', svg).group(0)
+        lines = re.findall(r"<tspan[^>]*>([^<]*)</tspan>", title)
+        assert len(lines) >= 3 and all(len(line) <= max(chars, _charts.MIN_TITLE_CHARS) for line in lines), lines
+        assert " ".join(lines) == words
+    short = charts.classifier_layers(scores, [2]).properties(title="layers")
+    assert "<tspan" not in _charts.widget_svg(short)  # a title that fits stays one line
+    # log ticks: 1-2-5 where a decade has room, powers of ten where it has not, nothing for no positive values
+    assert charts.log_ticks([0.5, 8.0], 280) == [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50]
+    assert charts.log_ticks([1, 20_000], 120) == [1, 10, 100, 1_000, 10_000, 100_000]
+    assert charts.log_ticks([0, -1, float("nan")], 280) == []
+    edges = np.geomspace(0.5, 8, 12)
+    histogram = pd.DataFrame({"lower": edges[:-1], "upper": edges[1:], "count": np.arange(1, 12) * 3})
+    svg = _charts.widget_svg(charts.binned_histogram(histogram, title="f1: fires on 1.00% of 148,767 tokens"))
+    labels = [re.findall(r"<text[^>]*?(?:/>|>([^<]*)</text>)", group)
+              for group in re.findall(r'role-axis-label".*?</g>', svg)]
+    assert len(labels) == 2 and all(labels) and all(text for axis in labels for text in axis), labels
+    assert "148,767" in svg
