@@ -1,9 +1,10 @@
 """Every Python and shell snippet of the README and of the documentation site runs verbatim on the embedded default.
 
 One test per file (README.md, each page under docs/): its Python blocks run in order in one namespace (as a
-reader pastes them into one notebook), then its shell blocks with bash, all in one scratch folder, with the
-venv's ``qscope-lab`` first on PATH. A block that cannot run here (it needs a GPU, the Hub, a remote machine, or
-starts a server) says so on its first line, where the reader sees it too::
+reader pastes them into one notebook), then its shell blocks with bash, all in one scratch folder holding a copy
+of the shipped ``examples/`` (as the repository root does), with the venv's ``qscope-lab`` first on PATH. A block
+that cannot run here (it needs a GPU, the Hub, a remote machine, or starts a server) says so on its first line,
+where the reader sees it too::
 
     # skip-test: needs a GPU and the Hub
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +77,7 @@ def test_snippets_run_verbatim(path, tmp_path):
     run = [(lang, code) for lang, code, why in blocks(path) if lang in RUN and why is None]
     if not run:
         pytest.skip(f"{name(path)} has no snippet to run")
+    shutil.copytree(REPO / "examples", tmp_path / "examples")  # the files the shell examples read
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg",
                QSCOPE_LAB_HOME=str(tmp_path / "home"),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")

@@ -13,38 +13,65 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .options import add_lab_options, lab_from_args, print_frame
+from .options import LAYER, POSITIVE, add_lab_options, check_layers, command, integer, lab_from_args, print_frame
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
 
 def register(sub) -> None:
-    p = sub.add_parser("index", help="feature index over a corpus: build, info, export")
-    actions = p.add_subparsers(dest="action", required=True)
-    b = actions.add_parser("build", help="index a corpus (resumes an unfinished build at --out)")
+    p = command(sub, "index", "feature index over a corpus: build, info, export", """
+A feature index over a corpus: for every feature of the indexed layers, its top contexts, statistics,
+activation histogram and counts per source, on disk. Cards, search and the heatmap's hover names read it once
+a Lab uses it (lab.use_index). Run qscope-lab index ACTION --help for an action's options.""", """
+  qscope-lab index build --corpus examples/corpus.jsonl --out my-index --layers 2 3
+  qscope-lab index info my-index
+  qscope-lab index export my-index --out np-export""")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", title="actions",
+                               help="one of these (qscope-lab index ACTION --help for its options):")
+    b = command(actions, "build", "index a corpus (resumes an unfinished build at --out)", """
+Index a corpus: run the model over every document, encode each layer with its SAE and keep per feature its top
+contexts and statistics. Shards are checkpointed: run the same command again after a crash or Ctrl-C and it
+resumes where it stopped, giving the same index byte for byte.
+
+Corpus format (--corpus): .txt with one document per line, .jsonl / .json with a "text" field (and an
+optional "source"), .csv / .parquet with a 'text' column, or a folder of such files. examples/corpus.jsonl:
+  {"text": "The cat sat on the mat.", "source": "en"}
+  {"text": "今天的天气很好。", "source": "zh"}""", """
+  qscope-lab index build --corpus examples/corpus.jsonl --out my-index --layers 2 3""")
     add_lab_options(b)
-    b.add_argument("--corpus", action="append", required=True,
+    b.add_argument("--corpus", action="append", required=True, metavar="PATH",
                    help="a .txt / .jsonl / .parquet / .csv / .json file or a folder of them (repeatable; the file "
                         "stem is the source unless rows have a 'source' field)")
-    b.add_argument("--out", required=True, help="index folder")
-    b.add_argument("--layers", type=int, nargs="+", help="layers to index (default: all)")
-    b.add_argument("--n-top", type=int, default=20, help="top contexts kept per feature (default 20)")
-    b.add_argument("--context-length", type=int, default=256, help="tokens per forward (default 256)")
-    b.add_argument("--shard-documents", type=int, default=1024, help="documents per shard (default 1024)")
-    b.add_argument("--batch-size", type=int, default=16)
-    b.add_argument("--engine", choices=("local", "ray"), default="local")
-    b.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else CPUs - 1)")
+    b.add_argument("--out", required=True, metavar="FOLDER", help="the index folder (created; an unfinished build "
+                                                                  "there is resumed)")
+    b.add_argument("--layers", type=LAYER, nargs="+", metavar="LAYER", help="layers to index (default: all)")
+    b.add_argument("--n-top", type=POSITIVE, default=20, metavar="N", help="top contexts kept per feature (default 20)")
+    b.add_argument("--context-length", type=integer(2), default=256, metavar="N",
+                   help="tokens per forward pass; longer documents are cut into pieces of this length (default 256)")
+    b.add_argument("--shard-documents", type=POSITIVE, default=1024, metavar="N",
+                   help="documents per shard, the unit that is checkpointed and resumed (default 1024)")
+    b.add_argument("--batch-size", type=POSITIVE, default=16, metavar="N",
+                   help="pieces per forward pass (default 16; lower it if memory runs short)")
+    b.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process (the default); ray: shards spread over Ray workers (pip install ray)")
+    b.add_argument("--workers", type=POSITIVE, metavar="N", help="Ray actors (default: one per GPU, else CPUs - 1)")
     b.add_argument("--address", help="Ray cluster address ('auto' for a running cluster)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
     b.set_defaults(func=run_build)
-    i = actions.add_parser("info", help="what an index holds")
-    i.add_argument("path")
+    i = command(actions, "info", "what an index holds", """
+What an index holds: model, SAE suite, layers, documents, tokens, sources and build parameters.""", """
+  qscope-lab index info my-index""")
+    i.add_argument("path", metavar="FOLDER", help="the index folder")
     i.set_defaults(func=run_info)
-    e = actions.add_parser("export", help="write Neuronpedia's bulk-import layout")
-    e.add_argument("path")
-    e.add_argument("--out", required=True, help="export folder")
-    e.add_argument("--layers", type=int, nargs="+")
-    e.add_argument("--source-set", default="qscope-res")
+    e = command(actions, "export", "write Neuronpedia's bulk-import layout", """
+Write an index in the layout Neuronpedia's bulk import reads (one folder per layer: features, activations,
+explanations), to browse it in a Neuronpedia instance of your own.""", """
+  qscope-lab index export my-index --out np-export""")
+    e.add_argument("path", metavar="FOLDER", help="the index folder")
+    e.add_argument("--out", required=True, metavar="FOLDER", help="the export folder")
+    e.add_argument("--layers", type=LAYER, nargs="+", metavar="LAYER", help="layers to export (default: all indexed)")
+    e.add_argument("--source-set", default="qscope-res",
+                   help="Neuronpedia's name for the SAE set, in its URLs (default qscope-res)")
     e.add_argument("--model-id", help="Neuronpedia model id (default: the model name's last part)")
     e.add_argument("--creator-id", help="id of an existing user of the Neuronpedia instance (default: its seeded "
                                         "bot user, clkht01d40000jv08hvalcvly)")
@@ -83,14 +110,36 @@ def check_build_args(args) -> dict:
     return options
 
 
+class CorpusFiles:
+    """The --corpus paths, sized by the documents they hold, so that the build's progress bar counts documents
+    done of all of them (a bare list of paths would be sized by its files: "0/1", then "228it"). Counting reads
+    every file once before the model loads, so a damaged file is refused first."""
+
+    def __init__(self, paths: list[str]) -> None:
+        from ..index.corpus import documents
+
+        self.paths = [Path(p) for p in paths]
+        self.documents = sum(1 for _ in documents(self.paths))
+        if not self.documents:
+            raise ValueError(f"--corpus {' '.join(paths)}: no documents (every text is empty)")
+
+    def __iter__(self):
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return self.documents
+
+
 def run_build(args) -> None:
     from ..index.schema import MANIFEST
     from ..index.store import FeatureIndex
 
     options = check_build_args(args)
+    check_layers(args, layers=args.layers)
+    corpus = CorpusFiles(args.corpus)
     try:
         lab = lab_from_args(args)
-        index = FeatureIndex.build(lab, [Path(c) for c in args.corpus], args.layers, args.out, engine=args.engine,
+        index = FeatureIndex.build(lab, corpus, args.layers, args.out, engine=args.engine,
                                    workers=args.workers, address=args.address, overwrite=args.overwrite,
                                    progress=True, **options)
     except KeyboardInterrupt:
@@ -98,6 +147,8 @@ def run_build(args) -> None:
             raise _interrupted(f"the finished shards are kept in {args.out}: run the same command again (without "
                                f"--overwrite) to resume the build") from None
         raise _interrupted("the build had not started; nothing was written") from None
+    if not sys.stderr.isatty():  # a log or a pipe: end the cleared bar's line, so the summary has its own
+        print(file=sys.stderr, flush=True)
     print(f"indexed {index.documents:,} documents, {index.tokens:,} tokens, layers {index.layers} -> {index.path}")
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from .options import LAYER, add_lab_options, lab_from_args, layer_from_args, print_frame
+from .options import LAYER, add_lab_options, check_layers, command, lab_from_args, layer_from_args, print_frame
 
 
 def register(sub) -> None:
-    p = sub.add_parser("info", help="model and SAE facts")
+    p = command(sub, "info", "model and SAE facts", """
+Model and SAE facts (architecture, layers, hidden size, SAE suite, width, k) and one layer's SAE described
+(decoder norms, file).""", """
+  qscope-lab info""")
     add_lab_options(p, needs_saes=False)
     p.add_argument("--layer", type=LAYER, help="describe this layer's SAE (default: the middle layer)")
     p.set_defaults(func=run)
@@ -15,6 +18,7 @@ def register(sub) -> None:
 def run(args) -> None:
     import pandas as pd
 
+    check_layers(args, layer=[args.layer])
     lab = lab_from_args(args)
     frame = lab.info()
     if lab.saes is not None:

@@ -30,10 +30,34 @@ from . import classify, coverage, encode, index, info, saes, steer, synthesize, 
 COMMANDS = (saes, info, encode, steer, classify, coverage, training, synthesize, index)
 
 
+DESCRIPTION = """\
+The Lab from the shell, for headless runs and quick looks: SAE features of texts, steered generation, seed
+classifiers, benchmark coverage, data synthesis and feature indexes.
+
+Every command runs on the embedded default (a tiny Qwen3 model with its own SAEs, shipped in the package: offline,
+CPU, seconds) unless -m names a checkpoint, and on the model's middle layer unless --layer names one. A bad
+argument is refused before any model loads: one line on stderr and exit code 2. Ctrl-C stops a command with one
+line and exit code 130."""
+
+EPILOG = """\
+examples (from the repository root; the files are in examples/):
+  qscope-lab saes
+  qscope-lab encode "hello world 你好" --top 5
+  qscope-lab steer --layer 2 --steer 1588=32 "The weather today is"
+  qscope-lab classify --train examples/seeds.csv --test examples/heldout.csv
+  qscope-lab coverage --layer 2 --benchmark mixed=examples/mixed.txt --benchmark cats=examples/cats.jsonl
+  qscope-lab synthesize --layer 2 --seeds examples/seeds.txt --targets-from examples/goal.txt
+  qscope-lab index build --corpus examples/corpus.jsonl --out my-index --layers 2 3
+
+Run qscope-lab COMMAND --help for a command's options and examples."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qscope-lab", description=__doc__.split("\n\n")[0],
+    """The whole command line; its help is plain text (the site's CLI page prints it as it is)."""
+    parser = argparse.ArgumentParser(prog="qscope-lab", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands",
+                                help="one of these (qscope-lab COMMAND --help for its options):")
     for command in COMMANDS:
         command.register(sub)
     return parser

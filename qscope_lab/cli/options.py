@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,10 +75,88 @@ def feature_ids(text: str) -> str:
     return text
 
 
-LAYER = integer(0)      # the upper bound is the model's: checked by the Lab once loaded
+LAYER = integer(0)      # the upper bound is the model's: checked by ``check_layers`` before the model loads
 POSITIVE = integer(1)
 COUNT = integer(0)
 SEED = integer(0, 2**32 - 1)
+
+
+DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16", "half": "float16"}
+
+
+def dtype(text: str) -> str:
+    """``--dtype``: a name torch knows for float32, bfloat16 or float16 (refused while parsing, without torch)."""
+    name = text.strip().lower().removeprefix("torch.")
+    if name not in DTYPES:
+        raise argparse.ArgumentTypeError(f"use float32, bfloat16 or float16 (or fp32, bf16, fp16), got {text!r}")
+    return DTYPES[name]
+
+
+def text(what: str):
+    """A positional text that must hold more than white space (an empty prompt would load the model for nothing)."""
+    def parse(value: str) -> str:
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"{what} is empty, got {value!r}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+# ---------------------------------------------------------------------------------------------- parsers
+FORMATTER = argparse.RawDescriptionHelpFormatter  # descriptions and examples keep their lines; options are wrapped
+
+
+def command(sub, name: str, summary: str, description: str, examples: str = "") -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` is plain text: ``summary`` in the command list, ``description`` above its
+    options, ``examples`` (shell lines, run verbatim from the repository root) below them."""
+    epilog = "examples (from the repository root):\n" + examples.strip("\n") if examples else None
+    return sub.add_parser(name, help=summary, description=description.strip("\n"), epilog=epilog,
+                          formatter_class=FORMATTER)
+
+
+# ---------------------------------------------------------------------------------------------- checks before loading
+def model_layers(model: str | None) -> int | None:
+    """How many decoder layers ``-m MODEL`` has, read from its config.json without torch or a download: the
+    embedded default, a local checkpoint folder, or a hub id already in the local cache; None where it cannot
+    be read (the Lab then checks the layer once loaded)."""
+    from .. import embedded
+
+    config: Path | None = None
+    if model is None:
+        config = embedded.MODEL_DIR / "config.json"
+    elif Path(model).expanduser().is_dir():
+        config = Path(model).expanduser() / "config.json"
+    elif model.count("/") == 1 and not model.startswith((".", "/", "~")):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(model, "config.json")
+        except Exception:  # noqa: BLE001 - an unusable cache only means the Lab checks the layer later
+            return None
+        config = Path(found) if isinstance(found, str) else None
+    try:
+        data = json.loads(config.read_text(encoding="utf-8")) if config is not None else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    data = data.get("text_config") if isinstance(data.get("text_config"), dict) else data  # VL checkpoints
+    n = data.get("num_hidden_layers")
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def check_layers(args: argparse.Namespace, **options) -> None:
+    """Refuse a layer the model does not have before it loads: ``options`` maps an option's name (underscores for
+    dashes) to the layers it gave. Raises ValueError naming the option, the layer and the valid range."""
+    n = model_layers(getattr(args, "model", None))
+    if n is None:
+        return
+    for option, layers in options.items():
+        for layer in layers or ():
+            if layer is not None and not 0 <= layer < n:
+                name = "--" + option.replace("_", "-")
+                raise ValueError(f"{name} {layer}: layer must be an int in 0..{n - 1} (the model has {n} layers)")
 
 
 def add_lab_options(p: argparse.ArgumentParser, needs_saes: bool = True) -> None:
@@ -89,15 +168,16 @@ def add_lab_options(p: argparse.ArgumentParser, needs_saes: bool = True) -> None
                    + ("" if needs_saes else "; optional"))
     p.add_argument("--k", type=POSITIVE, help="TopK k, when the SAE files and their folder name do not say")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", help="model dtype: float32, bfloat16, float16 (default: the checkpoint's)")
+    p.add_argument("--dtype", type=dtype, help="model dtype: float32, bfloat16, float16 (default: the checkpoint's)")
 
 
 def add_layer_option(p: argparse.ArgumentParser, what: str = "layer whose SAE is used") -> None:
     p.add_argument("--layer", type=LAYER, help=f"{what} (default: the middle layer)")
 
 
-def add_out_option(p: argparse.ArgumentParser, what: str = "write CSV (or .parquet) instead of printing") -> None:
-    p.add_argument("--out", help=what)
+def add_out_option(p: argparse.ArgumentParser, what: str = "write the table to this .csv (or .parquet) file instead "
+                                                           "of printing it") -> None:
+    p.add_argument("--out", metavar="FILE", help=what)
 
 
 def lab_from_args(args: argparse.Namespace) -> Lab:

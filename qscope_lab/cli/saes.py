@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from .options import add_out_option, print_frame
+from .options import add_out_option, command, print_frame
 
 
 def register(sub) -> None:
-    p = sub.add_parser("saes", help="the Qwen-Scope SAE groups as a table")
+    p = command(sub, "saes", "the 14 Qwen-Scope SAE groups as a table (no model, no download)", """
+The 14 Qwen-Scope SAE groups: backbone, width, k, layers, hub id and download size. Static data: nothing is
+loaded or downloaded, so it answers at once.""", """
+  qscope-lab saes
+  qscope-lab saes --backbone Qwen3-8B-Base --out groups.csv""")
     p.add_argument("--backbone", help="only the groups of this backbone, e.g. Qwen3-8B-Base")
     add_out_option(p)
     p.set_defaults(func=run)

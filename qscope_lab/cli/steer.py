@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..base.defaults import DEFAULT_REPETITION_PENALTY, STEER_MODES
-from .options import LAYER, POSITIVE, SEED, add_lab_options, lab_from_args, number
+from .options import LAYER, POSITIVE, SEED, add_lab_options, check_layers, command, lab_from_args, number, text
 
 MODE_HELP = ("add: h + alpha*d (default); clamp: set the feature's activation to ALPHA; ablate: remove ALPHA times "
              "its contribution; cap: lower the component along d to at most ALPHA (projection capping); "
@@ -29,28 +29,40 @@ def condition(text: str) -> tuple[int, int, float]:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("steer", help="baseline vs steered generation")
+    p = command(sub, "steer", "baseline vs steered generation", """
+Generate from a prompt twice, without and with steering, and print both. Each --steer adds ALPHA times a
+feature's decoder direction to the residual stream at its layer (or, with --mode, clamps, ablates, caps or
+rotates that direction): a positive ALPHA pushes the text toward the feature, a negative one away from it.
+Decoding is greedy unless --temperature is given, with the library's repetition penalty.""", """
+  qscope-lab steer --layer 2 --steer 1588=32 "The weather today is"
+  qscope-lab steer --steer 2:1588=8 --steer 1:11=-5 --positions generated --max-new-tokens 20 "The weather today is"
+""")
     add_lab_options(p)
     p.add_argument("--layer", type=LAYER, help="layer of FEATURE=ALPHA items (default: the middle layer)")
     p.add_argument("--steer", action="append", required=True, metavar="[LAYER:]FEATURE=ALPHA",
-                   help="a feature and its strength (repeat the option for several)")
+                   help="steer FEATURE by ALPHA: FEATURE=ALPHA at --layer, or LAYER:FEATURE=ALPHA at LAYER; ALPHA is "
+                        "in the feature's activation units (negative suppresses); repeat for several features")
     p.add_argument("--positions", default="all", choices=["all", "prompt", "generated"],
-                   help="which positions are steered (default: all)")
+                   help="which tokens are steered: all (prompt and generated, the default), prompt (only the prompt's "
+                        "tokens) or generated (only the new tokens, the prompt read as it is)")
     p.add_argument("--mode", default="add", choices=list(STEER_MODES), help=MODE_HELP)
     p.add_argument("--when", type=condition, metavar="LAYER:FEATURE[>THRESHOLD]",
                    help="steer only the positions where this SAE feature's activation exceeds THRESHOLD "
                         "(default 0), read at LAYER, at or before the steered layer (conditional steering)")
-    p.add_argument("--max-new-tokens", type=POSITIVE, default=32, help="tokens to generate (default: 32)")
-    p.add_argument("--temperature", type=number(above=0), help="sample at this temperature (> 0; default: greedy)")
-    p.add_argument("--top-p", type=number(above=0, maximum=1),
+    p.add_argument("--max-new-tokens", type=POSITIVE, default=32, metavar="N",
+                   help="tokens generated after the prompt, for the baseline and the steered text each (default: 32)")
+    p.add_argument("--temperature", type=number(above=0), metavar="T",
+                   help="sample at this temperature (> 0; default: greedy)")
+    p.add_argument("--top-p", type=number(above=0, maximum=1), metavar="P",
                    help="sample within the smallest set of tokens holding this probability (0 < p <= 1)")
-    p.add_argument("--seed", type=SEED, help="seed of the sampling (default: drawn and printed)")
-    p.add_argument("--repetition-penalty", type=number(above=0), default=DEFAULT_REPETITION_PENALTY,
+    p.add_argument("--seed", type=SEED, help="seed of the sampling, to repeat a sampled run (default: drawn and "
+                                                   "printed)")
+    p.add_argument("--repetition-penalty", type=number(above=0), default=DEFAULT_REPETITION_PENALTY, metavar="X",
                    help=f"divide the logits of tokens already seen by this (> 0; 1 turns it off; default: the "
                         f"library's {DEFAULT_REPETITION_PENALTY:g})")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template "
                                                        "(instruct models)")
-    p.add_argument("prompt")
+    p.add_argument("prompt", type=text("the prompt"), help="the text generation continues (quote it)")
     p.set_defaults(func=run)
 
 
@@ -77,7 +89,9 @@ def parse_steer_args(items: list[str], layer: int | None) -> dict:
 
 
 def run(args) -> None:
-    parse_steer_args(args.steer, 0)  # refuse malformed items before the model loads
+    given = parse_steer_args(args.steer, args.layer if args.layer is not None else 0)  # malformed items refused
+    check_layers(args, layer=[args.layer], steer=[layer for layer, _ in given],
+                 when=[args.when[0]] if args.when else [])  # before the model loads
     lab = lab_from_args(args)
     layer = lab.n_layers // 2 if args.layer is None else args.layer
     sampling = {k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p)) if v is not None}

@@ -2,28 +2,57 @@
 
 from __future__ import annotations
 
-from .options import COUNT, LAYER, POSITIVE, SEED, add_lab_options, add_out_option, lab_from_args, number, print_frame
+from .options import (
+    COUNT,
+    LAYER,
+    POSITIVE,
+    SEED,
+    add_lab_options,
+    add_out_option,
+    check_layers,
+    command,
+    lab_from_args,
+    number,
+    print_frame,
+)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("language-features", help="the most language-specific SAE features (SASFT)")
+    p = command(sub, "language-features", "the most language-specific SAE features (SASFT)", """
+The SAE features most specific to each language: per layer and language, the features whose firing is most
+concentrated on that language's texts (the targets of SASFT, sparse-autoencoder-guided fine-tuning). Without
+--texts, the shipped reference corpus (English, Chinese, code).
+
+File format (--texts LANG=FILE): .txt with one text per line, .jsonl / .json with a "text" field, or .csv /
+.parquet with a 'text' column.""", """
+  qscope-lab language-features --layer 2 --texts zh=examples/goal.txt --texts en=examples/seeds.txt --top 5""")
     add_lab_options(p)
-    p.add_argument("--layer", type=LAYER, action="append", help="layer (repeat for several; default: all)")
-    p.add_argument("--top", type=POSITIVE, default=10, help="features per language and layer")
+    p.add_argument("--layer", type=LAYER, action="append", help="a layer to rank (repeat for several; default: all)")
+    p.add_argument("--top", type=POSITIVE, default=10, metavar="N", help="features per language and layer (default 10)")
     p.add_argument("--texts", action="append", metavar="LANG=FILE",
-                   help="one text per line for LANG (repeat; default: the shipped reference corpus en/zh/code)")
+                   help="texts of the language LANG (repeat for each language; default: the shipped reference corpus, "
+                        "en / zh / code)")
     add_out_option(p)
     p.set_defaults(func=run_language_features)
 
-    p = sub.add_parser("sasft-demo", help="plain SFT vs SASFT on a code-switching habit (minutes, CPU)")
+    p = command(sub, "sasft-demo", "plain SFT vs SASFT on a code-switching habit (about 30 s of CPU)", """
+The SASFT experiment on the embedded default, in about 30 s of CPU time: teach the model a habit of switching into
+Chinese, then fine-tune it on English answers twice, with plain SFT and with SASFT (a penalty on the Chinese
+features' activations), and print how often each arm still switches (the code-switch ratio) and its loss.""", """
+  qscope-lab sasft-demo --out sasft.csv""")
     add_lab_options(p, needs_saes=False)
-    p.add_argument("--steps", type=POSITIVE, default=30, help="SFT steps of each arm (>= 1)")
-    p.add_argument("--habit-steps", type=COUNT, default=60, help="steps that teach the habit (>= 0)")
+    p.add_argument("--steps", type=POSITIVE, default=30, metavar="N", help="fine-tuning steps of each arm (default 30)")
+    p.add_argument("--habit-steps", type=COUNT, default=60, metavar="N",
+                   help="steps that first teach the code-switching habit (default 60; 0 skips it)")
     p.add_argument("--weight", type=number(minimum=0.0), action="append",
-                   help="lambda, finite and >= 0 (repeat for several; default 0.25)")
-    p.add_argument("--features", type=POSITIVE, default=16, help="Chinese features per layer")
-    p.add_argument("--layer", type=LAYER, action="append", help="SASFT layer (repeat; default: the last)")
-    p.add_argument("--seed", type=SEED, default=0)
+                   metavar="LAMBDA", help="weight of the SASFT penalty, >= 0 (repeat for one SASFT arm each; "
+                                           "default 0.25)")
+    p.add_argument("--features", type=POSITIVE, default=16, metavar="N",
+                   help="Chinese features per layer that the penalty holds down (default 16)")
+    p.add_argument("--layer", type=LAYER, action="append",
+                   help="a layer whose features SASFT penalises (repeat for several; default: the last)")
+    p.add_argument("--seed", type=SEED, default=0,
+                   help="seed of the generated data, its order and the training (default 0)")
     add_out_option(p)
     p.set_defaults(func=run_sasft_demo)
 
@@ -49,14 +78,17 @@ def texts_by_language(items: list[str] | None) -> dict[str, list[str]]:
 
 
 def run_language_features(args) -> None:
-    from ..training.language import language_features
+    texts = texts_by_language(args.texts)  # the files read before the model loads
+    check_layers(args, layer=args.layer)
+    from ..training.language import language_features  # torch: after the checks
 
     lab = lab_from_args(args)
-    print_frame(language_features(lab, texts_by_language(args.texts), layers=args.layer, top=args.top), args.out)
+    print_frame(language_features(lab, texts, layers=args.layer, top=args.top), args.out)
 
 
 def run_sasft_demo(args) -> None:
-    from ..training.code_switch_experiment import code_switch_experiment
+    check_layers(args, layer=args.layer)
+    from ..training.code_switch_experiment import code_switch_experiment  # torch: after the checks
 
     lab = lab_from_args(args)
     frame = code_switch_experiment(lab, steps=args.steps, habit_steps=args.habit_steps,
