@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..base.atomic import write_atomic
-from . import schema
+from . import device, schema
 from .hashes import file_digest, priority, priority_at
 from .rows import (
     ByToken,
@@ -59,11 +59,13 @@ class LayerPartial:
         self.pending: list[dict] = []  # rows proposed by batches since the last flush, their windows not cut yet
         self.tables: list[tuple] = []  # per such batch, what cutting them needs (``rows.join_table``)
         self.n_pending = self.n_table = 0
+        self._dev: device.DeviceTables | None = None  # the tables where the last batch's codes were (``update``)
         self._thresholds()
 
     def _thresholds(self) -> None:
         """The N-th best activation per feature and the S-th smallest priority per (feature, bin) of the kept
         rows: a new row must reach them to matter."""
+        self._release()
         self.top_thr = np.full(self.d_sae, -np.inf, np.float32)
         self.sample_thr = np.full(self.d_sae * self.params["n_bins"], _MAX, np.uint64)
         rows, top = self.rows, self.rows["kind"] == schema.TOP
@@ -80,6 +82,8 @@ class LayerPartial:
         last = rank(sample_group) == self.params["samples_per_bin"] - 1
         g = sample_group[last]
         self.sample_thr[g] = np.minimum(self.sample_thr[g], sample_priority[last])
+        if self._dev is not None:
+            self._dev.set_thresholds(f, self.top_thr[f], g, self.sample_thr[g])
 
     def _batch_bars(self, feat, act, b, group, prio) -> tuple[np.ndarray, np.ndarray]:
         """The thresholds raised by bounds from this batch alone (when they are still low, so that sorting every
@@ -146,7 +150,9 @@ class LayerPartial:
 
     def _count(self) -> None:
         """Add the buffered (feature, bin) and (feature, source) keys to the histogram and per-source counts: one
-        bincount per table for many batches, so a batch costs its firings, not the d_sae x n_bins table."""
+        bincount per table for many batches, so a batch costs its firings, not the d_sae x n_bins table; and
+        the tables kept on a device are brought back."""
+        self._release()
         if not self.keys:
             return
         for table, keys in zip((self.hist, self.by_source), zip(*self.keys)):
@@ -166,10 +172,122 @@ class LayerPartial:
 
     def update(self, ctx: dict, values: torch.Tensor, indices: torch.Tensor) -> None:
         """Fold in one batch: ``values`` / ``indices`` ``[n, k]`` of the counted tokens ``ctx["tok_row"]`` /
-        ``ctx["tok_col"]`` (see ``shard.compute_shard`` for the rest of ``ctx``)."""
+        ``ctx["tok_col"]`` (see ``shard.compute_shard`` for the rest of ``ctx``), on whatever device the SAE ran.
+
+        The per-feature counts, sums, maxima, histogram and per-source counts are taken there, and so is the filter:
+        only the candidate firings (at their feature's top threshold or under their (feature, bin)'s sample bar)
+        come to the host, and off the CPU, of the firings the windows of the proposed rows need, only those. The
+        state is bit for bit what ``update_host`` makes of the same batch."""
+        p, d = self.params, self.d_sae
+        if not device.exact_bins(p):  # the bins by the log10 formula: numpy's, on the host
+            self.update_host(ctx, values.float().cpu().numpy(), indices.cpu().numpy())
+            return
+        self.grow_sources(ctx["n_sources"])
+        at = values.device
+        if self._dev is None or self._dev.device != at:
+            self._release()
+            self._dev = device.DeviceTables(self, at)
+        dev, on, n_bins = self._dev, device.batch_on(ctx, at), p["n_bins"]
+        values = values.float()
+        fired = values > 0
+        if bool(fired.all()):  # the usual case: k features fire at every token
+            n, k = values.shape
+            e_tok = torch.arange(n, device=at).repeat_interleave(k)  # each firing's counted token
+            feat, act = indices.reshape(-1).long(), values.reshape(-1)
+            flat = None  # each firing's place in the [n, k] codes: its own index
+        else:
+            flat = fired.reshape(-1).nonzero()[:, 0]
+            e_tok = fired.nonzero()[:, 0]
+            feat, act = indices[fired].long(), values[fired]
+        ones = torch.ones_like(feat)
+        dev.count.index_add_(0, feat, ones)
+        dev.total += device.feature_sums(feat, act, d)
+        dev.peak.scatter_reduce_(0, feat, act, "amax")
+        b = device.activation_bins(act, p)
+        group = feat * n_bins + b
+        dev.hist.index_add_(0, group, ones)
+        dev.by_source.index_add_(0, feat * self.by_source.shape[1] + on["tok_src"][e_tok], ones)
+        prio = device.priority_bits(on["tok_key"][e_tok], feat, p["seed"])
+        top_ok, sample_bar = act >= dev.top_thr[feat], dev.sample_thr
+        if self.hist.size <= 4 * len(feat) and 2 * int(top_ok.sum()) > len(feat):
+            top_bar, sample_bar = self._batch_bars_on(feat, act, b, group, prio)
+            top_ok = act >= top_bar[feat]
+        sample_ok = device.ule(prio, sample_bar[group])
+        cand = (top_ok | sample_ok).nonzero()[:, 0]
+        host = device.to_host
+        # what crosses: per candidate its token, feature, activation and which filter it passed (13 bytes); the
+        # bin and the hash are computed again on the host (the same functions, bit for bit)
+        c_tok, c_feat = host(e_tok[cand].int()).astype(np.int64), host(feat[cand].int()).astype(np.int64)
+        c_act, c_ok = host(act[cand]), host(top_ok[cand].to(torch.uint8) | (sample_ok[cand].to(torch.uint8) << 1))
+        if device.remote(at):
+            c_bin, c_prio = activation_bins(c_act, p), priority_at(ctx["tok_key"][c_tok], c_feat, p["seed"])
+        else:  # views of the tensors: a gather, no copy
+            c_bin, c_prio = host(b[cand]).astype(np.int16), host(prio[cand]).view(np.uint64)
+
+        def near(tok: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            if not device.remote(at):  # views of the tensors: nothing to copy
+                return host(e_tok), host(feat), host(act)
+            # the candidates are on the host already: only the other firings in the windows cross
+            placed = cand if flat is None else flat[cand]
+            o_tok, o_feat, o_act = self._near_on(ctx, on, tok, f, values, indices, fired, placed)
+            return np.concatenate([c_tok, o_tok]), np.concatenate([c_feat, o_feat]), np.concatenate([c_act, o_act])
+
+        self._propose(ctx, c_tok, c_feat, c_act, c_bin, c_prio, np.flatnonzero(c_ok & 1), np.flatnonzero(c_ok & 2),
+                      near)
+
+    def _batch_bars_on(self, feat, act, b, group, prio) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_batch_bars`` on the batch's device (the sample bars as int64 bits)."""
+        p, d, dev = self.params, self.d_sae, self._dev
+        assert dev is not None
+        n_top, per_bin, n_bins = p["n_top"], p["samples_per_bin"], p["n_bins"]
+        counts = torch.bincount(group, minlength=d * n_bins)
+        above = counts.view(d, n_bins).flip(1).cumsum(1).flip(1)  # firings in a bin or higher
+        top_bin = (above >= n_top).sum(1) - 1  # -1: fewer than n_top firings
+        inside = b >= top_bin[feat]
+        floor = torch.full((d,), np.inf, device=act.device).scatter_reduce_(0, feat[inside], act[inside], "amin")
+        floor[top_bin < 0] = -np.inf
+        # floor(log2(max(count, 1) / (4 per_bin))) clipped to [0, 63], in integers: the exponent of count // (4 per_bin)
+        q = torch.div(counts, 4 * per_bin, rounding_mode="floor")
+        shift = (torch.frexp(q.double()).exponent.long() - 1).clamp(0, 63)
+        bar = torch.where(shift == 0, -1, (torch.ones_like(shift) << (64 - shift).clamp(max=63)) - 1)
+        passed = torch.bincount(group[device.ule(prio, bar[group])], minlength=d * n_bins)
+        bar[passed < per_bin] = -1  # the uint64 maximum
+        return torch.maximum(dev.top_thr, floor), device.umin(dev.sample_thr, bar)
+
+    def _near_on(self, ctx, on, tok, f, values, indices, fired, known) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Of the batch's firings (``values`` / ``indices`` ``[n, k]`` on their device, ``fired`` where > 0), those
+        inside the windows of the proposed rows (counted tokens ``tok``, features ``f``) but the ``known`` ones
+        (places in the flat codes, on the host already): what cutting their windows reads of ``rows.join_table``
+        (which keeps a superset: whole blocks of columns), in batch order, on the host."""
+        w, at = self.params["window"], values.device
+        n, k = values.shape
+        n_rows, width = ctx["input_ids"].shape
+        counted = torch.full((n_rows * width,), -1, dtype=torch.long, device=at)  # counted token at each place
+        counted[on["tok_row"] * width + on["tok_col"]] = torch.arange(n, device=at)
+        code = torch.where(fired, indices.long(), -1)
+        tok_t, f_t = torch.from_numpy(tok).to(at), torch.from_numpy(f.astype(np.int64)).to(at)
+        mark = torch.zeros(n * k, dtype=torch.bool, device=at)
+        shift = torch.arange(-w, w + 1, device=at)
+        step = max(1, (1 << 24) // ((2 * w + 1) * k))  # proposed rows at a time: a [step, 2w + 1, k] comparison
+        for s in range(0, len(tok), step):
+            t, ff = tok_t[s:s + step], f_t[s:s + step]
+            col = on["tok_col"][t][:, None] + shift
+            inside = (col >= 0) & (col < width)
+            near = torch.where(inside, counted[(on["tok_row"][t][:, None] * width + col.clamp(0, width - 1))], -1)
+            hit = (code[near.clamp_min(0)] == ff[:, None, None]) & (near >= 0)[:, :, None]
+            slot = near.clamp_min(0)[:, :, None] * k + torch.arange(k, device=at)
+            mark[slot[hit]] = True
+        mark[known] = False
+        at_ = mark.nonzero()[:, 0]  # in batch order
+        host = device.to_host
+        return (host((at_ // k).int()).astype(np.int64), host(indices.reshape(-1)[at_].int()).astype(np.int64),
+                host(values.reshape(-1)[at_]))
+
+    def update_host(self, ctx: dict, values_np: np.ndarray, indices_np: np.ndarray) -> None:
+        """``update`` with numpy on the host, from every firing (the reference the device path equals; the path
+        when the bins need the log10 formula)."""
         p, d = self.params, self.d_sae
         n_bins = p["n_bins"]
-        values_np, indices_np = values.numpy(), indices.numpy()
         fired = values_np > 0
         if fired.all():  # the usual case: k features fire at every token
             e_tok = np.repeat(np.arange(len(fired)), fired.shape[1])  # each firing's counted token
@@ -179,6 +297,7 @@ class LayerPartial:
             feat, act = indices_np[fired].astype(np.int64, copy=False), values_np[fired]
         src = ctx["tok_src"][e_tok]
         self.grow_sources(ctx["n_sources"])
+        self._release()
         self.count += np.bincount(feat, minlength=d)
         self.total += np.bincount(feat, weights=act.astype(np.float64), minlength=d)
         peak = torch.zeros(d).scatter_reduce_(0, torch.from_numpy(feat), torch.from_numpy(act), "amax").numpy()
@@ -189,18 +308,26 @@ class LayerPartial:
         self.n_keys += len(feat)
         if 8 * self.n_keys >= self.hist.size:
             self._count()
-        # only what beats its feature's current N-th best (or S-th smallest priority) is a candidate, and only
-        # what stays in this batch's own top N (bottom S) is proposed: windows are cut for those alone
         prio = priority_at(ctx["tok_key"][e_tok], feat, p["seed"])
-        entries = {"feature": feat, "activation": act, "bin": b, "priority": prio,  # document, position: for ties
-                   "document": ByToken(ctx["tok_doc"], e_tok), "position": ByToken(ctx["tok_pos"], e_tok)}
         top_ok, sample_bar = act >= self.top_thr[feat], self.sample_thr
         # the first batches, where nearly every firing would be a candidate (and the bounds cost less than that)
         if 2 * np.count_nonzero(top_ok) > len(feat) and self.hist.size <= 4 * len(feat):
             top_bar, sample_bar = self._batch_bars(feat, act, b, group, prio)
             top_ok = act >= top_bar[feat]
-        top, sample, sample_group = choose(entries, np.flatnonzero(top_ok), np.flatnonzero(prio <= sample_bar[group]),
-                                           p["n_top"], p["samples_per_bin"], n_bins)
+        self._propose(ctx, e_tok, feat, act, b, prio, np.flatnonzero(top_ok),
+                      np.flatnonzero(prio <= sample_bar[group]), lambda tok, f: (e_tok, feat, act))
+
+    def _propose(self, ctx, e_tok, feat, act, b, prio, top_ok, sample_ok, near) -> None:
+        """Of a batch's candidate firings (``e_tok`` ... ``prio``; ``top_ok`` / ``sample_ok`` index them), propose
+        what stays in this batch's own top N (bottom S), raising the thresholds by them; ``near(tok, f)``: the
+        firings ``rows.join_table`` needs to cut their windows later."""
+        # only what beats its feature's current N-th best (or S-th smallest priority) is a candidate, and only
+        # what stays in this batch's own top N (bottom S) is proposed: windows are cut for those alone
+        p, d = self.params, self.d_sae
+        n_bins = p["n_bins"]
+        entries = {"feature": feat, "activation": act, "bin": b, "priority": prio,  # document, position: for ties
+                   "document": ByToken(ctx["tok_doc"], e_tok), "position": ByToken(ctx["tok_pos"], e_tok)}
+        top, sample, sample_group = choose(entries, top_ok, sample_ok, p["n_top"], p["samples_per_bin"], n_bins)
         if not len(top) + len(sample):
             return
         self._tighten(feat[top], act[top], sample_group, prio[sample])
@@ -215,7 +342,7 @@ class LayerPartial:
             "source": ctx["tok_src"][tok],
             "center": np.full(len(entry), p["window"], np.int16), "batch": np.full(len(entry), len(self.tables)),
             "tok": tok})
-        self.tables.append(join_table(ctx, tok, f, e_tok, feat, act, d, p["window"]))
+        self.tables.append(join_table(ctx, tok, f, *near(tok, f), d, p["window"]))
         self.n_pending += len(entry)
         self.n_table += len(self.tables[-1][-1])
         # amortised: a flush sorts the kept rows again, so it waits for PENDING times as many proposed ones;
@@ -226,6 +353,19 @@ class LayerPartial:
                 and PENDING_ROW_BYTES * self.n_pending + TABLE_BYTES * self.n_table > self.pending_bytes)
         if over or self.n_pending > limit or self.n_table > 2 * limit or len(self.tables) >= 256:
             self.flush()
+
+    def release(self) -> None:
+        """Bring the tables kept on a device back to the host's arrays (before pickling or handing the partial on)."""
+        self._release()
+
+    def _release(self) -> None:
+        if self._dev is not None:
+            self._dev.release(self)
+            self._dev = None
+
+    def __getstate__(self) -> dict:
+        self._release()
+        return self.__dict__
 
     def merge(self, other: LayerPartial, source_map: np.ndarray) -> None:
         """Fold in another partial of the same layer (its source ids mapped through ``source_map``)."""

@@ -99,9 +99,12 @@ def compute_shard(lab: LabLike, shard: int, docs: list[Document], layers: list[i
         for src, n in zip(*np.unique(info[tok_row, 2], return_counts=True)):
             part.tokens_by_source[int(src)] += int(n)
         for layer in layers:
+            # the codes stay where the SAE ran: counts and the candidate filter are done there (``update``)
             values, indices = saes[layer].encode_sparse(residuals[layer][batch.counted])
-            part.by_layer[layer].update(ctx, values.float().cpu(), indices.cpu())
+            part.by_layer[layer].update(ctx, values, indices)
         del residuals
+    for layer_part in part.by_layer.values():
+        layer_part.release()  # the tables a device held, back on the host
     if out is not None and boundary_out is not None:
         (out / DONE).touch()
         shutil.rmtree(boundary_out, ignore_errors=True)
