@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .options import LAYER, POSITIVE, add_lab_options, check_layers, command, integer, lab_from_args, print_frame
+from .options import LAYER, add_lab_options, check_layers, command, lab_from_args, print_frame
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
@@ -28,6 +28,7 @@ a Lab uses it (lab.use_index). Run qscope-lab index ACTION --help for an action'
   qscope-lab index export my-index --out np-export""")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", title="actions",
                                help="one of these (qscope-lab index ACTION --help for its options):")
+    # build's numbers are checked by check_build_args (one line naming the index option), not while parsing
     b = command(actions, "build", "index a corpus (resumes an unfinished build at --out)", """
 Index a corpus: run the model over every document, encode each layer with its SAE and keep per feature its top
 contexts and statistics. Shards are checkpointed: run the same command again after a crash or Ctrl-C and it
@@ -44,17 +45,17 @@ optional "source"), .csv / .parquet with a 'text' column, or a folder of such fi
                         "stem is the source unless rows have a 'source' field)")
     b.add_argument("--out", required=True, metavar="FOLDER", help="the index folder (created; an unfinished build "
                                                                   "there is resumed)")
-    b.add_argument("--layers", type=LAYER, nargs="+", metavar="LAYER", help="layers to index (default: all)")
-    b.add_argument("--n-top", type=POSITIVE, default=20, metavar="N", help="top contexts kept per feature (default 20)")
-    b.add_argument("--context-length", type=integer(2), default=256, metavar="N",
+    b.add_argument("--layers", type=int, nargs="+", metavar="LAYER", help="layers to index (default: all)")
+    b.add_argument("--n-top", type=int, default=20, metavar="N", help="top contexts kept per feature (default 20)")
+    b.add_argument("--context-length", type=int, default=256, metavar="N",
                    help="tokens per forward pass; longer documents are cut into pieces of this length (default 256)")
-    b.add_argument("--shard-documents", type=POSITIVE, default=1024, metavar="N",
+    b.add_argument("--shard-documents", type=int, default=1024, metavar="N",
                    help="documents per shard, the unit that is checkpointed and resumed (default 1024)")
-    b.add_argument("--batch-size", type=POSITIVE, default=16, metavar="N",
+    b.add_argument("--batch-size", type=int, default=16, metavar="N",
                    help="pieces per forward pass (default 16; lower it if memory runs short)")
     b.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: this process (the default); ray: shards spread over Ray workers (pip install ray)")
-    b.add_argument("--workers", type=POSITIVE, metavar="N", help="Ray actors (default: one per GPU, else CPUs - 1)")
+    b.add_argument("--workers", type=int, metavar="N", help="Ray actors (default: one per GPU, else CPUs - 1)")
     b.add_argument("--address", help="Ray cluster address ('auto' for a running cluster)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
     b.set_defaults(func=run_build)
