@@ -48,12 +48,17 @@ def test_offline_patterns_reach_precision_on_named_features(elab):
 def test_explain_stores_resumes_and_never_writes_the_shipped_index(elab, home):
     layer, feature = NAMED["chinese"]
     before = sorted(p.name for p in embedded.INDEX_DIR.iterdir())
-    out = elab.explain(layer, [feature, 7])
+    assert "explanations.parquet" in before  # the default ships an offline explanation of every feature
+    mine = location(elab.index.path) / "explanations.parquet"
+    shipped = elab.explain(layer, [feature, 7])  # served from the shipped table: nothing computed or written
+    assert not mine.exists() and shipped.explanation.str.len().gt(0).all()
+    out = elab.explain(layer, [feature, 7], overwrite=True)  # redone: stored in the user's home, not the package
     assert list(out.columns[:5]) == ["layer", "feature", "explanation", "score", "explainer"]
     assert out.feature.tolist() == [feature, 7] and (out.explainer == "offline").all()
+    assert out.explanation.tolist() == shipped.explanation.tolist()  # the same explainer on the same index
     assert sorted(p.name for p in embedded.INDEX_DIR.iterdir()) == before  # the shipped index stays untouched
-    assert location(elab.index.path).is_relative_to(home)
-    stamp = (location(elab.index.path) / "explanations.parquet").stat().st_mtime_ns
+    assert location(elab.index.path).is_relative_to(home) and mine.is_file()
+    stamp = mine.stat().st_mtime_ns
     again = elab.explain(layer, [feature, 7])  # resumed: nothing redone, nothing written
     assert (location(elab.index.path) / "explanations.parquet").stat().st_mtime_ns == stamp
     pd.testing.assert_frame_equal(out.drop(columns="scores"), again.drop(columns="scores"))

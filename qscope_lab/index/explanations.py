@@ -81,8 +81,17 @@ def _read(file: Path) -> pd.DataFrame:
 
 
 def read_explanations(index_path) -> pd.DataFrame:
-    """Every stored explanation of the index at ``index_path`` (``COLUMNS``; empty when none)."""
-    return _read(location(index_path) / FILE).reset_index(drop=True)
+    """Every stored explanation of the index at ``index_path`` (``COLUMNS``; empty when none). An index whose
+    explanations live elsewhere (the shipped one) may carry its own table in its folder, written when it was
+    built (the embedded default's offline explanations): read under the user's, whose rows win on the same key."""
+    path = Path(index_path)
+    folder = location(path)
+    own = _read(folder / FILE)
+    if folder == path or not (path / FILE).is_file():
+        return own.reset_index(drop=True)
+    shipped = _read(path / FILE)
+    both = pd.concat([shipped, own], ignore_index=True) if len(own) else shipped
+    return both.drop_duplicates(list(KEY), keep="last").reset_index(drop=True)
 
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
