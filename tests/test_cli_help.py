@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from test_readme import PAGES, blocks
 
 from qscope_lab.cli.main import build_parser
-from qscope_lab.cli.options import DTYPES, check_layers, dtype, model_layers, text
+from qscope_lab.cli.options import DTYPES, check_features, check_layers, dtype, model_layers, sae_width, text
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
@@ -140,6 +140,11 @@ BAD_OTHER = [
     (["encode", "  "], "argument TEXT: a text is empty"),
     (["steer", "--steer", "1=2", ""], "argument prompt: the prompt is empty"),
     (["index", "build", "--corpus", "empty.txt", "--out", "never-written"], "no documents"),
+    (["steer", "--steer", "1:99999=2", "hi"], "--steer 99999: feature must be an int in 0..2047"),
+    (["steer", "--steer", "2:1=2", "--when", "1:5000", "hi"], "--when 5000: feature must be an int in 0..2047"),
+    (["synthesize", "--seeds", "examples/seeds.txt", "--targets", "3,2048"], "--targets 2048: feature must"),
+    (["steer", "-m", "Qwen/Qwen3-1.7B-Base", "--steer", "3:40000=2", "hi"],  # the registry knows its width
+     "--steer 40000: feature must be an int in 0..32767 (the SAE has 32,768 features)"),
 ]
 
 
@@ -198,6 +203,25 @@ def test_check_layers_refuses_exactly_the_layers_a_model_lacks(n_layers, layers)
             assert str(refused.value).startswith(f"--when {bad[0]}: layer must be an int in 0..{n_layers - 1}")
         else:
             check_layers(args, when=layers)
+
+
+@settings(max_examples=200, deadline=None)
+@given(features=st.lists(st.integers(-3, 5000), max_size=6))
+def test_check_features_refuses_exactly_the_ids_the_sae_lacks(features):
+    args = argparse.Namespace(model=None, saes=None)  # the embedded default: 2048 features per layer
+    bad = [f for f in features if not 0 <= f < 2048]
+    if bad:
+        with pytest.raises(ValueError, match=rf"^--steer {bad[0]}: feature must be an int in 0\.\.2047"):
+            check_features(args, "--steer", features)
+    else:
+        check_features(args, "--steer", features)
+
+
+def test_the_sae_width_is_known_only_where_it_is_certain(tmp_path):
+    assert sae_width(argparse.Namespace(model=None, saes=None)) == 2048
+    assert sae_width(argparse.Namespace(model=None, saes="Qwen/SAE-Res-Qwen3-8B-Base-W64K-L0_50")) == 65536
+    assert sae_width(argparse.Namespace(model="Qwen/Qwen3-1.7B-Base", saes=None)) == 32768
+    assert sae_width(argparse.Namespace(model=str(tmp_path), saes=str(tmp_path / "SAE-Res-x-W1K-L0_8"))) is None
 
 
 @settings(max_examples=300, deadline=None)

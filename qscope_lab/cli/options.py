@@ -159,6 +159,43 @@ def check_layers(args: argparse.Namespace, **options) -> None:
                 raise ValueError(f"{name} {layer}: layer must be an int in 0..{n - 1} (the model has {n} layers)")
 
 
+def sae_width(args: argparse.Namespace) -> int | None:
+    """Features per SAE of the suite ``-m`` / ``-s`` name, known without loading it: the embedded default's (its
+    file header) or a registered Qwen-Scope group's; None otherwise (the Lab checks feature ids once loaded)."""
+    from .. import embedded
+    from ..saes.registry import default_group, find_group
+
+    model, saes = getattr(args, "model", None), getattr(args, "saes", None)
+    if model is None and saes is None:
+        files = sorted(embedded.SAE_DIR.glob("layer*.sae.safetensors"))
+        widths = {_safetensors_metadata(f).get("d_sae") for f in files}
+        return int(widths.pop()) if len(widths) == 1 and None not in widths else None
+    group = find_group(saes) if saes is not None else default_group(model) if model is not None else None
+    return group.d_sae if group is not None else None
+
+
+def _safetensors_metadata(path: Path) -> dict:
+    """The ``__metadata__`` of a .safetensors file, read from its JSON header (8-byte length, then JSON)."""
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(size)) if 0 < size < 1 << 24 else {}
+    except (OSError, ValueError):
+        return {}
+    return header.get("__metadata__") or {} if isinstance(header, dict) else {}
+
+
+def check_features(args: argparse.Namespace, option: str, features) -> None:
+    """Refuse a feature id the SAE does not have before the model loads (where its width is known)."""
+    width = sae_width(args)
+    if width is None:
+        return
+    for feature in features:
+        if not 0 <= feature < width:
+            raise ValueError(f"{option} {feature}: feature must be an int in 0..{width - 1} (the SAE has {width:,} "
+                             f"features)")
+
+
 def add_lab_options(p: argparse.ArgumentParser, needs_saes: bool = True) -> None:
     """-m / -s / --k / --device / --dtype, with help that names what omitting each one does."""
     p.add_argument("-m", "--model", help="hub id or local checkpoint folder (default: the embedded qscope model, "

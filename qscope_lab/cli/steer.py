@@ -5,7 +5,18 @@ from __future__ import annotations
 import argparse
 
 from ..base.defaults import DEFAULT_REPETITION_PENALTY, STEER_MODES
-from .options import LAYER, POSITIVE, SEED, add_lab_options, check_layers, command, lab_from_args, number, text
+from .options import (
+    LAYER,
+    POSITIVE,
+    SEED,
+    add_lab_options,
+    check_features,
+    check_layers,
+    command,
+    lab_from_args,
+    number,
+    text,
+)
 
 MODE_HELP = ("add: h + alpha*d (default); clamp: set the feature's activation to ALPHA; ablate: remove ALPHA times "
              "its contribution; cap: lower the component along d to at most ALPHA (projection capping); "
@@ -92,6 +103,8 @@ def run(args) -> None:
     given = parse_steer_args(args.steer, args.layer if args.layer is not None else 0)  # malformed items refused
     check_layers(args, layer=[args.layer], steer=[layer for layer, _ in given],
                  when=[args.when[0]] if args.when else [])  # before the model loads
+    check_features(args, "--steer", [feature for _, feature in given])
+    check_features(args, "--when", [args.when[1]] if args.when else [])
     lab = lab_from_args(args)
     layer = lab.n_layers // 2 if args.layer is None else args.layer
     sampling = {k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p)) if v is not None}

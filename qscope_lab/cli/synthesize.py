@@ -8,6 +8,7 @@ from .options import (
     SEED,
     add_lab_options,
     add_layer_option,
+    check_features,
     check_layers,
     command,
     feature_ids,
@@ -63,6 +64,8 @@ def run(args) -> None:
     seeds = read_texts(args.seeds)
     goal = read_texts(args.targets_from) if args.targets_from else None
     check_layers(args, layer=[args.layer])
+    if args.targets:
+        check_features(args, "--targets", [int(f) for f in args.targets.split(",") if f.strip()])
     from ..workflows.synthesis import as_targets, synthesize, targets_from_contrast  # torch: after the checks
 
     lab = lab_from_args(args)
