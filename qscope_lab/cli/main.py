@@ -1,22 +1,14 @@
 """``qscope-lab``: the Lab from the shell, for headless runs and quick looks. Every command runs on the embedded
 default when ``-m`` is omitted, and on the middle layer when ``--layer`` is.
 
-    qscope-lab saes [--backbone Qwen3-8B-Base]
-    qscope-lab info   [-m MODEL] [-s SAES] [--layer L]
-    qscope-lab encode [-m MODEL] [--layer L] "text" ... [--top 5] [--out acts.csv]
-    qscope-lab steer  [-m MODEL] [--layer L] --steer 6159=-8 [--steer 14:20=3] "prompt"
-    qscope-lab classify   [-m MODEL] --train seeds.csv --test heldout.csv [--save clf.json] [--out prefix]
-    qscope-lab coverage   [-m MODEL] [--layer L] --benchmark a=a.txt --benchmark b=b.jsonl [--out prefix]
-    qscope-lab language-features [--layer L] [--texts zh=zh.txt --texts en=en.txt] [--out features.csv]
-    qscope-lab sasft-demo [--steps 30] [--weight 0.25] [--out table.csv]
-    qscope-lab synthesize [-m MODEL] [--layer L] --seeds seeds.txt --targets-from goal.txt [--out prefix]
-    qscope-lab index build --corpus docs.jsonl --out my-index [--layers 2 3] [--engine ray];  index info | export
-
-Each subcommand is a module of this package with ``register(subparsers)``; heavy imports happen inside the
-command, so ``qscope-lab saes`` or ``--help`` never load torch. Every numeric option is checked while the
-arguments are parsed (``options.integer`` / ``number``), before any model loads: exit code 2 and a message
-naming the option. A user's error is one line and exit code 2; Ctrl-C is one line ("interrupted", and how to
-resume where the command can) and exit code 130, as a shell reports SIGINT.
+Each subcommand is a module of this package with ``register(subparsers)`` (``options.command`` gives it a
+plain-text description and examples; ``DESCRIPTION`` / ``EPILOG`` here are the top level's); heavy imports happen
+inside the command, so ``qscope-lab saes`` or ``--help`` never load torch. Every numeric option is checked while
+the arguments are parsed (``options.integer`` / ``number``), and layers and feature ids against the model's
+config.json and the SAE's width (``options.check_layers`` / ``check_features``), before any model loads: exit
+code 2 and a message naming the option. A user's error is one line and exit code 2; Ctrl-C is one line
+("interrupted", and how to resume where the command can) and exit code 130, as a shell reports SIGINT. Every
+example in a ``--help`` is a line of docs/cli.md or a how-to page, which the snippet test runs on ``examples/``.
 """
 
 from __future__ import annotations
