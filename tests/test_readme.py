@@ -98,3 +98,14 @@ def test_snippets_run_verbatim(path, tmp_path):
         assert "Loading weights" not in done.stderr  # no stray progress bars from the CLI
         if "qscope-lab info" in code:
             assert "None" not in done.stdout.split("decoder norm")[0]
+
+
+def test_the_readme_gets_out_of_the_way():
+    """At most 150 lines, one picture, and every link into the repository (the site's pages, the notebooks)
+    points at a file that exists."""
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 150
+    assert len(re.findall(r"!\[[^\]]*\]\(", text)) == 1
+    targets = [t for t in re.findall(r"\]\(([^)#\s]+)", text) if "://" not in t]
+    assert len(targets) >= 15 and all((REPO / t).exists() for t in targets), [t for t in targets
+                                                                              if not (REPO / t).exists()]
