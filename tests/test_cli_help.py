@@ -112,7 +112,20 @@ def test_every_help_example_runs_in_the_snippet_test():
 
 
 def test_the_example_files_are_in_the_formats_the_help_shows():
+    """Lines a help shows under "examples/NAME:" are lines of that shipped file, and the files parse as shown."""
     import pandas as pd
+
+    shown = 0
+    for name, parser in parsers():
+        lines = (parser.description or "").splitlines()
+        for i, line in enumerate(lines):
+            found = re.search(r"(examples/[\w.]+):$", line)
+            if found:
+                content = (REPO / found[1]).read_text(encoding="utf-8").splitlines()
+                sample = [x.strip() for x in lines[i + 1:] if x.startswith("  ")]
+                assert sample and all(x in content for x in sample), (name, found[1], sample)
+                shown += 1
+    assert shown >= 4
 
     seeds = pd.read_csv(REPO / "examples" / "seeds.csv")
     assert list(seeds.columns) == ["text", "label"] and sorted(seeds.label.unique()) == [0, 1]

@@ -36,8 +36,8 @@ resumes where it stopped, giving the same index byte for byte.
 
 Corpus format (--corpus): .txt with one document per line, .jsonl / .json with a "text" field (and an
 optional "source"), .csv / .parquet with a 'text' column, or a folder of such files. examples/corpus.jsonl:
-  {"text": "The cat sat on the mat.", "source": "en"}
-  {"text": "今天的天气很好。", "source": "zh"}""", """
+  {"text": "The cat sat on the mat and looked out of the window.", "source": "en"}
+  {"text": "今天的天气很好，我们去公园散步。", "source": "zh"}""", """
   qscope-lab index build --corpus examples/corpus.jsonl --out my-index --layers 2 3""")
     add_lab_options(b)
     b.add_argument("--corpus", action="append", required=True, metavar="PATH",
