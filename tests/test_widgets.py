@@ -299,8 +299,16 @@ def test_workbench_links_heatmap_card_and_steering(lab, reference):
     feature = wb.heatmap.grid_features[2]
     wb.heatmap.feature = feature
     assert (wb.card.layer, wb.card.feature) == (2, feature)
+    shown = []
+    show = wb.card._show
+    wb.card._show = lambda: (shown.append((wb.card.layer, wb.card.feature)), show())[1]
     wb.heatmap.layer = 1
     assert wb.card.layer == 1 and wb.steering.layer == 1
+    # one render per layer switch, of the new layer's selected feature (never f<old> of the new layer first)
+    assert shown == [(1, wb.heatmap.feature)] and wb.card.feature == wb.heatmap.feature
+    wb.card.select(2, feature)  # the card's own choice reaches the heatmap, rendered once more
+    assert (wb.heatmap.layer, wb.heatmap.feature) == (2, feature) and shown[1:] == [(2, feature)]
+    wb.heatmap.layer = 1
     message(wb.card, event="steer")
     assert wb.steering.features[-1] == {**wb.steering.features[-1], "layer": 1, "feature": wb.card.feature,
                                          "alpha": 8.0}
@@ -389,11 +397,11 @@ def test_card_explanation_contexts_similar_and_test_box(lab):
 
     card = FeatureCard(lab, layer=ZH_LAYER, feature=ZH_FEATURE, n_contexts=5, window=6)
     assert card.error == ""
-    # the explanation and its score: the offline explainer's, not stored (none is stored in the shipped index)
+    # the explanation and its score: the offline explainer's, stored with the shipped index
     want = offline.explain(lab.index, ZH_LAYER, [ZH_FEATURE])[0]
-    assert card.explanation == {**card.explanation, "text": want["explanation"], "stored": False}
+    assert card.explanation == {**card.explanation, "text": want["explanation"], "stored": True}
     assert card.explanation["score"] == pytest.approx(want["score"]) and 0 < card.explanation["score"] <= 1
-    lab.explain(ZH_LAYER, features=[ZH_FEATURE])  # stored now: the card reads it back
+    lab.explain(ZH_LAYER, features=[ZH_FEATURE], overwrite=True)  # stored again, in the user's home: read back
     card.feature = 5
     card.feature = ZH_FEATURE
     assert card.explanation["stored"] and card.explanation["text"] == want["explanation"]

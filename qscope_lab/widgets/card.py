@@ -123,6 +123,15 @@ class FeatureCard(LabWidget):
         if self.test_text:
             self._test()
 
+    def select(self, layer: int, feature: int) -> None:
+        """Show ``feature`` of ``layer``: both set, then one render (setting the two traits one by one renders
+        twice, the first time an unrelated pair: f53 of the new layer)."""
+        if (layer, feature) == (self.layer, self.feature):
+            return
+        with self.quietly():
+            self.layer, self.feature = layer, feature
+        self._selection_changed(None)
+
     @reacts("test_text")
     def _test_text_changed(self, change):
         self._test()

@@ -4,7 +4,9 @@ Click a feature in the heatmap and the card shows it; "steer with it" on the car
 steering panel. A label typed in the card reaches the heatmap's, the steering panel's and the attribution
 panel's names at once (every widget follows ``analysis.labels``' announcements). Nothing here is special: each
 part is the standalone widget (``wb.heatmap``, ``wb.card``,
-``wb.steering``), linked with ``traitlets.link`` and a callback, as users link their own.
+``wb.steering``), linked with ``traitlets.dlink``, two observers and a callback, as users link their own. The
+card follows the heatmap's (layer, feature) as one selection (``FeatureCard.select``): a layer switch renders it
+once, with the new layer's strongest feature, not first with the old feature number.
 
 ``Workbench(lab, texts, prompt="")``: ``texts`` is one text or a list of them for the heatmap; an empty list (or
 an empty text) is refused at once with a ValueError naming ``texts``, since every part of the workbench starts
@@ -47,9 +49,11 @@ class Workbench(ipywidgets.VBox):
                                       layer=self.heatmap.layer, labels=labels)
         self.attribution = AttributionPanel(lab, self.steering.prompt, layer=self.heatmap.layer, labels=labels)
         self.steer_alpha = steer_alpha
-        self.links = [traitlets.link((self.heatmap, "layer"), (self.card, "layer")),
-                      traitlets.link((self.heatmap, "feature"), (self.card, "feature")),
-                      traitlets.dlink((self.heatmap, "layer"), (self.steering, "layer")),
+        # the card follows the heatmap's (layer, feature) pair as one selection (a layer switch renders it once,
+        # with the new layer's feature), and the heatmap follows the card's
+        self.heatmap.observe(self._heatmap_selected, names=["layer", "feature"])
+        self.card.observe(self._card_selected, names=["layer", "feature"])
+        self.links = [traitlets.dlink((self.heatmap, "layer"), (self.steering, "layer")),
                       traitlets.dlink((self.heatmap, "layer"), (self.attribution, "layer"))]
         self.attribution.observe(self._attribution_selected, names="selected")  # a click there opens the card
         self.card.on_steer(lambda layer, feature: self.steering.add_feature(feature, self.steer_alpha, layer=layer))
@@ -57,6 +61,16 @@ class Workbench(ipywidgets.VBox):
         row.add_class("qs-workbench-row")  # wraps: side by side when wide, stacked below ~1,000 px (qscope.css)
         super().__init__([row, self.steering, self.attribution], **kwargs)
         self.add_class("qs-workbench")
+
+    def _heatmap_selected(self, change):
+        if self.heatmap.acts is not None and self.heatmap.acts.layer == self.heatmap.layer:  # encoded: a real pair
+            self.card.select(self.heatmap.layer, self.heatmap.feature)
+
+    def _card_selected(self, change):
+        if (self.card.layer, self.card.feature) != (self.heatmap.layer, self.heatmap.feature):
+            if self.card.layer != self.heatmap.layer:
+                self.heatmap.layer = self.card.layer
+            self.heatmap.feature = self.card.feature
 
     def _attribution_selected(self, change):
         if change["new"]:  # complete and checked (AttributionPanel._check_selected); a failure shows there
