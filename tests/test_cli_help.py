@@ -153,6 +153,8 @@ BAD_OTHER = [
     (["encode", "  "], "argument TEXT: a text is empty"),
     (["steer", "--steer", "1=2", ""], "argument prompt: the prompt is empty"),
     (["index", "build", "--corpus", "empty.txt", "--out", "never-written"], "no documents"),
+    (["encode", "-m", "./no-such-model", "hi"], "-m ./no-such-model: no checkpoint folder there"),
+    (["classify", "-m", "no-such-model", "--train", "examples/seeds.csv"], "-m no-such-model: no checkpoint"),
     (["steer", "--steer", "1:99999=2", "hi"], "--steer 99999: feature must be an int in 0..2047"),
     (["steer", "--steer", "2:1=2", "--when", "1:5000", "hi"], "--when 5000: feature must be an int in 0..2047"),
     (["synthesize", "--seeds", "examples/seeds.txt", "--targets", "3,2048"], "--targets 2048: feature must"),
@@ -196,7 +198,10 @@ def test_a_layer_of_a_local_checkpoint_is_checked_against_its_config(tmp_path):
     (folder / "config.json").write_text(json.dumps({"text_config": {"num_hidden_layers": 28}}))
     assert model_layers(str(folder)) == 28
     assert model_layers(None) == 4  # the embedded default
-    assert model_layers(str(tmp_path / "nowhere")) is None  # the Lab reports it when it loads
+    with pytest.raises(FileNotFoundError, match="nowhere: no checkpoint folder there"):
+        model_layers(str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        model_layers(str(tmp_path))
     assert model_layers("Qwen/not-in-the-local-cache") is None
     check_layers(argparse.Namespace(model=str(folder)), layer=[27])
     with pytest.raises(ValueError, match=r"--layer 28: layer must be an int in 0\.\.27 \(the model has 28 layers\)"):

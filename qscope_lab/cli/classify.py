@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .options import POSITIVE, add_lab_options, command, lab_from_args, print_frame
+from .options import POSITIVE, add_lab_options, check_layers, command, lab_from_args, print_frame
 
 
 def register(sub) -> None:
@@ -70,6 +70,7 @@ def run(args) -> None:
                               f"--overwrite to replace it)")  # before the model loads and the fit runs
     train = read_labelled(args.train)
     test = read_labelled(args.test) if args.test else None
+    check_layers(args)  # -m: a path without a checkpoint is refused before the model loads
     clf = SeedClassifier(lab_from_args(args), statistic=args.statistic, top_k=args.top_k, select=args.select,
                          n_layers=args.n_layers)
     if test is not None:

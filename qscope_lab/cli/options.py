@@ -119,7 +119,8 @@ def command(sub, name: str, summary: str, description: str, examples: str = "") 
 def model_layers(model: str | None) -> int | None:
     """How many decoder layers ``-m MODEL`` has, read from its config.json without torch or a download: the
     embedded default, a local checkpoint folder, or a hub id already in the local cache; None where it cannot
-    be read (the Lab then checks the layer once loaded)."""
+    be read (the Lab then checks the layer once loaded). A local path that holds no checkpoint is refused here,
+    naming -m, before torch is imported."""
     from .. import embedded
 
     config: Path | None = None
@@ -127,7 +128,13 @@ def model_layers(model: str | None) -> int | None:
         config = embedded.MODEL_DIR / "config.json"
     elif Path(model).expanduser().is_dir():
         config = Path(model).expanduser() / "config.json"
-    elif model.count("/") == 1 and not model.startswith((".", "/", "~")):
+        if not config.is_file():
+            raise FileNotFoundError(f"-m {model}: the folder has no config.json, so it is not a transformers "
+                                    f"checkpoint folder")
+    elif model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise FileNotFoundError(f"-m {model}: no checkpoint folder there (and it is not a hub id like "
+                                f"'Qwen/Qwen3-8B-Base')")
+    else:
         try:
             from huggingface_hub import try_to_load_from_cache
 
@@ -148,7 +155,8 @@ def model_layers(model: str | None) -> int | None:
 
 def check_layers(args: argparse.Namespace, **options) -> None:
     """Refuse a layer the model does not have before it loads: ``options`` maps an option's name (underscores for
-    dashes) to the layers it gave. Raises ValueError naming the option, the layer and the valid range."""
+    dashes) to the layers it gave. Raises ValueError naming the option, the layer and the valid range (and
+    FileNotFoundError for a -m path that holds no checkpoint)."""
     n = model_layers(getattr(args, "model", None))
     if n is None:
         return
