@@ -1,11 +1,12 @@
-"""The index's per-batch work where the SAE codes are (any torch device): per-feature counts, sums, maxima,
-histogram and per-source counts, and the filter that leaves only the candidate firings to copy to the host.
+"""The index's per-batch work where the SAE codes are, on a device apart from the host (a GPU): per-feature
+counts, sums, maxima, histogram and per-source counts, and the filter that leaves only the candidate firings to copy
+to the host (``LayerPartial.update``; on the CPU, numpy does the same work on views of the codes).
 
 Everything here computes bit for bit what the host's numpy computes (``hashes.priority_at``,
 ``rows.activation_bins``, ``np.bincount``): the uint64 hashes are done on int64 bits (multiplication and xor wrap
 alike, right shifts are masked to be logical, comparisons flip the sign bit), the bins by the same float32-bits
-table. On the CPU the tables are the host's own arrays (no copy); elsewhere they are kept on the device and
-folded back into the host's arrays when the host needs them (``DeviceTables.release``).
+table. The tables are kept on the device and folded back into the host's arrays when the host needs them
+(``DeviceTables.release``).
 """
 
 from __future__ import annotations
@@ -80,11 +81,9 @@ def remote(at: torch.device) -> bool:
 
 
 def feature_sums(feat: torch.Tensor, act: torch.Tensor, d: int) -> torch.Tensor:
-    """Per feature the float64 sum of its activations, added in batch order as ``np.bincount`` adds them on the
-    CPU; elsewhere each feature's firings (a stable sort keeps their order) summed by one segment reduction, not
-    by atomics in whatever order threads come: the same bits on every run."""
-    if not remote(feat.device):
-        return torch.bincount(feat, weights=act.double(), minlength=d)
+    """Per feature the float64 sum of its activations: each feature's firings (a stable sort keeps their batch
+    order) summed by one segment reduction, not by atomics in whatever order threads come, so the same bits on
+    every run (on the CPU, numpy's bits: added one by one in batch order)."""
     order = torch.sort(feat, stable=True).indices
     return torch.segment_reduce(act.double()[order], "sum", lengths=torch.bincount(feat, minlength=d), unsafe=True)
 
@@ -104,38 +103,31 @@ def batch_on(ctx: dict, device: torch.device) -> dict:
 
 
 def to_host(t: torch.Tensor) -> np.ndarray:
-    """The one way a tensor of the filter reaches the host (a copy from a device; a view on the CPU)."""
+    """The one way a tensor of the filter reaches the host (a copy from the device)."""
     return t.cpu().numpy()
 
 
 class DeviceTables:
-    """A layer's per-feature tables where its codes are. On the CPU: views of the host's arrays, updated in
-    place. Elsewhere: counts, histogram, per-source counts and maxima accumulate from zero, the float64 sums
-    continue from the host's (so they are added in the same order), the thresholds are copies kept in step
-    (``LayerPartial._tighten``); ``release`` folds it all into the host's arrays."""
+    """A layer's per-feature tables where its codes are: counts, histogram, per-source counts and maxima
+    accumulate from zero, the float64 sums continue from the host's (so they are added in the same order), the
+    thresholds are copies kept in step (``LayerPartial._tighten``); ``release`` folds it all into the host's
+    arrays."""
 
     def __init__(self, part, device: torch.device):
-        self.device, self.shared = device, not remote(device)
-        if self.shared:
-            t = torch.from_numpy
-            self.count, self.total, self.peak = t(part.count), t(part.total), t(part.peak)
-            self.hist, self.by_source = t(part.hist).view(-1), t(part.by_source).view(-1)
-        else:
-            def zeros(n: int, dtype: torch.dtype) -> torch.Tensor:
-                return torch.zeros(n, dtype=dtype, device=device)
+        self.device = device
 
-            self.count, self.peak = zeros(part.d_sae, torch.int64), zeros(part.d_sae, torch.float32)
-            self.hist, self.by_source = zeros(part.hist.size, torch.int64), zeros(part.by_source.size, torch.int64)
-            self.total = torch.from_numpy(part.total).to(device, copy=True)
-        copy = not self.shared
-        self.top_thr = torch.from_numpy(part.top_thr).to(device, copy=copy)
-        self.sample_thr = torch.from_numpy(part.sample_thr.view(np.int64)).to(device, copy=copy)
+        def zeros(n: int, dtype: torch.dtype) -> torch.Tensor:
+            return torch.zeros(n, dtype=dtype, device=device)
+
+        self.count, self.peak = zeros(part.d_sae, torch.int64), zeros(part.d_sae, torch.float32)
+        self.hist, self.by_source = zeros(part.hist.size, torch.int64), zeros(part.by_source.size, torch.int64)
+        self.total = torch.from_numpy(part.total).to(device, copy=True)
+        self.top_thr = torch.from_numpy(part.top_thr).to(device, copy=True)
+        self.sample_thr = torch.from_numpy(part.sample_thr.view(np.int64)).to(device, copy=True)
         self.by_source_shape = part.by_source.shape
 
     def release(self, part) -> None:
-        """Fold what accumulated here into the host's arrays (nothing to do on the CPU: they are those)."""
-        if self.shared:
-            return
+        """Fold what accumulated here into the host's arrays."""
         assert part.by_source.shape == self.by_source_shape
         part.count += to_host(self.count)
         part.hist += to_host(self.hist).reshape(part.hist.shape)
@@ -145,7 +137,7 @@ class DeviceTables:
 
     def set_thresholds(self, top_at: np.ndarray, top: np.ndarray, sample_at: np.ndarray, sample: np.ndarray) -> None:
         """Copy raised thresholds (the host's new values at those places) to the device."""
-        if self.shared or not (len(top_at) or len(sample_at)):
+        if not (len(top_at) or len(sample_at)):
             return
 
         def to(a: np.ndarray) -> torch.Tensor:

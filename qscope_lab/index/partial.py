@@ -174,16 +174,17 @@ class LayerPartial:
         """Fold in one batch: ``values`` / ``indices`` ``[n, k]`` of the counted tokens ``ctx["tok_row"]`` /
         ``ctx["tok_col"]`` (see ``shard.compute_shard`` for the rest of ``ctx``), on whatever device the SAE ran.
 
-        The per-feature counts, sums, maxima, histogram and per-source counts are taken there, and so is the filter:
-        only the candidate firings (at their feature's top threshold or under their (feature, bin)'s sample bar)
-        come to the host, and off the CPU, of the firings the windows of the proposed rows need, only those. The
-        state is bit for bit what ``update_host`` makes of the same batch."""
-        p, d = self.params, self.d_sae
-        if not device.exact_bins(p):  # the bins by the log10 formula: numpy's, on the host
+        On a device apart from the host (a GPU), the per-feature counts, sums, maxima, histogram and per-source
+        counts are taken there, and so is the filter: only the candidate firings (at their feature's top
+        threshold or under their (feature, bin)'s sample bar) come to the host, and of the other firings only
+        those inside the windows of the rows proposed. On the CPU the codes are the host's already: numpy works on
+        views of them (``update_host``, faster there than torch), nothing is copied. The state is bit for bit the
+        same either way."""
+        p, d, at = self.params, self.d_sae, values.device
+        if not device.remote(at) or not device.exact_bins(p):  # (else the bins by the log10 formula: numpy's)
             self.update_host(ctx, values.float().cpu().numpy(), indices.cpu().numpy())
             return
         self.grow_sources(ctx["n_sources"])
-        at = values.device
         if self._dev is None or self._dev.device != at:
             self._release()
             self._dev = device.DeviceTables(self, at)
@@ -219,14 +220,9 @@ class LayerPartial:
         # bin and the hash are computed again on the host (the same functions, bit for bit)
         c_tok, c_feat = host(e_tok[cand].int()).astype(np.int64), host(feat[cand].int()).astype(np.int64)
         c_act, c_ok = host(act[cand]), host(top_ok[cand].to(torch.uint8) | (sample_ok[cand].to(torch.uint8) << 1))
-        if device.remote(at):
-            c_bin, c_prio = activation_bins(c_act, p), priority_at(ctx["tok_key"][c_tok], c_feat, p["seed"])
-        else:  # views of the tensors: a gather, no copy
-            c_bin, c_prio = host(b[cand]).astype(np.int16), host(prio[cand]).view(np.uint64)
+        c_bin, c_prio = activation_bins(c_act, p), priority_at(ctx["tok_key"][c_tok], c_feat, p["seed"])
 
         def near(tok: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            if not device.remote(at):  # views of the tensors: nothing to copy
-                return host(e_tok), host(feat), host(act)
             # the candidates are on the host already: only the other firings in the windows cross
             placed = cand if flat is None else flat[cand]
             o_tok, o_feat, o_act = self._near_on(ctx, on, tok, f, values, indices, fired, placed)
@@ -244,7 +240,8 @@ class LayerPartial:
         above = counts.view(d, n_bins).flip(1).cumsum(1).flip(1)  # firings in a bin or higher
         top_bin = (above >= n_top).sum(1) - 1  # -1: fewer than n_top firings
         inside = b >= top_bin[feat]
-        floor = torch.full((d,), np.inf, device=act.device).scatter_reduce_(0, feat[inside], act[inside], "amin")
+        floor = torch.full((d,), np.inf, dtype=torch.float32, device=act.device)
+        floor.scatter_reduce_(0, feat[inside], act[inside], "amin")
         floor[top_bin < 0] = -np.inf
         # floor(log2(max(count, 1) / (4 per_bin))) clipped to [0, 63], in integers: the exponent of count // (4 per_bin)
         q = torch.div(counts, 4 * per_bin, rounding_mode="floor")
