@@ -154,6 +154,7 @@ def test_few_candidates_cross_once_thresholds_rise():
     late = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(device, "AS_IF_REMOTE", True)
+        mp.setattr(LayerPartial, "NEAR_CHUNK", 40)  # the windows' firings found a few proposed rows at a time
         for b, (ctx, values, indices) in enumerate(batches(5, 40, 8, 2, 1, 0.0, 0)):
             ctx = {**ctx, "tok_window": token_windows(ctx["input_ids"], ctx["pad"], ctx["tok_row"],
                                                       ctx["tok_col"], 2)}

@@ -40,6 +40,7 @@ _MAX = np.iinfo(np.uint64).max
 class LayerPartial:
     """One layer's statistics; ``update`` folds in a batch, ``merge`` another partial."""
 
+    NEAR_CHUNK = 1 << 22  # the firings compared at a time to find those in windows (``_near_on``): 32 MB of int64
     PENDING = 4  # proposed rows wait for a flush until they are this many times the kept rows (see ``update``)
 
     def __init__(self, d_sae: int, params: dict, n_sources: int = 0, pending_bytes: int | None = None):
@@ -265,7 +266,7 @@ class LayerPartial:
         tok_t, f_t = torch.from_numpy(tok).to(at), torch.from_numpy(f.astype(np.int64)).to(at)
         mark = torch.zeros(n * k, dtype=torch.bool, device=at)
         shift = torch.arange(-w, w + 1, device=at)
-        step = max(1, (1 << 24) // ((2 * w + 1) * k))  # proposed rows at a time: a [step, 2w + 1, k] comparison
+        step = max(1, self.NEAR_CHUNK // ((2 * w + 1) * k))  # proposed rows at a time
         for s in range(0, len(tok), step):
             t, ff = tok_t[s:s + step], f_t[s:s + step]
             col = on["tok_col"][t][:, None] + shift
@@ -339,7 +340,8 @@ class LayerPartial:
             "source": ctx["tok_src"][tok],
             "center": np.full(len(entry), p["window"], np.int16), "batch": np.full(len(entry), len(self.tables)),
             "tok": tok})
-        self.tables.append(join_table(ctx, tok, f, *near(tok, f), d, p["window"]))
+        n_tok, n_feat, n_act = near(tok, f)
+        self.tables.append(join_table(ctx, tok, f, n_tok, n_feat, n_act, d, p["window"]))
         self.n_pending += len(entry)
         self.n_table += len(self.tables[-1][-1])
         # amortised: a flush sorts the kept rows again, so it waits for PENDING times as many proposed ones;
