@@ -114,11 +114,12 @@ def main() -> None:
     card_times = {"index": [], "reference": [], "index_warm": [], "reference_warm": []}
     for rep in range(args.reps):
         start = time.perf_counter()
-        lab.use_index(FeatureIndex.open(tmp / "x"))
-        index_view.card(lab, layer, features[rep], 8, 10)
+        opened = FeatureIndex.open(tmp / "x")
+        lab.use_index(opened)
+        index_view.card(lab, opened, layer, features[rep], 8, 10)
         card_times["index"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        index_view.card(lab, layer, features[rep + 10], 8, 10)
+        index_view.card(lab, opened, layer, features[rep + 10], 8, 10)
         card_times["index_warm"].append(time.perf_counter() - start)
         lab.use_index(None)
         start = time.perf_counter()
