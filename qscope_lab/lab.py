@@ -532,15 +532,19 @@ class Lab:
         return logit_lens(self, prompt, top=validate.integer(top, "top", minimum=1, maximum=len(self.tokenizer)))
 
     # ------------------------------------------------------------------ words for features (qscope_lab.explain)
-    def explain(self, layer: int, features=None, explainer: str = "offline", chat=None, **options) -> pd.DataFrame:
+    def explain(self, layer: int, features=None, explainer: str = "offline", chat=None, engine: str = "local",
+                address: str | None = None, workers: int | None = None, **options) -> pd.DataFrame:
         """Words for ``features`` (default: all) of ``layer``, stored with ``lab.index`` and resumed:
         ``explainer="offline"`` (token patterns and source profile from the index, scored by held-out precision /
         recall) or ``"llm"`` with ``chat`` (an ``explain.chat.Chat``, an OpenAI-compatible endpoint, a
-        transformers chat model or ``f(messages) -> str``). Returns layer, feature, explanation, score,
-        explainer, model, prompt_version, scores (``explain.runner.explain``'s options)."""
+        transformers chat model or ``f(messages) -> str``). ``engine="ray"`` explains batches as Ray tasks
+        (``workers`` at a time, on the cluster at ``address``), each stored as it finishes. Returns layer,
+        feature, explanation, score, explainer, model, prompt_version, scores (``explain.runner.explain``'s
+        options)."""
         from .explain.runner import explain
 
-        return explain(self, layer, features, explainer=explainer, chat=chat, **options)
+        return explain(self, layer, features, explainer=explainer, chat=chat, engine=engine, address=address,
+                       workers=workers, **options)
 
     def search(self, query: str, layers=None, top: int = 20, min_score: float | None = None,
                max_density: float | None = None, **options) -> pd.DataFrame:

@@ -77,6 +77,12 @@ class Cost:
         return {k: getattr(self, k) for k in ("requests", "retries", "failures", "cache_hits", "prompt_tokens",
                                               "completion_tokens", "seconds")}
 
+    def __getstate__(self) -> dict:  # the lock stays behind: a copy sent to a Ray worker counts on its own
+        return self.as_dict()
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
 
 def default_cache() -> Path:
     return Path(os.environ.get("QSCOPE_LAB_HOME", Path.home() / ".qscope-lab")) / "chat-cache.sqlite"
@@ -92,6 +98,12 @@ class Cache:
         with self._db() as db:
             db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, "
                        "prompt_tokens INTEGER, completion_tokens INTEGER, date REAL)")
+
+    def __getstate__(self) -> dict:  # the path travels (to a Ray worker); connections are per thread
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path, self._local = state["path"], threading.local()
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -155,8 +167,6 @@ class Chat:
         ``model`` name; ``api_key`` (default ``$OPENAI_API_KEY`` or "none" for local servers), ``timeout`` per
         request in seconds. ``Chat`` options (concurrency, retries, backoff, cache) pass through; others go
         to ``chat.completions.create``."""
-        import openai
-
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must be an http(s) URL such as http://localhost:8000/v1, got {base_url!r}")
         timeout = validate.number(timeout, "timeout", minimum=1e-6)
@@ -164,22 +174,10 @@ class Chat:
         temperature = validate.number(temperature, "temperature", minimum=0.0)
         own = {k: options.pop(k) for k in ("concurrency", "retries", "backoff", "max_backoff", "cache")
                if k in options}
-        client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
-                               timeout=timeout, max_retries=0)
         params = {"max_tokens": max_tokens, "temperature": temperature, **options}
-
-        def call(messages: Messages, extra: dict) -> Reply:
-            reply = client.chat.completions.create(model=model, messages=messages,  # type: ignore[arg-type]
-                                                   **{**params, **extra})
-            text = reply.choices[0].message.content if reply.choices else None
-            if text is None:
-                raise Malformed("the server's reply has no message content")
-            usage = reply.usage
-            return Reply(text, getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0)
-
-        chat = cls(call, model, params={"base": "openai", **params}, **own)
-        chat.client = client  # type: ignore[attr-defined]
-        return chat
+        call = _OpenAIBackend(base_url, model, api_key or os.environ.get("OPENAI_API_KEY") or "none", timeout,
+                              params)
+        return cls(call, model, params={"base": "openai", **params}, **own)
 
     @classmethod
     def transformers(cls, model, tokenizer=None, max_new_tokens: int = 128, name: str | None = None,
@@ -298,6 +296,37 @@ class Chat:
                         results[futures[future]] = future.result()
                         pbar.update(1)
         return [r for r in results if r is not None]
+
+
+class _OpenAIBackend:
+    """``Chat.openai``'s backend: one ``openai.OpenAI`` client, rebuilt from its settings when pickled (a Chat
+    sent to Ray workers: the client itself holds locks and sockets)."""
+
+    def __init__(self, base_url: str, model: str, api_key: str, timeout: float, params: dict):
+        self.base_url, self.model, self.api_key, self.timeout, self.params = base_url, model, api_key, timeout, params
+        self._connect()
+
+    def _connect(self) -> None:
+        import openai
+
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout,
+                                    max_retries=0)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "client"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._connect()
+
+    def __call__(self, messages: Messages, extra: dict) -> Reply:
+        reply = self.client.chat.completions.create(model=self.model, messages=messages,  # type: ignore[arg-type]
+                                                    **{**self.params, **extra})
+        text = reply.choices[0].message.content if reply.choices else None
+        if text is None:
+            raise Malformed("the server's reply has no message content")
+        usage = reply.usage
+        return Reply(text, getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0)
 
 
 def as_chat(chat) -> Chat:
