@@ -1,7 +1,8 @@
 """``lab.explain(..., engine="ray")`` on a REAL local Ray (num_cpus=2, started once for this module): a whole layer
 of the embedded default explained by Ray tasks stores exactly the table the local engine stores; a run stopped
 after some batches resumes with only the rest; the LLM explainer's chat travels to the workers when it pickles
-(its cost comes back) and is refused before any work when it does not; bad engine / workers values are refused."""
+(a plain function; Chat.openai against a real ``transformers serve``, test_explain's server; its cost comes back)
+and is refused before any work when it does not; bad engine / workers values are refused."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_explain import server  # noqa: F401  (the real transformers serve, shared when both modules run)
 
 from qscope_lab import Lab, embedded
 from qscope_lab.explain import runner
@@ -135,6 +137,26 @@ def test_llm_explainer_on_ray_with_a_function_chat(elab, ray_session):
     local = elab.explain(layer, feats, explainer="llm", chat=Chat.function(ask, model="marked", cache=False),
                          overwrite=True, batch=2, **options)
     pd.testing.assert_frame_equal(remote, local)
+
+
+def test_openai_chat_on_ray_against_a_real_server(server, elab, ray_session, tmp_path):  # noqa: F811
+    """Chat.openai travels to the workers (its client rebuilt there), asks the real server, its cost comes back;
+    the workers' on-disk cache answers the rerun, on Ray and locally alike."""
+    base, model = server
+    layer, han = NAMED["han"]
+    feats = [han, NAMED["chinese"][1]]
+    chat = Chat.openai(base, model, cache=tmp_path / "cache.sqlite", max_tokens=12, backoff=0.01)
+    options = dict(explainer="llm", chat=chat, scorers=(), overwrite=True, batch=1, n_top=4, n_quantile=3)
+    out = elab.explain(layer, feats, engine="ray", workers=2, **options)
+    assert out.attrs["failures"] == [], out.attrs["failures"]
+    assert out.explanation.map(lambda s: isinstance(s, str) and s != "").all()
+    assert chat.cost.requests >= 2 and chat.cost.completion_tokens > 0 and chat.cost.cache_hits == 0
+    asked = chat.cost.requests
+    again = elab.explain(layer, feats, engine="ray", workers=2, **options)
+    assert chat.cost.requests == asked and chat.cost.cache_hits == 2  # the cache the workers wrote
+    local = elab.explain(layer, feats, **options)
+    assert chat.cost.requests == asked and chat.cost.cache_hits == 4
+    assert again.explanation.tolist() == out.explanation.tolist() == local.explanation.tolist()
 
 
 def test_unpicklable_chat_refused_before_any_work(elab):
