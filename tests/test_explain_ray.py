@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_explain import server  # noqa: F401  (the real transformers serve, shared when both modules run)
+from test_explain import server  # noqa: F401  (the real transformers serve, started for this module)
 
 from qscope_lab import Lab, embedded
 from qscope_lab.explain import runner
