@@ -172,6 +172,14 @@ def test_unpicklable_chat_refused_before_any_work(elab):
     pd.testing.assert_frame_equal(read_explanations(elab.index.path), before)
 
 
+def test_chat_the_workers_cannot_load_refused_before_any_work(elab, ray_session):
+    """A function of this test module pickles by reference, and the workers cannot import the module."""
+    before = read_explanations(elab.index.path)
+    with pytest.raises(TypeError, match=r"chat .*cannot be loaded in the Ray workers.*test_explain_ray"):
+        elab.explain(3, [1, 2], explainer="llm", chat=_han_judge, engine="ray", overwrite=True)
+    pd.testing.assert_frame_equal(read_explanations(elab.index.path), before)
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.one_of(st.text(max_size=8).filter(lambda e: e not in ("local", "ray")), st.none(), st.integers(),
                  st.sampled_from(["Ray", "LOCAL", " ray", "dask"])))

@@ -181,6 +181,11 @@ def _remote_batch(path, layer: int, fs: list[int], explainer: str, chat, options
     return fs, rows, cost
 
 
+def _loads(chat) -> bool:
+    """A Ray task: True once ``chat`` is unpickled in a worker."""
+    return chat is not None
+
+
 def _on_ray(ray, path, layer: int, batches: list[list[int]], explainer: str, chat, options: dict,
             workers: int | None, address: str | None):
     """Yield (features, rows) per batch as Ray tasks finish, ``workers`` in flight; the tasks still running
@@ -193,6 +198,14 @@ def _on_ray(ray, path, layer: int, batches: list[list[int]], explainer: str, cha
     workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     task = ray.remote(num_cpus=1)(_remote_batch)
     chat_ref = ray.put(chat)
+    if chat is not None:  # a function of a module the workers cannot import pickles here and fails there
+        try:
+            ray.get(ray.remote(num_cpus=0)(_loads).remote(chat_ref))
+        except Exception as err:
+            why = (str(err).strip().splitlines() or [type(err).__name__])[-1][:160]
+            raise TypeError(f"chat {chat!r} cannot be loaded in the Ray workers ({why}): define its function in "
+                            "the notebook (__main__) or make its module importable there "
+                            "(ray.init(runtime_env=...)), or use engine='local'") from None
     waiting = iter(batches)
     pending: list = []
     try:
