@@ -181,3 +181,22 @@ def test_classify_save_refuses_to_replace_a_notebook_before_the_model_loads(tmp_
     err = capsys.readouterr().err
     assert "analysis.ipynb exists and is not a SeedClassifier file" in err and "--overwrite" in err
     assert notebook.read_text() == '{"cells": [], "nbformat": 4}'
+
+
+def test_ctrl_c_arriving_inside_a_finaliser_still_stops_the_command():
+    """A SIGINT that lands while a ``__del__`` runs (a progress bar being collected) is dropped by Python
+    ("Exception ignored in ...") and the command would run on: ``ctrl_c_lands`` raises it again outside."""
+    from qscope_lab.cli.main import ctrl_c_lands
+
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, inside __del__
+
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_lands():
+            Finalised()  # collected at once: the interrupt arrives inside its __del__
+            time.sleep(2)
+    assert time.perf_counter() - start < 1.0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back

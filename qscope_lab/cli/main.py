@@ -14,8 +14,11 @@ example in a ``--help`` is a line of docs/cli.md or a how-to page, which the sni
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pickle
+import signal
 import sys
+import threading
 
 from . import classify, coverage, encode, index, info, saes, steer, synthesize, training
 
@@ -76,6 +79,40 @@ def resume_hint(args: argparse.Namespace) -> str:
     return ": this command does not resume; run it again to start over"
 
 
+def _in_finalizer(frame) -> bool:
+    """Whether ``frame`` runs inside a ``__del__`` (or a weakref / GC callback under one), where Python prints
+    an exception and drops it: a KeyboardInterrupt raised there would be lost and the command run on."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextlib.contextmanager
+def ctrl_c_lands():
+    """Ctrl-C raises KeyboardInterrupt in the command, even when it arrives while a finaliser runs (a progress
+    bar's ``__del__``): then it is raised 10 ms later, outside it. Main thread, POSIX timers only."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def interrupt(signum, frame):
+        if _in_finalizer(frame):
+            signal.setitimer(signal.ITIMER_REAL, 0.01)  # raised again by the alarm, once out of it
+            return
+        raise KeyboardInterrupt
+
+    old_int = signal.signal(signal.SIGINT, interrupt)
+    old_alarm = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_alarm)
+        signal.signal(signal.SIGINT, old_int)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one ``qscope-lab`` command; returns its exit code (0, 2 for a refused argument or a user's error,
     130 when interrupted), argparse's own refusals and ``--help`` included."""
@@ -87,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         print("qscope-lab: interrupted", file=sys.stderr)
         return INTERRUPTED
     try:
-        args.func(args)
+        with ctrl_c_lands():
+            args.func(args)
     except KeyboardInterrupt:
         print(f"qscope-lab {args.command}: interrupted{resume_hint(args)}", file=sys.stderr)
         return INTERRUPTED
