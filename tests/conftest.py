@@ -1,11 +1,23 @@
-"""Shared fixtures: the real Qwen3 tokenizer and tiny random-weight models of every Qwen-Scope architecture."""
+"""Shared fixtures: the real Qwen3 tokenizer, tiny random-weight models of every Qwen-Scope architecture, and a
+real OpenAI-compatible server (``transformers serve``) on the embedded model."""
 
 from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
 
-from qscope_lab import SAE, Lab
+from qscope_lab import SAE, Lab, embedded
 from qscope_lab.testing.tiny import ARCHITECTURES, qwen3_tokenizer, tiny_model
 
 TEXTS = ["The cat sat on the mat.", "猫坐在垫子上。", "def add(a, b):\n    return a + b", "42"]
@@ -45,3 +57,48 @@ def pytest_collection_modifyitems(config, items):
     if browser:
         others = [item for item in items if item not in browser]
         items[:] = others + browser
+
+
+SERVER_MAX_LEN = 1024  # the server refuses longer requests: a real per-item server error
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server():
+    """``transformers serve`` on the embedded model, one per session (the LLM explainer's tests, local and on
+    Ray): (base_url, model name)."""
+    exe = shutil.which("transformers", path=str(Path(sys.executable).parent)) or shutil.which("transformers")
+    if exe is None:
+        pytest.skip("transformers serve is not installed (pip install 'transformers[serving]')")
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    model = str(embedded.MODEL_DIR)
+    proc = subprocess.Popen([exe, "serve", model, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
+                             "--max-model-len", str(SERVER_MAX_LEN), "--log-level", "warning"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            if proc.poll() is not None:
+                raise RuntimeError(f"transformers serve exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(base + "/v1/models", timeout=1) as reply:
+                    name = json.loads(reply.read())["data"][0]["id"]
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("transformers serve did not answer within 120 s")
+        yield base + "/v1", name
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -7,18 +7,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import SERVER_MAX_LEN as MAX_LEN  # the server refuses longer requests: a real per-item error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,48 +23,6 @@ from qscope_lab.explain.windows import feature_windows
 from qscope_lab.index.explanations import read_explanations
 
 NAMED = embedded.known_features()
-MAX_LEN = 1024  # the server refuses longer requests: a real per-item server error
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def server():
-    """``transformers serve`` on the embedded model: (base_url, model name)."""
-    exe = shutil.which("transformers", path=str(Path(sys.executable).parent)) or shutil.which("transformers")
-    if exe is None:
-        pytest.skip("transformers serve is not installed (pip install 'transformers[serving]')")
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    model = str(embedded.MODEL_DIR)
-    proc = subprocess.Popen([exe, "serve", model, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-                             "--max-model-len", str(MAX_LEN), "--log-level", "warning"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            if proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                with urllib.request.urlopen(base + "/v1/models", timeout=1) as reply:
-                    name = json.loads(reply.read())["data"][0]["id"]
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("transformers serve did not answer within 120 s")
-        yield base + "/v1", name
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_explain import server  # noqa: F401  (the real transformers serve, started for this module)
 
 from qscope_lab import Lab, embedded
 from qscope_lab.explain import runner
@@ -139,7 +138,7 @@ def test_llm_explainer_on_ray_with_a_function_chat(elab, ray_session):
     pd.testing.assert_frame_equal(remote, local)
 
 
-def test_openai_chat_on_ray_against_a_real_server(server, elab, ray_session, tmp_path):  # noqa: F811
+def test_openai_chat_on_ray_against_a_real_server(server, elab, ray_session, tmp_path):
     """Chat.openai travels to the workers (its client rebuilt there), asks the real server, its cost comes back;
     the workers' on-disk cache answers the rerun, on Ray and locally alike."""
     base, model = server
