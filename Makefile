@@ -27,7 +27,7 @@ lint: setup  ## ruff, the import contracts of pyproject.toml (the layers, no imp
 
 test: lint
 	# one torch thread per process: the models here are tiny, and the browser tests run a kernel beside pytest
-	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=25
 
 lab: setup  ## the main command: set up, then JupyterLab on the repo (its file browser) with the quickstart open
 	HF_HUB_OFFLINE=1 $(BIN)/jupyter lab --ServerApp.root_dir=. notebooks/quickstart.ipynb \
