@@ -102,3 +102,34 @@ def server():
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A scratch ``QSCOPE_LAB_HOME`` for one test module (labels, explanations of the shipped index)."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def elab(home):
+    """The embedded default, writing its labels and explanations under ``home``, never the user's own."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("QSCOPE_LAB_HOME", str(home))
+    lab = Lab.load()
+    yield lab
+    mp.undo()
+
+
+def start_ray():
+    """A local Ray of 2 CPUs (the caller shuts it down); tried twice: a raylet has 30 s to register, and on two
+    busy shared cores it sometimes misses that."""
+    ray = pytest.importorskip("ray")
+    for attempt in range(2):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            return ray
+        except Exception:
+            ray.shutdown()
+            if attempt:
+                raise
+    return ray

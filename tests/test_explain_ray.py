@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
+from conftest import start_ray
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -41,15 +42,7 @@ def elab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_session(elab):
-    ray = pytest.importorskip("ray")
-    for attempt in range(2):  # a raylet has 30 s to register; on two busy shared cores it sometimes misses that
-        try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            break
-        except Exception:
-            ray.shutdown()
-            if attempt:
-                raise
+    ray = start_ray()
     yield ray
     ray.shutdown()
 

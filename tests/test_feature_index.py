@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import start_ray
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -283,15 +284,7 @@ def test_opened_index_names_a_damaged_file(built, tmp_path):
 
 
 def test_ray_engine_equals_local(elab, docs, built, tmp_path):
-    ray = pytest.importorskip("ray")
-    for attempt in range(2):  # a raylet has 30 s to register; on two busy shared cores it sometimes misses that
-        try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            break
-        except Exception:
-            ray.shutdown()
-            if attempt:
-                raise
+    ray = start_ray()
     from qscope_lab.index.build import build_params, plan
 
     unlimited = plan(elab, LAYERS, build_params({**OPTIONS, "shard_documents": 100}), 10**15)

@@ -7,28 +7,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
-from qscope_lab import Lab, embedded
+from qscope_lab import embedded
 from qscope_lab.analysis.features import contrast, token_class_table
 from qscope_lab.analysis.text_predicates import is_han
 from qscope_lab.explain.names import display_names
 
 NAMED = embedded.known_features()
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("names-home")
-
-
-@pytest.fixture(scope="module")
-def elab(home):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("QSCOPE_LAB_HOME", str(home))
-    lab = Lab.load()
-    yield lab
-    mp.undo()
 
 
 def _label(elab, home, layer, feature, label):

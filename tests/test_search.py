@@ -12,26 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qscope_lab import Lab, embedded
+from qscope_lab import embedded
 from qscope_lab.explain import offline
 from qscope_lab.explain.names import display_name, display_names
 from qscope_lab.index.explanations import COLUMNS, add_explanations, explained, location, read_explanations
 
 NAMED = embedded.known_features()  # {"han": (layer, feature), "digit": ..., "code": ..., "chinese": ...}
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("home")
-
-
-@pytest.fixture(scope="module")
-def elab(home):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("QSCOPE_LAB_HOME", str(home))
-    lab = Lab.load()
-    yield lab
-    mp.undo()
 
 
 def test_offline_patterns_reach_precision_on_named_features(elab):

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from qscope_lab import embedded
 from qscope_lab.core.steering import Steer
-from qscope_lab.lab import Lab
 from qscope_lab.steering import engine
 from qscope_lab.steering.bench import CONDITIONS, distinct_n, firing_rates, repetition
 from qscope_lab.steering.concept import ExampleConcept, Judge, as_concept
@@ -22,11 +21,6 @@ PROMPTS = ["The weather today is", "Once upon a time", "My favourite food is", "
            "In the morning I", "The book was"]
 HELD = ["He opened the door and", "Science tells us that", "The river flows", "Yesterday we went",
         "The king said", "Our company plans to", "At the market", "The teacher asked"]
-
-
-@pytest.fixture(scope="module")
-def elab() -> Lab:
-    return Lab.load()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from qscope_lab import embedded
 from qscope_lab.core.steering import Steer
-from qscope_lab.lab import Lab
 from qscope_lab.steering.bench import CONDITIONS
 from qscope_lab.steering.recipe import Recipe
 from qscope_lab.widgets import SteerBenchView, SteeringPanel
@@ -24,11 +23,6 @@ from qscope_lab.widgets.steerbench import METRICS
 
 PROMPTS = ["The weather today is", "Once upon a time", "My favourite food is", "The meeting starts at",
            "In the morning I", "The book was", "He opened the door and", "Science tells us that"]
-
-
-@pytest.fixture(scope="module")
-def elab() -> Lab:
-    return Lab.load()
 
 
 @pytest.fixture(scope="module")
