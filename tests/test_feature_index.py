@@ -119,6 +119,54 @@ def test_card_from_index_shows_brute_force_contexts(elab, docs, built):
     assert card.stats["firing_count"] == (frame.feature == feature).sum() and "indexed tokens" in card.histogram_svg
 
 
+def _repeats(index: FeatureIndex, layer: int) -> tuple[int, int]:
+    """(features whose top contexts show one text twice, features that fired), the text read as a user sees it
+    (whitespace collapsed)."""
+    stats = index.stats(layer)
+    repeated = 0
+    fired = stats.index[stats.firing_count > 0].tolist()
+    for feature in fired:
+        shown = [" ".join("".join(c.tokens).split()) for c in index.top_contexts(layer, feature).itertuples()]
+        repeated += len(shown) != len(set(shown))
+    return repeated, len(fired)
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(min_size=1, max_size=12), pad=st.lists(st.sampled_from([" ", "\n", "\t", "\u3000"]), max_size=3))
+def test_a_tokens_text_key_ignores_whitespace_and_is_stable(text, pad):
+    from qscope_lab.core.tokens import SKIP, text_key
+
+    spaced = "".join(pad) + text + "".join(reversed(pad))
+    assert text_key(spaced, None) == text_key(text, None)  # " Th" and "Th" show the same
+    if not text.split():
+        assert text_key(text, None) == SKIP
+    else:
+        assert 0 <= text_key(text, None) < 2**63 and text_key(text + "x", None) != text_key(text, None)
+    assert text_key("\ufffd", b"\xe7\x8c") != text_key("\ufffd", b"\xe7\x8d")  # fragments by their bytes
+    assert text_key("Th", None) == 3202717564959016860  # blake2b: the same in every process and release
+
+
+def test_a_text_repeated_shows_once_among_a_features_top_contexts(elab, docs, tmp_path):
+    """The same review three times and a phrase a text repeats: by default each feature shows each window of text
+    once (its strongest firing); with distinct_contexts=False the repeats are back, so the option is what does it."""
+    review = {"text": "质量很好，物流也快，下次还会再来。谢谢！", "source": "reviews"}
+    chant = {"text": "Thank you. Thank you. Thank you. Thank you. Thank you.", "source": "speech"}
+    corpus = [review, chant, *docs[:6], review, review]
+    options = {**OPTIONS, "n_top": 4}
+    distinct = FeatureIndex.build(elab, corpus, [1], tmp_path / "distinct", **options)
+    every = FeatureIndex.build(elab, corpus, [1], tmp_path / "every", distinct_contexts=False, **options)
+    assert distinct.params["distinct_contexts"] and not every.params["distinct_contexts"]
+    repeated, fired = _repeats(distinct, 1)
+    assert repeated == 0 and fired > 500
+    assert _repeats(every, 1)[0] > 50
+    # what is kept is the strongest firing of each text, in order: the plain top rows with repeats dropped
+    for feature in every.stats(1).sort_values("firing_count").index[-30:]:
+        plain = every.top_contexts(1, int(feature))
+        first = plain[~plain.context.duplicated()]
+        got = distinct.top_contexts(1, int(feature))
+        assert got.context.tolist()[:len(first)] == first.context.tolist()
+
+
 def test_characters_split_over_byte_tokens_show_whole(elab, tmp_path):
     """猫, ï, é and the emoji are 2-4 byte tokens each: the index shows the whole character as the token, names the
     byte token that fired, and its contexts read as the text does (what lab.token_pieces shows),

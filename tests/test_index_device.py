@@ -70,10 +70,11 @@ def test_feature_sums_add_in_numpys_order():
         != want.tobytes()
 
 
-def batches(seed: int, n_batches: int, d: int, k: int, n_sources: int, zeros: float, levels: int):
+def batches(seed: int, n_batches: int, d: int, k: int, n_sources: int, zeros: float, levels: int, vocab: int = 500):
     """Random batches as ``shard.compute_shard`` makes them: (ctx, values, indices); chunks of varied padding,
     the first token of each not counted, top-k codes in descending order with some zeros (fewer than k firing);
-    ``levels`` > 0 rounds the activations to that many values per decade (ties, broken by document, position)."""
+    ``levels`` > 0 rounds the activations to that many values per decade (ties, broken by document, position);
+    a small ``vocab`` repeats windows of text (what ``distinct_contexts`` keeps once)."""
     rng = np.random.default_rng(seed)
     doc = 0
     for _ in range(n_batches):
@@ -81,7 +82,7 @@ def batches(seed: int, n_batches: int, d: int, k: int, n_sources: int, zeros: fl
         pad = rng.integers(0, width - 1, n_rows)
         counted = np.arange(width)[None, :] > pad[:, None]  # the first real token skipped
         tok_row, tok_col = np.nonzero(counted)
-        input_ids = rng.integers(0, 500, (n_rows, width))
+        input_ids = rng.integers(0, vocab, (n_rows, width))
         docs = doc + np.arange(n_rows)
         doc += n_rows
         tok_doc, tok_pos = docs[tok_row], (tok_col - pad[tok_row] + rng.integers(0, 3)).astype(np.int32)
@@ -121,19 +122,21 @@ def assert_same(a: dict, b: dict) -> None:
 @given(seed=st.integers(0, 2**32 - 1), n_top=st.integers(1, 6), per_bin=st.integers(1, 3),
        n_bins=st.sampled_from([4, 16, 64]), bpd=st.sampled_from([2, 8]), window=st.integers(0, 3),
        zeros=st.sampled_from([0.0, 0.3]), levels=st.sampled_from([0, 3]),
-       pending=st.sampled_from([None, 1, 4000]))
+       pending=st.sampled_from([None, 1, 4000]), distinct=st.booleans())
 def test_device_filter_equals_reference(seed, n_top, per_bin, n_bins, bpd, window, zeros, levels,
-                                        pending):
+                                        pending, distinct):
     """Thresholds low (first batches: the batch's own bars) and high (later batches: few candidates), flushes
-    every batch or rarely: the filtered path's state equals the reference's, byte for byte."""
+    every batch or rarely, distinct contexts or not: the filtered path's state equals the reference's, byte for
+    byte."""
     params = build_params({"n_top": n_top, "samples_per_bin": per_bin, "n_bins": n_bins, "bins_per_decade": bpd,
-                           "min_exponent": -2, "window": window, "seed": seed % 1000})
+                           "min_exponent": -2, "window": window, "seed": seed % 1000,
+                           "distinct_contexts": distinct})
     d, k, n_sources = 37, 5, 3
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(device, "AS_IF_REMOTE", True)
         filtered, reference = (LayerPartial(d, params, pending_bytes=pending) for _ in range(2))
         candidates = firings = 0
-        for ctx, values, indices in batches(seed, 6, d, k, n_sources, zeros, levels):
+        for ctx, values, indices in batches(seed, 6, d, k, n_sources, zeros, levels, vocab=4 if distinct else 500):
             ctx = {**ctx, "tok_window": token_windows(ctx["input_ids"], ctx["pad"], ctx["tok_row"],
                                                       ctx["tok_col"], window)}
             seen = []
@@ -144,6 +147,64 @@ def test_device_filter_equals_reference(seed, n_top, per_bin, n_bins, bpd, windo
         assert_same(state(filtered), state(reference))
         assert candidates <= firings
         assert filtered.count.sum() == firings and filtered.rows["feature"].size > 0
+
+
+def _every_firing(stream, window):
+    """Every firing of the batches as rows (feature, activation, document, position, the window's ids)."""
+    rows = []
+    for ctx, values, indices in stream:
+        windows = token_windows(ctx["input_ids"], ctx["pad"], ctx["tok_row"], ctx["tok_col"], window)
+        for t, j in zip(*np.nonzero(values > 0)):
+            rows.append((int(indices[t, j]), float(values[t, j]), int(ctx["tok_doc"][t]), int(ctx["tok_pos"][t]),
+                         tuple(i for i in windows[t].tolist() if i >= 0)))  # the text: padding shows nothing
+    return rows
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_top=st.integers(1, 5), window=st.integers(0, 2),
+       vocab=st.sampled_from([2, 5, 500]), levels=st.sampled_from([0, 2]), pending=st.sampled_from([None, 1, 4000]),
+       remote=st.booleans())
+def test_distinct_top_contexts_are_the_strongest_firing_of_each_window(seed, n_top, window, vocab, levels, pending,
+                                                                       remote):
+    """distinct_contexts: a feature's top rows are, in order, the strongest firing (activation, then document,
+    then position) of each distinct window of token ids (padding left out: it shows nothing), the first n_top of them, whatever the flushes and on
+    either path; a window never shows twice, and with the option off repeats come back (the test can fail)."""
+    d, k = 11, 3
+    params = build_params({"n_top": n_top, "samples_per_bin": 1, "n_bins": 8, "bins_per_decade": 2,
+                           "min_exponent": -2, "window": window, "seed": seed % 1000})
+    assert params["distinct_contexts"] is True  # the default
+    stream = list(batches(seed, 5, d, k, 2, 0.2, levels, vocab))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(device, "AS_IF_REMOTE", remote)
+        part = LayerPartial(d, params, pending_bytes=pending)
+        every = LayerPartial(d, {**params, "distinct_contexts": False})
+        for ctx, values, indices in stream:
+            ctx = {**ctx, "tok_window": token_windows(ctx["input_ids"], ctx["pad"], ctx["tok_row"], ctx["tok_col"],
+                                                      window)}
+            part.update(dict(ctx), torch.from_numpy(values), torch.from_numpy(indices))
+            every.update(dict(ctx), torch.from_numpy(values), torch.from_numpy(indices))
+    part.flush()
+    every.flush()
+    firings = _every_firing(stream, window)
+    repeats = 0
+    for feature in range(d):
+        mine = sorted((r for r in firings if r[0] == feature), key=lambda r: (-np.float32(r[1]), r[2], r[3]))
+        seen, want = set(), []
+        for r in mine:
+            if r[4] not in seen:
+                seen.add(r[4])
+                want.append((r[2], r[3]))
+        top = (part.rows["feature"] == feature) & (part.rows["kind"] == 0)
+        got = list(zip(part.rows["document"][top].tolist(), part.rows["position"][top].tolist()))
+        assert got == want[:n_top], feature
+        shown = [tuple(i for i in w if i >= 0) for w in part.windows()[0][top].tolist()]
+        assert len(set(shown)) == len(shown)
+        plain = (every.rows["feature"] == feature) & (every.rows["kind"] == 0)
+        assert list(zip(every.rows["document"][plain].tolist(), every.rows["position"][plain].tolist())) == \
+            [(r[2], r[3]) for r in mine[:n_top]]
+        repeats += len(mine[:n_top]) - len({r[4] for r in mine[:n_top]})
+    if vocab == 2 and window == 0 and n_top >= 3:
+        assert repeats > 0  # two token ids: the plain top rows do repeat, so the distinct ones are a real choice
 
 
 def test_few_candidates_cross_once_thresholds_rise():

@@ -23,11 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qscope_lab import FeatureIndex, Lab
-from qscope_lab.embedded import INDEX_DIR, reference_documents
+from qscope_lab.embedded import reference_documents
 from qscope_lab.index import schema
 from qscope_lab.index.schema import CorruptIndexError, sealed
 
 LAYERS = [1, 2]
+FORMAT_1 = Path(__file__).parent / "data" / "index_format1"  # written by an earlier version (make_index_format1.py)
 OPTIONS = {"n_top": 4, "context_length": 48, "batch_size": 8, "window": 3, "shard_documents": 4}
 FORK = multiprocessing.get_context("fork")
 
@@ -118,12 +119,20 @@ def test_overwrite_refuses_a_folder_that_is_not_an_index(elab, texts, base, tmp_
     assert replaced.documents == 4  # an index is replaced
 
 
-def test_indexes_written_before_the_format_marker_fields_still_open():
-    """The shipped index (format 1: no generation, no checksums, tokens beside the manifest) opens, fully
-    verified, and reads."""
-    index = FeatureIndex.open(INDEX_DIR, verify="full")
+def test_indexes_written_before_the_format_marker_fields_still_open(elab):
+    """An index of format 1 (no generation, no checksums, tokens beside the manifest, no distinct_contexts: it
+    kept every firing) opens, fully verified, and reads, with the Lab too."""
+    index = FeatureIndex.open(FORMAT_1, verify="full")
     assert index.manifest["format_version"] == 1 and index.generation == 0
-    assert Lab.load().index.stats(1).firing_count.sum() > 0 and len(index.top_contexts(1, 3)) >= 0
+    assert index.params["distinct_contexts"] is False
+    assert 0 < index.stats(1).firing_count.sum() <= index.tokens * elab.saes[1].k
+    feature = int(index.stats(1).firing_count.idxmax())
+    assert len(index.top_contexts(1, feature)) == 2
+    elab.use_index(index)
+    try:
+        assert elab.index.documents == 6
+    finally:
+        elab.use_index(None)
 
 
 # ---------------------------------------------------------------------- 2. one writer at a time
@@ -328,10 +337,10 @@ def test_large_files_are_checked_by_size_and_schema_and_in_full_on_request(small
 
 
 def test_a_tampered_format_1_manifest_is_named(tmp_path):
-    legacy = copy_of(INDEX_DIR, tmp_path / "legacy")
+    legacy = copy_of(FORMAT_1, tmp_path / "legacy")
     manifest = json.loads((legacy / "manifest.json").read_text())
     for field, value, message in (("d_sae", 4096, "'d_sae' is 4096.*stats.parquet has 2048 rows"),
-                                  ("layers", [0, 1, 2], "'sae_fingerprints' must map each layer"),
+                                  ("layers", [0, 1], "'sae_fingerprints' must map each layer"),
                                   ("k", 0, "'k' must be")):
         (legacy / "manifest.json").write_text(json.dumps({**manifest, field: value}))
         with pytest.raises(CorruptIndexError, match=f"manifest.json.*{message}"):

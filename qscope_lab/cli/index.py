@@ -47,6 +47,9 @@ optional "source"), .csv / .parquet with a 'text' column, or a folder of such fi
                                                                   "there is resumed)")
     b.add_argument("--layers", type=int, nargs="+", metavar="LAYER", help="layers to index (default: all)")
     b.add_argument("--n-top", type=int, default=20, metavar="N", help="top contexts kept per feature (default 20)")
+    b.add_argument("--repeated-contexts", action="store_true",
+                   help="keep the top firings even where they show the same text (default: each window of text "
+                        "once per feature, at its strongest firing)")
     b.add_argument("--context-length", type=int, default=256, metavar="N",
                    help="tokens per forward pass; longer documents are cut into pieces of this length (default 256)")
     b.add_argument("--shard-documents", type=int, default=1024, metavar="N",
@@ -96,7 +99,7 @@ def check_build_args(args) -> dict:
         if not Path(corpus).exists():
             raise FileNotFoundError(f"--corpus {corpus}: no such file or folder")
     options = {"n_top": args.n_top, "context_length": args.context_length, "shard_documents": args.shard_documents,
-               "batch_size": args.batch_size}
+               "batch_size": args.batch_size, "distinct_contexts": not args.repeated_contexts}
     build_params(options)
     negative = [x for x in args.layers or () if x < 0]
     if negative:

@@ -5,13 +5,20 @@ Each byte token of such a character decodes alone to U+FFFD. ``join_fragments`` 
 token and '' on the others; ``groups`` adds, per token, where its group starts, so a table
 cell or a highlighted context token can show the whole character and a hover can say "byte token 2 of 3".
 ``raw_label`` names a lone byte token by its bytes (a next-token table cannot join what is not generated yet).
+``TokenKeys`` gives each token a key of the text it shows, so that two windows that read the same (" Th" and "Th"
+at a document's start) are known as one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import unicodedata
+import weakref
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     from .protocol import LabLike
@@ -137,3 +144,52 @@ def readable_tokens(lab: LabLike, token_ids: Sequence[Sequence[int]]) -> list[li
         pieces, starts = groups(lab, ids)
         out.append([pieces[s] for s in starts])
     return out
+
+
+SKIP = -1  # the key of a token that shows nothing (whitespace; -1 also marks a window's padding)
+
+
+def text_key(string: str, raw: bytes | None) -> int:
+    """A stable 63-bit key of what a token shows: its text under NFKC with whitespace removed (so " Th" and "Th"
+    agree), a fragment of a character by its bytes, ``SKIP`` for whitespace alone. The same in every process."""
+    if raw is not None:
+        data = b"\x01" + raw
+    else:
+        text = "".join(unicodedata.normalize("NFKC", string).split())
+        if not text:
+            return SKIP
+        data = b"\x00" + text.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
+
+
+class TokenKeys:
+    """Token ids -> ``text_key`` (ids < 0 -> ``SKIP``), each id decoded once: one tokenizer's, through its Lab."""
+
+    def __init__(self, lab: LabLike):
+        self._lab = lab
+        self._ids = np.zeros(0, np.int64)  # sorted
+        self._keys = np.zeros(0, np.int64)
+
+    @classmethod
+    def of(cls, lab: LabLike) -> TokenKeys:
+        """The Lab's own (kept while the Lab lives)."""
+        keys = _KEYS.get(lab)
+        if keys is None:
+            keys = _KEYS[lab] = cls(lab)
+        return keys
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, np.int64)
+        seen = np.unique(ids[ids >= 0])
+        new = seen[~np.isin(seen, self._ids)]
+        if len(new):
+            listed = new.tolist()
+            keys = [text_key(s, r) for s, r in zip(self._lab.token_strings(listed), fragment_bytes(self._lab, listed))]
+            ids_all = np.concatenate([self._ids, new])
+            order = np.argsort(ids_all, kind="stable")
+            self._ids, self._keys = ids_all[order], np.concatenate([self._keys, np.array(keys, np.int64)])[order]
+        at = np.clip(np.searchsorted(self._ids, ids), 0, max(len(self._ids) - 1, 0))
+        return np.where(ids >= 0, self._keys[at] if len(self._ids) else SKIP, SKIP)
+
+
+_KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

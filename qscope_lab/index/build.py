@@ -45,7 +45,7 @@ from ..base import budget as budgets
 from ..base import progress as progress_bars
 from ..base import validate
 from ..base.atomic import write_atomic
-from ..core.tokens import fragment_bytes
+from ..core.tokens import TokenKeys, fragment_bytes
 from . import corpus as corpora
 from . import schema
 from .hashes import sae_fingerprint
@@ -386,12 +386,13 @@ def _run(lab: LabLike, path: Path, corpus, first_shard: int, first_id: int, engi
     state_dir = path / schema.STATE
     if not state_dir.is_dir() and state_dir.with_name(schema.STATE + ".old").is_dir():  # killed between two renames
         os.replace(state_dir.with_name(schema.STATE + ".old"), state_dir)
-    state = Partial.read(state_dir, d_sae, params) if state_dir.is_dir() else None
+    keys = TokenKeys.of(lab)  # a window's text, for distinct top contexts (read back as the shards made them)
+    state = Partial.read(state_dir, d_sae, params, token_keys=keys) if state_dir.is_dir() else None
     if state is not None:  # a writer killed between the state and the manifest left the state a generation ahead
         generation = schema.load_json(state_dir / schema.PARTIAL, "partial").get("generation", 0)
         manifest["generation"] = max(manifest["generation"], generation)
     for shard in _pending(path, state):  # written after the last checkpoint: folded in shard order
-        part = Partial.read(schema.shard_folder(path, shard), d_sae, params)
+        part = Partial.read(schema.shard_folder(path, shard), d_sae, params, token_keys=keys)
         state = part if state is None else (state.merge(part) or state)
     recorded = {s["id"]: s for s in manifest["shards"]}
     done = set(state.shards) if state is not None else set()
@@ -474,6 +475,7 @@ def _run_groups(lab: LabLike, path: Path, corpus, groups: list[list[int]], manif
     """A build or add by layer groups (see the module docstring): one pass per group, each resumable in
     ``work/group{G}``, then their layer folders assembled into ``state/`` at the next generation."""
     params, d_sae = manifest["params"], manifest["d_sae"]
+    keys = TokenKeys.of(lab)  # a window's text, for distinct top contexts (read back as the shards made them)
     work = path / schema.WORK
     key = {"groups": groups, "pending": manifest["pending"], "engine": engine}
     if work.is_dir():
@@ -510,18 +512,19 @@ def _run_groups(lab: LabLike, path: Path, corpus, groups: list[list[int]], manif
             group_saes = {}  # read here for their fingerprints; the workers read their own
         gstate, gshards = folder / schema.STATE, folder / schema.SHARDS
         if (gstate / schema.PARTIAL).is_file():
-            state = Partial.read(gstate, d_sae, params)
+            state = Partial.read(gstate, d_sae, params, token_keys=keys)
         else:
-            state = Partial.read(base, d_sae, params, layers=group) if base is not None else None
+            state = Partial.read(base, d_sae, params, layers=group, token_keys=keys) if base is not None \
+                else None
             for shard in loose:  # shards of the earlier run not folded into its state yet
-                part = Partial.read(schema.shard_folder(path, shard), d_sae, params, layers=group)
+                part = Partial.read(schema.shard_folder(path, shard), d_sae, params, layers=group, token_keys=keys)
                 state = part if state is None else (state.merge(part) or state)
         for sub in sorted(gshards.glob("*")) if gshards.is_dir() else []:
             complete = sub.name.isdigit() and (sub / schema.PARTIAL).is_file()
             if not complete or (state is not None and int(sub.name) in state.shards):
                 shutil.rmtree(sub, ignore_errors=True)
             else:
-                part = Partial.read(sub, d_sae, params)
+                part = Partial.read(sub, d_sae, params, token_keys=keys)
                 state = part if state is None else (state.merge(part) or state)
         done = set(state.shards) if state is not None else set()
 

@@ -1,5 +1,6 @@
 """The hashes a feature index relies on: the SAE fingerprint that tells suites apart, the priority that picks the
-uniform quantile samples (split so a batch hashes each token's (document, position) once), and file digests."""
+uniform quantile samples (split so a batch hashes each token's (document, position) once), the window key that
+keeps a feature's top contexts distinct, and file digests."""
 
 from __future__ import annotations
 
@@ -38,6 +39,20 @@ def priority_at(key: np.ndarray, feature: np.ndarray, seed: int) -> np.ndarray:
     x ^= x >> np.uint64(27)
     x *= np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
+
+
+def window_keys(tokens: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of token keys (``[n, 2w + 1]``: ``core.tokens.TokenKeys`` of a window, or its raw
+    ids; keys < 0, whitespace and padding, left out): two top contexts of a feature with the same hash show the
+    same text, so only the stronger is kept. A function of the window alone: a partial read back from disk, or
+    merged from another worker, gets the same hashes."""
+    x = np.full(len(tokens), 0x243F6A8885A308D3, np.uint64)
+    for column in np.asarray(tokens, np.int64).T:
+        y = (x ^ column.astype(np.uint64)) * np.uint64(0x100000001B3)  # FNV-style over whole keys
+        y ^= y >> np.uint64(29)
+        x = np.where(column < 0, x, y)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    return x ^ (x >> np.uint64(32))
 
 
 def file_digest(path: Path) -> str:

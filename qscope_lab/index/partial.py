@@ -2,7 +2,8 @@
 
 Everything merges exactly and in any grouping: counts, sums (float64, added in shard order), maxima, histogram
 and per-source counts add; the top-N contexts are the first N of each feature under one total order (activation
-descending, then document, then position), and the quantile samples are the bottom-S of a hash of (document,
+descending, then document, then position; with ``distinct_contexts`` only the first row of each window of text
+counts), and the quantile samples are the bottom-S of a hash of (document,
 position, feature) per histogram bin. A batch only proposes rows that beat the current N-th (or S-th) of their
 feature and stay in its own top N (bottom S), so memory is the index's size whatever the corpus's. Proposed rows
 wait, without windows, until a flush selects among them and the kept rows (``rows.select``); the windows of those
@@ -21,7 +22,7 @@ import torch
 
 from ..base.atomic import write_atomic
 from . import device, schema
-from .hashes import file_digest, priority, priority_at
+from .hashes import file_digest, priority, priority_at, window_keys
 from .rows import (
     ByToken,
     activation_bins,
@@ -45,6 +46,7 @@ class LayerPartial:
 
     def __init__(self, d_sae: int, params: dict, n_sources: int = 0, pending_bytes: int | None = None):
         self.d_sae, self.params = d_sae, params
+        self.distinct = params["distinct_contexts"]  # top contexts: the strongest firing of each distinct window
         self.pending_bytes = pending_bytes  # a flush once the proposed rows and their tables hold this many bytes
         n_bins = params["n_bins"]
         self.count = np.zeros(d_sae, np.int64)
@@ -99,7 +101,7 @@ class LayerPartial:
         inside = np.flatnonzero(b >= top_bin[feat])
         floor = torch.full((d,), np.inf).scatter_reduce_(0, torch.from_numpy(feat[inside]),
                                                          torch.from_numpy(act[inside]), "amin").numpy()
-        floor[top_bin < 0] = -np.inf
+        floor[(top_bin < 0) | self.distinct] = -np.inf  # n_top firings may be fewer distinct windows: no bound
         shift = np.clip(np.floor(np.log2(np.maximum(counts, 1) / (4 * per_bin))), 0, 63).astype(np.uint64)
         bar = np.uint64(_MAX) >> shift
         passed = np.bincount(group[prio <= bar[group]], minlength=d * n_bins)
@@ -116,7 +118,8 @@ class LayerPartial:
         new = concat(*self.pending)
         fresh = {name: new[name] for name in schema.ROW_COLUMNS}
         fresh["slot"] = -1 - np.arange(len(new["feature"]))  # < 0: a proposed row, no window yet
-        rows = select(concat(self.rows, fresh), p["n_top"], p["samples_per_bin"], p["n_bins"], runs=True)
+        rows = select(concat(self.rows, fresh), p["n_top"], p["samples_per_bin"], p["n_bins"], runs=True,
+                      distinct=self.distinct)
         at = np.flatnonzero(rows["slot"] < 0)
         at = at[np.argsort(-1 - rows["slot"][at])]  # in proposal order: batch by batch
         j = -1 - rows["slot"][at]
@@ -243,7 +246,7 @@ class LayerPartial:
         inside = b >= top_bin[feat]
         floor = torch.full((d,), np.inf, dtype=torch.float32, device=act.device)
         floor.scatter_reduce_(0, feat[inside], act[inside], "amin")
-        floor[top_bin < 0] = -np.inf
+        floor[(top_bin < 0) | self.distinct] = -np.inf  # n_top firings may be fewer distinct windows: no bound
         # floor(log2(max(count, 1) / (4 per_bin))) clipped to [0, 63], in integers: the exponent of count // (4 per_bin)
         q = torch.div(counts, 4 * per_bin, rounding_mode="floor")
         shift = (torch.frexp(q.double()).exponent.long() - 1).clamp(0, 63)
@@ -323,9 +326,13 @@ class LayerPartial:
         # what stays in this batch's own top N (bottom S) is proposed: windows are cut for those alone
         p, d = self.params, self.d_sae
         n_bins = p["n_bins"]
+        if "tok_window_key" not in ctx:  # by raw ids where the batch came without (``shard`` gives text keys)
+            ctx["tok_window_key"] = window_keys(ctx["tok_window"])
         entries = {"feature": feat, "activation": act, "bin": b, "priority": prio,  # document, position: for ties
-                   "document": ByToken(ctx["tok_doc"], e_tok), "position": ByToken(ctx["tok_pos"], e_tok)}
-        top, sample, sample_group = choose(entries, top_ok, sample_ok, p["n_top"], p["samples_per_bin"], n_bins)
+                   "document": ByToken(ctx["tok_doc"], e_tok), "position": ByToken(ctx["tok_pos"], e_tok),
+                   "window_key": ByToken(ctx["tok_window_key"], e_tok)}
+        top, sample, sample_group = choose(entries, top_ok, sample_ok, p["n_top"], p["samples_per_bin"], n_bins,
+                                           distinct=self.distinct)
         if not len(top) + len(sample):
             return
         self._tighten(feat[top], act[top], sample_group, prio[sample])
@@ -337,7 +344,7 @@ class LayerPartial:
         self.pending.append({
             "feature": f.astype(np.int32), "kind": kind, "bin": b[entry], "priority": prio[entry],
             "activation": act[entry], "document": ctx["tok_doc"][tok], "position": ctx["tok_pos"][tok],
-            "source": ctx["tok_src"][tok],
+            "source": ctx["tok_src"][tok], "window_key": ctx["tok_window_key"][tok],
             "center": np.full(len(entry), p["window"], np.int16), "batch": np.full(len(entry), len(self.tables)),
             "tok": tok})
         n_tok, n_feat, n_act = near(tok, f)
@@ -383,7 +390,8 @@ class LayerPartial:
         self.pool += other.pool
         self.pool_size += other.pool_size
         p = self.params
-        self.rows = select(concat(self.rows, rows), p["n_top"], p["samples_per_bin"], p["n_bins"], runs=True)
+        self.rows = select(concat(self.rows, rows), p["n_top"], p["samples_per_bin"], p["n_bins"], runs=True,
+                           distinct=self.distinct)
         self._compact()
         self._thresholds()
 
@@ -419,7 +427,11 @@ class LayerPartial:
             schema.write_long(folder, name, counts)
 
     @classmethod
-    def read(cls, folder: Path, d_sae: int, params: dict, n_sources: int) -> LayerPartial:
+    def read(cls, folder: Path, d_sae: int, params: dict, n_sources: int, token_keys=None) -> LayerPartial:
+        """The layer partial in ``folder``; ``token_keys`` (``core.tokens.TokenKeys``, the build's) turn the kept
+        windows into the keys that keep top contexts distinct."""
+        if params["distinct_contexts"] and token_keys is None:
+            raise TypeError("reading a partial with distinct_contexts needs token_keys (the build's TokenKeys)")
         out = cls(d_sae, params, n_sources)
         stats = schema.read_table(folder / schema.STATS, columns=["count", "total", "peak"])
         out.count = stats.column("count").to_numpy().copy()
@@ -442,6 +454,8 @@ class LayerPartial:
                           for name in schema.WINDOW_COLUMNS)]
         out.pool_size = len(rows["feature"])
         rows["slot"] = np.arange(out.pool_size)
+        window = out.pool[0][0]
+        rows["window_key"] = window_keys(token_keys(window) if token_keys is not None else window)
         out.rows = rows
         out._thresholds()
         return out
@@ -501,8 +515,9 @@ class Partial:
 
     @classmethod
     def read(cls, folder: Path, d_sae: int, params: dict, verify: bool = True, layers=None,
-             pending_bytes: int | None = None) -> Partial:
-        """The partial in ``folder``; ``layers``: only those (a layer group of a job under a memory budget)."""
+             pending_bytes: int | None = None, token_keys=None) -> Partial:
+        """The partial in ``folder``; ``layers``: only those (a layer group of a job under a memory budget);
+        ``token_keys``: the build's ``TokenKeys`` (needed with distinct_contexts)."""
         meta = schema.check_partial(folder, verify=verify)
         if layers is not None:
             missing = sorted(set(layers) - set(meta["layers"]))
@@ -512,8 +527,8 @@ class Partial:
         out = cls(meta["layers"], d_sae, params, pending_bytes)
         out.sources, out.tokens_by_source = list(meta["sources"]), list(meta["tokens_by_source"])
         out.documents, out.chunks, out.shards = meta["documents"], meta["chunks"], list(meta["shards"])
-        out.by_layer = {layer: LayerPartial.read(schema.layer_folder(folder, layer), d_sae, params, len(out.sources))
-                        for layer in out.layers}
+        out.by_layer = {layer: LayerPartial.read(schema.layer_folder(folder, layer), d_sae, params, len(out.sources),
+                                                 token_keys) for layer in out.layers}
         for part in out.by_layer.values():
             part.pending_bytes = pending_bytes
         return out

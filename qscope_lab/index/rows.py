@@ -3,7 +3,8 @@
 A row is one firing (feature, document, position) kept as a top context (``kind`` TOP) or a quantile sample
 (``kind`` SAMPLE), with its token window. ``select`` keeps the first ``n_top`` rows of each feature under one
 total order (activation descending, then document, then position) and the ``per_bin`` smallest priorities of each
-(feature, histogram bin) (then document, then position), so it is exact under any grouping of its input. It sorts
+(feature, histogram bin) (then document, then position), so it is exact under any grouping of its input; with
+``distinct`` a feature's top rows are first reduced to the strongest of each window of text (``window_key``). It sorts
 one packed 64-bit key per row with ``np.sort`` (a lexsort over four columns costs ten times more) and breaks the
 rare ties of that key with the full order. A row's window is cut only once it is sure to be kept for a while:
 ``join_table`` keeps what a batch's windows need (its firings near the proposed rows, sorted by feature and
@@ -163,23 +164,42 @@ def _sample_order(rows: dict, index: np.ndarray, n_bins: int, runs: bool = False
     return index[order], group[order]
 
 
+def _first_of_each_window(rows: dict, top: np.ndarray) -> np.ndarray:
+    """Of ``top`` (in ``_top_order``), the rows whose (feature, ``window_key``) no earlier row has: the strongest
+    firing of each distinct window of text. Exact under any grouping, like the order itself: a window's strongest
+    firing is the strongest in whichever part holds it."""
+    if len(top) < 2:
+        return top
+    feature, key = rows["feature"][top], rows["window_key"][top]
+    order = np.lexsort((np.arange(len(top)), key, feature))  # equal (feature, key) together, earliest first
+    first = np.ones(len(top), bool)
+    first[1:] = (feature[order][1:] != feature[order][:-1]) | (key[order][1:] != key[order][:-1])
+    keep = np.zeros(len(top), bool)
+    keep[order[first]] = True
+    return top[keep]
+
+
 def choose(rows: dict, top: np.ndarray, sample: np.ndarray, n_top: int, per_bin: int, n_bins: int,
-           runs: bool = False):
-    """Of the rows ``top`` and ``sample`` (indices into the columns ``rows``), the first ``n_top`` per feature and
-    the first ``per_bin`` per (feature, bin), each list in its order; and the (feature, bin) of each sample."""
+           runs: bool = False, distinct: bool = False):
+    """Of the rows ``top`` and ``sample`` (indices into the columns ``rows``), the first ``n_top`` per feature
+    (``distinct``: of distinct windows) and the first ``per_bin`` per (feature, bin), each list in its order; and
+    the (feature, bin) of each sample."""
     top = _top_order(rows, top, runs)
+    if distinct:
+        top = _first_of_each_window(rows, top)
     top = top[rank(rows["feature"][top]) < n_top]
     sample, group = _sample_order(rows, sample, n_bins, runs)
     keep = rank(group) < per_bin
     return top, sample[keep], group[keep]
 
 
-def select(rows: dict, n_top: int, per_bin: int, n_bins: int, runs: bool = False) -> dict:
-    """The rows an index keeps: top ``n_top`` per feature, bottom-``per_bin`` priorities per (feature, bin);
-    in stored order (feature, kind, then activation desc / (bin, priority)). ``runs``: the rows are a few
-    stretches in that order (kept rows, then batches' proposals), merged rather than sorted afresh."""
+def select(rows: dict, n_top: int, per_bin: int, n_bins: int, runs: bool = False, distinct: bool = False) -> dict:
+    """The rows an index keeps: top ``n_top`` per feature (``distinct``: of distinct windows), bottom-``per_bin``
+    priorities per (feature, bin); in stored order (feature, kind, then activation desc / (bin, priority)).
+    ``runs``: the rows are a few stretches in that order (kept rows, then batches' proposals), merged rather than
+    sorted afresh."""
     top, sample, _ = choose(rows, np.flatnonzero(rows["kind"] == TOP), np.flatnonzero(rows["kind"] == SAMPLE),
-                            n_top, per_bin, n_bins, runs)
+                            n_top, per_bin, n_bins, runs, distinct)
     # both lists are sorted by feature: a feature's top rows go before its samples
     tf, sf = rows["feature"][top], rows["feature"][sample]
     keep = np.empty(len(top) + len(sample), np.int64)

@@ -64,8 +64,9 @@ def shard_folder(index: Path, shard: int) -> Path:
 TOP, SAMPLE = 0, 1  # the ``kind`` of a context row
 ROW_COLUMNS = {"feature": np.int32, "kind": np.int8, "bin": np.int16, "priority": np.uint64,
                "activation": np.float32, "document": np.int64, "position": np.int32, "source": np.int16,
-               "center": np.int16}  # a context row; ``priority`` (a hash of the rest) is not stored
-STORED_ROW_COLUMNS = tuple(name for name in ROW_COLUMNS if name != "priority")
+               "center": np.int16, "window_key": np.uint64}
+# a context row; ``priority`` (a hash of the rest) and ``window_key`` (of its window) are not stored
+STORED_ROW_COLUMNS = tuple(name for name in ROW_COLUMNS if name not in ("priority", "window_key"))
 WINDOW_COLUMNS = {"window": np.int32, "values": np.float32}  # fixed-size lists of 2 * window + 1 per row
 STORED_CONTEXT_COLUMNS = STORED_ROW_COLUMNS + tuple(WINDOW_COLUMNS)  # contexts.arrow
 STATS_COLUMNS = {"feature": np.int32, "count": np.int64, "total": np.float64, "peak": np.float32,
@@ -93,7 +94,10 @@ HISTOGRAM_BINS = {"bins_per_decade": 8, "min_exponent": -3, "n_bins": 64}  # the
 
 # ---------------------------------------------------------------------- build parameters and their caps
 PARAMS = {"n_top": 20, "window": 10, "samples_per_bin": 2, **HISTOGRAM_BINS, "context_length": 256,
-          "batch_size": 16, "shard_documents": 1024, "skip_first": True, "skip_special": True, "seed": 0}
+          "batch_size": 16, "shard_documents": 1024, "skip_first": True, "skip_special": True, "seed": 0,
+          "distinct_contexts": True}
+# parameters an index written before them lacks: their absence means the value given (how it was built)
+LEGACY_PARAMS = {"distinct_contexts": False}
 # (lowest, highest) of each integer parameter: what it costs per feature and layer bounds memory and time
 PARAM_RANGES = {
     "n_top": (1, 1000),  # kept top rows per feature, each with its 2 * window + 1 token ids and values
@@ -107,7 +111,9 @@ PARAM_RANGES = {
     "shard_documents": (1, 1_000_000),  # documents held in memory per shard
     "seed": (0, 2**63 - 1),
 }
-BOOL_PARAMS = ("skip_first", "skip_special")
+BOOL_PARAMS = ("skip_first", "skip_special", "distinct_contexts")
+# distinct_contexts: a feature's top contexts are distinct windows of text (the strongest firing of each), so a
+# repeated document, boilerplate or a phrase repeated in one text shows once
 
 
 class CorruptIndexError(ValueError):
@@ -125,9 +131,12 @@ def _damaged(path, field: str, what: str, got) -> CorruptIndexError:
 
 def check_params(params, where: str = "params") -> dict:
     """``params`` checked: exactly ``PARAMS``'s names, each an int in its ``PARAM_RANGES`` (or a bool);
-    ValueError / TypeError naming the parameter, its range and what it costs otherwise."""
+    ValueError / TypeError naming the parameter, its range and what it costs otherwise. A ``LEGACY_PARAMS`` name
+    missing (an index written before it) is filled in, in place."""
     if not isinstance(params, dict):
         raise TypeError(f"{where} must be a dict of build parameters, got {type(params).__name__}")
+    for name, value in LEGACY_PARAMS.items():
+        params.setdefault(name, value)
     missing, unknown = set(PARAMS) - set(params), set(params) - set(PARAMS)
     if missing or unknown:
         raise ValueError(f"{where}: missing {sorted(missing)}, unknown {sorted(unknown)} (parameters: "
@@ -410,6 +419,9 @@ def check_fixed(index: Path, m: dict, meta: dict) -> dict:
         built = meta["index"]
         if not isinstance(built, dict):
             raise _damaged(meta_path, "index", "must be a JSON object", built)
+        if isinstance(built.get("params"), dict):
+            for name, value in LEGACY_PARAMS.items():
+                built["params"].setdefault(name, value)
         for name in FIXED_FIELDS:
             mine, theirs = m.get(name), built.get(name)
             if mine != theirs:

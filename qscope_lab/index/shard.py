@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from ..core.scan import scan
+from ..core.tokens import TokenKeys
 from .corpus import Document
-from .hashes import position_key
+from .hashes import position_key, window_keys
 from .partial import Partial
 from .rows import token_windows
 
@@ -96,6 +97,8 @@ def compute_shard(lab: LabLike, shard: int, docs: list[Document], layers: list[i
                "n_sources": len(part.sources), "tok_doc": tok_doc, "tok_pos": tok_pos,
                "tok_src": info[tok_row, 2].astype(np.int16), "tok_key": position_key(tok_doc, tok_pos),
                "tok_window": token_windows(input_ids, pad, tok_row, tok_col, params["window"])}
+        if params["distinct_contexts"]:  # what keeps a feature's top contexts distinct: the text each window shows
+            ctx["tok_window_key"] = window_keys(TokenKeys.of(lab)(ctx["tok_window"]))
         for src, n in zip(*np.unique(info[tok_row, 2], return_counts=True)):
             part.tokens_by_source[int(src)] += int(n)
         for layer in layers:

@@ -187,12 +187,15 @@ class FeatureIndex:
         Options (defaults in ``index.build.DEFAULTS``): ``n_top`` contexts per feature, ``window`` tokens either
         side, ``samples_per_bin`` quantile samples per histogram bin, ``context_length`` tokens per forward,
         ``shard_documents``, ``batch_size``, ``skip_first`` (default True: position 0, the attention sink, is not
-        counted) / ``skip_special``, ``seed``. ``engine="ray"`` runs shards on Ray Data (``workers`` actors,
-        ``address="auto"`` for a running cluster). An unfinished build at ``path`` is resumed (``resume=False``
-        refuses it; ``overwrite=True`` starts afresh, deleting only a feature index: a folder whose manifest lacks
-        the index's format marker, or that holds other files, is refused). Costly options are capped
-        (``index.schema.PARAM_RANGES``). The build holds the index's writer lock: another writer waits for it,
-        ``lock_timeout`` seconds at most (None: as long as it takes), then TimeoutError.
+        counted) / ``skip_special``, ``seed``, ``distinct_contexts`` (default True: a feature's top contexts are
+        distinct windows of text, the strongest firing of each, so a repeated document, boilerplate or a phrase
+        repeated within a text shows once; an index built before this option reads as False). ``engine="ray"``
+        runs shards on Ray Data (``workers`` actors, ``address="auto"`` for a running cluster). An unfinished
+        build at ``path`` is resumed (``resume=False`` refuses it; ``overwrite=True`` starts afresh, deleting
+        only a feature index: a folder whose manifest lacks the index's format marker, or that holds other files,
+        is refused). Costly options are capped (``index.schema.PARAM_RANGES``). The build holds the index's
+        writer lock: another writer waits for it, ``lock_timeout`` seconds at most (None: as long as it takes),
+        then TimeoutError.
 
         ``memory_budget`` (bytes or a string like ``"6GB"``; default the Lab's ``memory_budget``, else half of
         what the device has free) bounds what the build holds beyond the model: the layers are indexed in groups
