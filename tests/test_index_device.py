@@ -167,8 +167,9 @@ def _every_firing(stream, window):
 def test_distinct_top_contexts_are_the_strongest_firing_of_each_window(seed, n_top, window, vocab, levels, pending,
                                                                        remote):
     """distinct_contexts: a feature's top rows are, in order, the strongest firing (activation, then document,
-    then position) of each distinct window of token ids (padding left out: it shows nothing), the first n_top of them, whatever the flushes and on
-    either path; a window never shows twice, and with the option off repeats come back (the test can fail)."""
+    then position) of each distinct window of token ids (padding left out: it shows nothing), the first n_top of
+    them, whatever the flushes and on either path; a window never shows twice, and with the option off repeats
+    come back (the test can fail)."""
     d, k = 11, 3
     params = build_params({"n_top": n_top, "samples_per_bin": 1, "n_bins": 8, "bins_per_decade": 2,
                            "min_exponent": -2, "window": window, "seed": seed % 1000})

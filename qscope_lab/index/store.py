@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -370,7 +371,13 @@ class FeatureIndex:
         start, length = int(stats["offset"][feature]), int(stats["length"][feature])
         if not length:
             return pd.DataFrame(columns=["priority", *schema.STORED_CONTEXT_COLUMNS])
-        block = self._block(layer, int(stats["batch"][feature]))
+        b = int(stats["batch"][feature])
+        last = self._cache.get("block")  # the last block read, kept: a sweep over features decompresses each once
+        if last is not None and last[:2] == (layer, b):
+            block = last[2]
+        else:
+            block = self._block(layer, b)
+            self._cache["block"] = (layer, b, block)
         rows = block.iloc[start:start + length]
         if len(rows) != length or (rows.feature.to_numpy() != feature).any():  # never another feature's rows
             raise CorruptIndexError(f"{self._file(layer, CONTEXTS)} does not hold the rows that "
@@ -411,11 +418,18 @@ class FeatureIndex:
     @_snapshot
     def top_contexts(self, layer: int, feature: int, n: int | None = None) -> pd.DataFrame:
         """The feature's strongest activations over the corpus, strongest first: activation, document, position,
-        token, context (the token in [[ ]]), boundary, source, and the window's tokens / values / center."""
+        token, context (the token in [[ ]]), boundary, source, and the window's tokens / values / center. With
+        ``distinct_contexts`` no text shows twice: the build keeps one firing per window of token keys, and a
+        window that reads like a stronger one all the same (other tokens for the same text, a character cut at
+        its edge) is left out here."""
         layer, feature = self._layer(layer), self._feature(feature)
         n = self.params["n_top"] if n is None else validate.integer(n, "n", minimum=0)
         rows = self._rows(layer, feature)
-        return self._present(rows[rows.kind == TOP].head(n)).reset_index(drop=True)
+        if not self.params["distinct_contexts"]:
+            return self._present(rows[rows.kind == TOP].head(n)).reset_index(drop=True)
+        frame = self._present(rows[rows.kind == TOP])
+        shown = frame.tokens.map(lambda pieces: "".join(unicodedata.normalize("NFKC", "".join(pieces)).split()))
+        return frame[~shown.duplicated()].head(n).reset_index(drop=True)
 
     @_snapshot
     def histogram(self, layer: int, feature: int) -> pd.DataFrame:
