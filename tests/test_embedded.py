@@ -1,6 +1,7 @@
 """The embedded default: offline, small, and its SAEs faithful with features that mean something."""
 
 import json
+import unicodedata
 
 import pytest
 import torch
@@ -35,6 +36,26 @@ def test_loads_offline_with_an_sae_at_every_layer(default_lab, monkeypatch):
 def test_shipped_files_fit_the_budget():
     total = sum(p.stat().st_size for p in embedded.HERE.rglob("*") if p.is_file())
     assert total < 20 * 1024 * 1024, total
+
+
+def _shown(tokens) -> str:
+    """A context as a reader compares it: NFKC, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", "".join(tokens)).split())
+
+
+def test_no_feature_shows_the_same_text_twice_in_the_shipped_index(default_lab):
+    """Every feature of every layer of the shipped index: its top contexts never repeat a text (the held-out
+    documents are deduplicated and the index keeps distinct windows), and none is cut short for it beyond one."""
+    index = default_lab.index
+    assert index.params["distinct_contexts"]
+    short = 0
+    for layer in index.layers:
+        stats = index.stats(layer)
+        for feature in stats.index[stats.firing_count > 0].tolist():
+            shown = [_shown(t) for t in index.top_contexts(layer, feature).tokens]
+            assert len(shown) == len(set(shown)), (layer, feature, shown)
+            short += len(shown) < min(index.params["n_top"], stats.firing_count[feature])
+    assert short < 0.01 * sum(len(index.stats(x)) for x in index.layers)  # windows that read alike, dropped
 
 
 def test_reconstruction_is_faithful(default_lab):

@@ -87,6 +87,29 @@ def test_corpus_dedups_before_the_heldout_split(tmp_path):
     assert stats["exact_duplicates"] == 20 and stats["near_duplicates"] == 20
 
 
+def test_the_heldout_pool_has_no_two_alike_and_no_twin_in_training(tmp_path):
+    """What the shipped index and reference read (corpus.heldout_pool): a corpus written before the dedup (the
+    1.57M model's) holds a review three times in its held-out split, one twice in training and held out once,
+    and documents alike in their first characters only; each is shown once, a trained one never."""
+    rng = random.Random(5)
+    review, trained, head = chinese(rng, 80), english(rng, 40), english(rng, 60)
+    rows = [("heldout", review), ("heldout", review.replace("。", " 。")), ("heldout", "  " + review),
+            ("train", trained), ("train", trained), ("heldout", trained.upper()),
+            ("heldout", head + " one ending"), ("heldout", head + " another ending entirely"),
+            ("heldout", "too short"), *[("heldout", english(rng, 40)) for _ in range(5)],
+            *[("train", english(rng, 40)) for _ in range(20)]]
+    with open(tmp_path / "docs.jsonl", "w", encoding="utf-8") as out:
+        for split, text in rows:
+            out.write(json.dumps({"source": "toy", "lang": "en", "split": split, "text": text}) + "\n")
+    pool, dropped = corpus.heldout_pool(tmp_path, chars=len(head) + 4)
+    texts = [d["text"] for d in pool]
+    assert sum(normalise(t) == normalise(review) for t in texts) == 1
+    assert not any(normalise(t) == normalise(trained) for t in texts)
+    assert sum(t.startswith(head[:40]) for t in texts) == 1  # alike in what is shown: the cut text
+    assert all(len(t) >= 60 and len(t) <= len(head) + 4 for t in texts)
+    assert dropped == {"heldout": 11, "alike_in_heldout": 3, "twin_in_train": 1, "kept": 7}  # "too short" is not
+
+
 def test_gpu_run_end_to_end_on_the_cpu_at_a_toy_size(tmp_path):
     import gpu_run
     import tokenizer as tok

@@ -323,6 +323,27 @@ def iter_docs(corpus: Path, split: str | None = None, lang: str | None = None):
             yield doc
 
 
+def heldout_pool(corpus: Path, chars: int, min_chars: int = 60, sources=None) -> tuple[list[dict], dict]:
+    """The held-out documents as the shipped index and reference show them: stripped, cut to ``chars``, at least
+    ``min_chars`` long, optionally of some sources only, with no two alike (exact or near, on the cut text: two
+    documents that share their first ``chars`` characters are one) and none whose twin is in the training split
+    (a corpus written before dedup.py, like the one the 1.57M model was trained on, has both). Returns the
+    documents and the counts dropped."""
+    from dedup import deduplicate
+
+    train, held = [], []
+    for doc in iter_docs(corpus):
+        if doc["split"] == "train":
+            train.append(doc["text"])
+        elif len(doc["text"].strip()) >= min_chars and (sources is None or doc["source"] in sources):
+            held.append({**doc, "text": doc["text"].strip()[:chars]})
+    within, stats = deduplicate([d["text"] for d in held])
+    seen, _ = deduplicate(train + [d["text"] for d in held])  # the earliest of a cluster stays: a training twin
+    kept = [d for d, a, b in zip(held, within, seen[len(train):]) if a and b]
+    return kept, {"heldout": len(held), "alike_in_heldout": int((~within).sum()),
+                  "twin_in_train": int((within & ~seen[len(train):]).sum()), "kept": len(kept)}
+
+
 def is_heldout(text: str) -> bool:
     return int(hashlib.sha1(text.encode()).hexdigest(), 16) % 100 < HELDOUT_PERCENT
 

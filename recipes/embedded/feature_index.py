@@ -7,8 +7,10 @@ statistics over the corpus's held-out split, so the default's cards and search o
 
 Held out from the model's and SAEs' training, like reference.jsonl but about ten times larger; documents are cut
 to ``--chars`` characters and the index keeps fewer, shorter contexts than the library default, so it stays a
-few MB in the wheel. Every feature of every layer is then explained by the offline explainer and the table
-(``explanations.parquet``) is shipped in the index folder, so the default names its features out of the box
+few MB in the wheel. No two documents are alike (``corpus.heldout_pool``: exact and near duplicates of the cut
+text dropped, and any with a twin in training) and the index keeps distinct windows, so no feature shows the same
+text twice among its top contexts. Every feature of every layer is then explained by the offline explainer and
+the table (``explanations.parquet``) is shipped in the index folder, so the default names its features out of the box
 (the user's own explanations and labels, kept under ``$QSCOPE_LAB_HOME``, win over it).
 """
 
@@ -21,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from corpus import iter_docs
+from corpus import heldout_pool
 
 from qscope_lab import FeatureIndex, Lab
 
@@ -56,8 +58,9 @@ def main() -> None:
         explain_into(args.out)
         return
 
-    docs = [{"text": d["text"].strip()[:args.chars], "source": d["source"]}
-            for d in iter_docs(Path(args.corpus), "heldout") if len(d["text"].strip()) >= 60]
+    pool, dropped = heldout_pool(Path(args.corpus), args.chars)
+    print(f"held-out documents: {dropped}")
+    docs = [{"text": d["text"], "source": d["source"]} for d in pool]
     shutil.rmtree(args.out, ignore_errors=True)
     lab = Lab.load(index=False)
     start = time.perf_counter()

@@ -4,7 +4,8 @@
 
 Feature cards show top activating contexts over this corpus, and feature search indexes it. It is held out from
 the embedded model's and SAEs' training, small enough to encode in seconds on a CPU (about 60k tokens), and
-plain text, so it serves any Qwen model. Each line: {"source", "lang", "text"}.
+plain text, so it serves any Qwen model. No two documents are alike and none has a twin in training
+(``corpus.heldout_pool``). Each line: {"source", "lang", "text"}.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from corpus import iter_docs
+from corpus import heldout_pool
 
 
 def main() -> None:
@@ -27,10 +28,10 @@ def main() -> None:
     args = parser.parse_args()
 
     by_source: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for doc in iter_docs(Path(args.corpus), "heldout"):
-        text = doc["text"].strip()
-        if len(text) >= 60:
-            by_source[(doc["lang"], doc["source"])].append(text[:args.chars])
+    pool, dropped = heldout_pool(Path(args.corpus), args.chars)
+    print(f"held-out documents: {dropped}")
+    for doc in pool:
+        by_source[(doc["lang"], doc["source"])].append(doc["text"])
     rng = random.Random(0)
     rows = []
     for lang in ("en", "zh", "code"):

@@ -12,7 +12,8 @@ import re
 
 from playwright.sync_api import expect
 
-from qscope_lab.embedded import known_features
+from qscope_lab import FeatureIndex
+from qscope_lab.embedded import INDEX_DIR, known_features
 
 from .harness import assert_no_errors
 from .test_names import printed_json
@@ -170,10 +171,11 @@ def test_heatmap_grid_tokens_hover_order_layer_switch_and_card_numbers(notebook_
     expect(heatmap.locator(".qs-legend-name")).to_have_attribute("data-feature", first.get_attribute("data-feature"))
     # card: thousands separators alike in text and chart; the histogram's title and ticks fit
     card = page.locator(".qs-card")
-    expect(card.locator(".qs-stats")).to_contain_text("148,767")
-    assert "148767" not in card.locator(".qs-stats").inner_text()
+    tokens = FeatureIndex.open(INDEX_DIR).tokens  # the shipped index's count, e.g. 130,424
+    expect(card.locator(".qs-stats")).to_contain_text(f"{tokens:,}")
+    assert str(tokens) not in card.locator(".qs-stats").inner_text()
     svg = card.locator(".qs-histogram svg")
-    assert "148,767" in "".join(svg.locator("text").all_text_contents())
+    assert f"{tokens:,}" in "".join(svg.locator("text").all_text_contents())
     chart = svg.evaluate(JS_CHART)
     assert chart == {"outside": [], "overlaps": []}, chart
     heatmap.screenshot(path=str(screenshots_dir / "heatmap_grid_tokens.png"))
