@@ -149,13 +149,18 @@ def readable_tokens(lab: LabLike, token_ids: Sequence[Sequence[int]]) -> list[li
 SKIP = -1  # the key of a token that shows nothing (whitespace; -1 also marks a window's padding)
 
 
+def visible(text: str) -> str:
+    """The form in which two texts read the same: NFKC, whitespace removed."""
+    return "".join(unicodedata.normalize("NFKC", text).split())
+
+
 def text_key(string: str, raw: bytes | None) -> int:
     """A stable 63-bit key of what a token shows: its text under NFKC with whitespace removed (so " Th" and "Th"
     agree), a fragment of a character by its bytes, ``SKIP`` for whitespace alone. The same in every process."""
     if raw is not None:
         data = b"\x01" + raw
     else:
-        text = "".join(unicodedata.normalize("NFKC", string).split())
+        text = visible(string)
         if not text:
             return SKIP
         data = b"\x00" + text.encode("utf-8", "surrogatepass")

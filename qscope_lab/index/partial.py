@@ -96,17 +96,20 @@ class LayerPartial:
         p, d = self.params, self.d_sae
         n_top, per_bin, n_bins = p["n_top"], p["samples_per_bin"], p["n_bins"]
         counts = np.bincount(group, minlength=d * n_bins)
-        above = counts.reshape(d, n_bins)[:, ::-1].cumsum(axis=1)[:, ::-1]  # firings in a bin or higher
-        top_bin = (above >= n_top).sum(axis=1) - 1  # -1: fewer than n_top firings
-        inside = np.flatnonzero(b >= top_bin[feat])
-        floor = torch.full((d,), np.inf).scatter_reduce_(0, torch.from_numpy(feat[inside]),
-                                                         torch.from_numpy(act[inside]), "amin").numpy()
-        floor[(top_bin < 0) | self.distinct] = -np.inf  # n_top firings may be fewer distinct windows: no bound
+        top_thr = self.top_thr
+        if not self.distinct:  # (distinct: n_top firings may be fewer distinct windows, no bound from them)
+            above = counts.reshape(d, n_bins)[:, ::-1].cumsum(axis=1)[:, ::-1]  # firings in a bin or higher
+            top_bin = (above >= n_top).sum(axis=1) - 1  # -1: fewer than n_top firings
+            inside = np.flatnonzero(b >= top_bin[feat])
+            floor = torch.full((d,), np.inf).scatter_reduce_(0, torch.from_numpy(feat[inside]),
+                                                             torch.from_numpy(act[inside]), "amin").numpy()
+            floor[top_bin < 0] = -np.inf
+            top_thr = np.maximum(top_thr, floor)
         shift = np.clip(np.floor(np.log2(np.maximum(counts, 1) / (4 * per_bin))), 0, 63).astype(np.uint64)
         bar = np.uint64(_MAX) >> shift
         passed = np.bincount(group[prio <= bar[group]], minlength=d * n_bins)
         bar[passed < per_bin] = _MAX
-        return np.maximum(self.top_thr, floor), np.minimum(self.sample_thr, bar)
+        return top_thr, np.minimum(self.sample_thr, bar)
 
     def flush(self) -> None:
         """Count the buffered firings, and fold the rows proposed since the last flush into the kept rows (exact
@@ -241,19 +244,22 @@ class LayerPartial:
         assert dev is not None
         n_top, per_bin, n_bins = p["n_top"], p["samples_per_bin"], p["n_bins"]
         counts = torch.bincount(group, minlength=d * n_bins)
-        above = counts.view(d, n_bins).flip(1).cumsum(1).flip(1)  # firings in a bin or higher
-        top_bin = (above >= n_top).sum(1) - 1  # -1: fewer than n_top firings
-        inside = b >= top_bin[feat]
-        floor = torch.full((d,), np.inf, dtype=torch.float32, device=act.device)
-        floor.scatter_reduce_(0, feat[inside], act[inside], "amin")
-        floor[(top_bin < 0) | self.distinct] = -np.inf  # n_top firings may be fewer distinct windows: no bound
+        top_thr = dev.top_thr
+        if not self.distinct:  # (as ``_batch_bars``)
+            above = counts.view(d, n_bins).flip(1).cumsum(1).flip(1)  # firings in a bin or higher
+            top_bin = (above >= n_top).sum(1) - 1  # -1: fewer than n_top firings
+            inside = b >= top_bin[feat]
+            floor = torch.full((d,), np.inf, dtype=torch.float32, device=act.device)
+            floor.scatter_reduce_(0, feat[inside], act[inside], "amin")
+            floor[top_bin < 0] = -np.inf
+            top_thr = torch.maximum(top_thr, floor)
         # floor(log2(max(count, 1) / (4 per_bin))) clipped to [0, 63], in integers: the exponent of count // (4 per_bin)
         q = torch.div(counts, 4 * per_bin, rounding_mode="floor")
         shift = (torch.frexp(q.double()).exponent.long() - 1).clamp(0, 63)
         bar = torch.where(shift == 0, -1, (torch.ones_like(shift) << (64 - shift).clamp(max=63)) - 1)
         passed = torch.bincount(group[device.ule(prio, bar[group])], minlength=d * n_bins)
         bar[passed < per_bin] = -1  # the uint64 maximum
-        return torch.maximum(dev.top_thr, floor), device.umin(dev.sample_thr, bar)
+        return top_thr, device.umin(dev.sample_thr, bar)
 
     def _near_on(self, ctx, on, tok, f, values, indices, fired, known) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Of the batch's firings (``values`` / ``indices`` ``[n, k]`` on their device, ``fired`` where > 0), those
@@ -327,7 +333,8 @@ class LayerPartial:
         p, d = self.params, self.d_sae
         n_bins = p["n_bins"]
         if "tok_window_key" not in ctx:  # by raw ids where the batch came without (``shard`` gives text keys)
-            ctx["tok_window_key"] = window_keys(ctx["tok_window"])
+            ctx["tok_window_key"] = window_keys(ctx["tok_window"]) if self.distinct else \
+                np.zeros(len(ctx["tok_window"]), np.uint64)  # (not read without distinct_contexts)
         entries = {"feature": feat, "activation": act, "bin": b, "priority": prio,  # document, position: for ties
                    "document": ByToken(ctx["tok_doc"], e_tok), "position": ByToken(ctx["tok_pos"], e_tok),
                    "window_key": ByToken(ctx["tok_window_key"], e_tok)}

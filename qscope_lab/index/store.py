@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..base import validate
-from ..core.tokens import byte_label, readable
+from ..core.tokens import byte_label, readable, visible
 from . import schema
 from .hashes import priority, sae_fingerprint
 from .schema import CONTEXTS, HISTOGRAM, PARTIAL, SAMPLE, SOURCES, STATE, STATS, TOP, CorruptIndexError
@@ -428,7 +427,7 @@ class FeatureIndex:
         if not self.params["distinct_contexts"]:
             return self._present(rows[rows.kind == TOP].head(n)).reset_index(drop=True)
         frame = self._present(rows[rows.kind == TOP])
-        shown = frame.tokens.map(lambda pieces: "".join(unicodedata.normalize("NFKC", "".join(pieces)).split()))
+        shown = frame.tokens.map(lambda pieces: visible("".join(pieces)))
         return frame[~shown.duplicated()].head(n).reset_index(drop=True)
 
     @_snapshot
